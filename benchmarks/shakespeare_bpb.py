@@ -1,0 +1,56 @@
+"""Tiny Shakespeare: validation bits per byte against training wall time on this machine.
+
+Reference (../shared/data/README.md): nanoGPT's documented CPU configuration reaches
+2.72 bits per byte in about 68 s on 2 CPU cores. This script runs fidan's data, tokenizer and
+token stages on the standard split (first 90% train, last 10% validation), then pre-trains with
+the `shakespeare` preset (plus any overrides given), evaluating on the *whole* validation split
+every `train.eval_every` steps. It prints the curve and the first point at or below the target.
+
+    python benchmarks/shakespeare_bpb.py [--target 2.72] [--section.key=value ...]
+
+Training seconds exclude evaluation and checkpoint writing; the total wall time of the whole
+script (data, tokenizer, shards, training and every evaluation) is printed too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from fidan.config import build_config
+from fidan.pipeline import run_stage
+from fidan.rundir import RunDir
+
+
+def main() -> None:
+    t_start = time.perf_counter()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", type=float, default=2.72)
+    ap.add_argument("--run", default="bench-shakespeare")
+    args, extra = ap.parse_known_args()
+    overrides = [e[2:] for e in extra] + [f"run.name={args.run}"]
+    cfg = build_config("shakespeare", None, overrides)
+    run = RunDir.for_config(cfg)
+    for stage in ("data", "tokenizer", "tokens", "pretrain"):
+        run_stage(cfg, run, stage, force=True)
+    wall = time.perf_counter() - t_start
+    curve = [json.loads(line) for line in (run.path / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    curve = [r for r in curve if "val_bpb" in r]
+    print(f"\n{'step':>6} {'train s':>8} {'val bpb':>8}")
+    for r in curve:
+        print(f"{r['step']:>6} {r['elapsed_s']:>8.1f} {r['val_bpb']:>8.4f}")
+    hit = next((r for r in curve if r["val_bpb"] <= args.target), None)
+    print(f"\nmachine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"final: {curve[-1]['val_bpb']:.4f} bpb after {curve[-1]['elapsed_s']:.1f} s of training")
+    if hit:
+        print(f"reached {args.target} bpb at step {hit['step']} after {hit['elapsed_s']:.1f} s of training")
+    else:
+        print(f"did not reach {args.target} bpb")
+    print(f"whole script wall time: {wall:.1f} s (data + tokenizer + shards + training + all evaluations)")
+
+
+if __name__ == "__main__":
+    main()

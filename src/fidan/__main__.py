@@ -1,0 +1,3 @@
+from fidan.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Command line: argument parsing only; the work happens in the stage modules.
+
+    fidan pipeline --preset tiny                 run every stage
+    fidan <stage> [--run.name=NAME] [overrides]  run one stage (data, tokenizer, tokens, pretrain, sample)
+    fidan tokenize "Merhaba dünya"               ids and pieces
+    fidan chat                                   talk to the newest model
+
+Overrides are dotted config keys: ``--train.lr=3e-4 --model.n_layer=6``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fidan.config import Config, build_config
+from fidan.errors import FidanError
+from fidan.stages import STAGES
+
+READS_RUN = ("sample", "chat", "tokenize")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fidan", description="Grow a small chat model from raw text, stage by stage.",
+                                epilog="Any config key can be overridden: --section.key=value (see configs/*.toml).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--preset", help="a preset from configs/ (tiny, small, gpt2-124m, shakespeare)")
+        sp.add_argument("--config", help="a TOML config file")
+
+    common(sub.add_parser("pipeline", help="run every stage in order, skipping finished ones"))
+    for stage in STAGES:
+        common(sub.add_parser(stage.name, help=stage.help))
+    tk = sub.add_parser("tokenize", help="show the ids and pieces of a text")
+    tk.add_argument("text")
+    tk.add_argument("--tokenizer", help="a tokenizer.json (default: the run's)")
+    common(tk)
+    ch = sub.add_parser("chat", help="chat with the newest model of a run")
+    ch.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
+    common(ch)
+    return p
+
+
+def _split_overrides(extra: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") or "." not in item.split("=")[0]:
+            raise FidanError(f"unknown argument '{item}' (overrides look like --section.key=value)")
+        if "=" not in item:
+            if i + 1 >= len(extra):
+                raise FidanError(f"override '{item}' has no value (use {item}=VALUE)")
+            item = f"{item}={extra[i + 1]}"
+            i += 1
+        out.append(item[2:])
+        i += 1
+    return out
+
+
+def _config(args, overrides: list[str]) -> Config:
+    """For commands on an existing run, the run's saved config is the base the overrides apply to."""
+    names = [o.split("=", 1)[1] for o in overrides if o.startswith("run.name=")]
+    config_file = args.config
+    if not args.preset and not config_file and args.command != "pipeline":
+        root = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.root=")), "runs")
+        if names:
+            saved = Path(root) / names[-1] / "config.toml"
+        elif args.command in READS_RUN:
+            from fidan.serve.loading import latest_run
+            saved = latest_run(root).path / "config.toml"
+            overrides = [f"run.name={saved.parent.name}"] + overrides
+        else:
+            saved = None
+        if saved is not None and saved.exists():
+            config_file = str(saved)
+    return build_config(args.preset, config_file, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = _parser().parse_known_args(argv)
+    try:
+        cfg = _config(args, _split_overrides(extra))
+        return _dispatch(args, cfg)
+    except FidanError as e:
+        print(f"fidan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nfidan: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args, cfg: Config) -> int:
+    from fidan.rundir import RunDir
+
+    if args.command == "pipeline":
+        from fidan.pipeline import run_pipeline
+        run_pipeline(cfg)
+        return 0
+    if args.command == "tokenize":
+        from fidan.tokenizer.bpe import FidanTokenizer
+        path = args.tokenizer or RunDir.for_config(cfg, create=False).require("tokenizer/tokenizer.json", "tokenizer")
+        tok = FidanTokenizer.load(path)
+        ids = tok.encode(args.text)
+        print(f"ids:    {ids}")
+        print(f"pieces: {tok.pieces(ids)}")
+        print(f"{len(args.text.encode('utf-8'))} bytes -> {len(ids)} tokens; decodes back exactly: "
+              f"{tok.decode(ids) == args.text}")
+        return 0
+    if args.command == "chat":
+        from fidan.serve.chat import repl
+        from fidan.serve.engine import SamplingParams
+        from fidan.serve.loading import load_for_inference, model_folder
+        run = RunDir.for_config(cfg, create=False)
+        folder = model_folder(run, args.stage)
+        model, tok = load_for_inference(folder, run, cfg.train.device)
+        s = cfg.sample
+        repl(model, tok, SamplingParams(s.temperature, s.top_k, s.top_p, s.max_tokens, None), folder.name)
+        return 0
+    from fidan.pipeline import run_stage
+    run_stage(cfg, RunDir.for_config(cfg), args.command)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

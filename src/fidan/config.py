@@ -1,0 +1,294 @@
+"""Typed configuration for every stage.
+
+A config is built in three layers: the dataclass defaults below, a TOML preset from
+``configs/`` (or any file given with ``--config``), and dotted command-line overrides such as
+``--train.lr=3e-4``. Unknown keys and values of the wrong type are refused with a message that
+names them. Each stage hashes the sections it depends on, so the pipeline can tell whether a
+stage's outputs are still valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from fidan.errors import FidanError
+from fidan.model.gpt import GPTConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"          # run directory is <root>/<name>
+    root: str = "runs"
+    seed: int = 1337
+
+
+@dataclass
+class DataConfig:
+    source: str = "embedded"       # "embedded", or comma-separated files / folders (txt, jsonl, .gz)
+    text_field: str = "text"       # jsonl: the field that holds the document text
+    split: str = "auto"            # "tail": last val_fraction of the text; "hash": whole documents; "auto"
+    val_fraction: float = 0.1
+    on_error: str = "fail"         # bad documents: "fail" stops with file and line, "skip" counts them
+
+
+@dataclass
+class CorpusConfig:
+    scale_mb: float = 2.0          # size of the generated pre-training text
+    turkish_fraction: float = 0.5  # share of documents written in Turkish
+    n_places: int = 24
+    n_people: int = 48
+    n_creatures: int = 16
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 4096
+    min_frequency: int = 2
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16           # sequences per micro-batch
+    grad_accum: int = 1            # micro-batches per optimizer step
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1      # final learning rate as a fraction of lr
+    warmup_steps: int = 50
+    schedule: str = "cosine"       # "cosine", "linear" or "constant" after warm-up
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0         # 0 disables clipping
+    eval_every: int = 100
+    eval_tokens: int = 0           # validation tokens per periodic eval; 0 = the whole split
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep_checkpoints: int = 2
+    device: str = "auto"           # "auto", "cpu", "cuda", "mps"
+    threads: int = 0               # CPU threads; 0 = all cores
+    compile: bool = False
+
+
+@dataclass
+class SampleConfig:
+    prompt: str = ""
+    max_tokens: int = 160
+    temperature: float = 0.8
+    top_k: int = 0                 # 0 = off
+    top_p: float = 1.0             # 1.0 = off
+    seed: int = 0
+    num_samples: int = 3
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: GPTConfig = field(default_factory=GPTConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def section_hash(self, *names: str) -> str:
+        """A short, stable hash of the named sections (order-insensitive), leaving out settings
+        that change how a stage runs but not what it produces (threads, logging cadence ...)."""
+        payload = {n: {k: v for k, v in dataclasses.asdict(getattr(self, n)).items()
+                       if (n, k) not in NOT_HASHED} for n in sorted(names)}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+NOT_HASHED = {("train", k) for k in ("device", "threads", "compile", "log_every", "eval_every", "eval_tokens",
+                                     "ckpt_every", "keep_checkpoints")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a config
+
+def preset_path(name: str) -> Path:
+    path = CONFIG_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))) or "none"
+        raise FidanError(f"unknown preset '{name}' (known presets: {known})")
+    return path
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise FidanError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FidanError(f"{path}: not valid TOML ({e})") from None
+
+
+def build_config(preset: str | None = None, config_file: str | None = None,
+                 overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then a preset, then a config file, then ``key.sub=value`` overrides."""
+    cfg = Config()
+    if preset:
+        path = preset_path(preset)
+        apply_dict(cfg, load_toml(path), origin=str(path))
+    if config_file:
+        apply_dict(cfg, load_toml(config_file), origin=str(config_file))
+    for item in overrides:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def apply_dict(cfg: Config, data: dict[str, Any], origin: str) -> None:
+    for section, values in data.items():
+        target = _section(cfg, section, origin)
+        if not isinstance(values, dict):
+            raise FidanError(f"{origin}: [{section}] must be a table of settings")
+        for key, value in values.items():
+            _set(target, section, key, value, origin, from_text=False)
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    origin = "command line"
+    if "=" not in item:
+        raise FidanError(f"{origin}: override '{item}' must look like section.key=value")
+    dotted, raw = item.split("=", 1)
+    dotted = dotted.lstrip("-")
+    if dotted.count(".") != 1:
+        raise FidanError(f"{origin}: override '{item}' must look like section.key=value")
+    section, key = dotted.split(".")
+    _set(_section(cfg, section, origin), section, key, raw, origin, from_text=True)
+
+
+def _section(cfg: Config, section: str, origin: str) -> Any:
+    names = [f.name for f in dataclasses.fields(cfg)]
+    if section not in names:
+        raise FidanError(f"{origin}: unknown config section '{section}' (known: {', '.join(names)})")
+    return getattr(cfg, section)
+
+
+def _set(target: Any, section: str, key: str, value: Any, origin: str, from_text: bool) -> None:
+    hints = typing.get_type_hints(type(target))
+    if key not in hints:
+        known = ", ".join(f.name for f in dataclasses.fields(target))
+        raise FidanError(f"{origin}: unknown config key '{section}.{key}' (known in [{section}]: {known})")
+    try:
+        coerced = _coerce(value, hints[key], from_text)
+    except ValueError as e:
+        raise FidanError(f"{origin}: bad value for '{section}.{key}': {e}") from None
+    setattr(target, key, coerced)
+
+
+def _coerce(value: Any, typ: Any, from_text: bool) -> Any:
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, args[0], from_text)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and str(value).lower() in ("true", "1", "yes", "on"):
+            return True
+        if from_text and str(value).lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{value!r} is not true/false")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not an integer")
+        if isinstance(value, int):
+            return value
+        if from_text:
+            try:
+                return int(str(value).replace("_", ""))
+            except ValueError:
+                pass
+        raise ValueError(f"{value!r} is not an integer")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{value!r} is not a number")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{value!r} is not a string")
+    raise ValueError(f"unsupported setting type {typ}")  # pragma: no cover
+
+
+_CHOICES = {
+    ("data", "split"): ("auto", "tail", "hash"),
+    ("data", "on_error"): ("fail", "skip"),
+    ("train", "schedule"): ("cosine", "linear", "constant"),
+    ("train", "device"): ("auto", "cpu", "cuda", "mps"),
+    ("model", "mlp"): ("swiglu", "relu2", "gelu"),
+}
+
+
+def validate(cfg: Config) -> None:
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise FidanError(f"bad value for '{section}.{key}': {value!r} (choose one of: {', '.join(allowed)})")
+    m = cfg.model
+    if m.d_model % m.n_head:
+        raise FidanError(f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head})")
+    if m.n_head % m.n_kv_head:
+        raise FidanError(f"model.n_head ({m.n_head}) must be divisible by model.n_kv_head ({m.n_kv_head})")
+    if (m.d_model // m.n_head) % 2:
+        raise FidanError("model.d_model / model.n_head must be even (RoPE rotates pairs of dimensions)")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise FidanError(f"bad value for 'data.val_fraction': {cfg.data.val_fraction} (must be between 0 and 1)")
+    for key in ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "ckpt_every", "keep_checkpoints"):
+        if getattr(cfg.train, key) < 1:
+            raise FidanError(f"bad value for 'train.{key}': must be at least 1")
+    if cfg.tokenizer.vocab_size < 300:
+        raise FidanError("bad value for 'tokenizer.vocab_size': must be at least 300 (256 bytes + special tokens)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a config back as TOML (the resolved config saved in every run directory)
+
+def to_toml(cfg: Config) -> str:
+    lines: list[str] = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return '"none"'
+    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover

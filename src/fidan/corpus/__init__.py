@@ -1,0 +1,1 @@
+"""The embedded default corpus: a small bilingual invented world, generated from a seed."""

@@ -1,0 +1,116 @@
+"""The embedded default corpus: pre-training documents and held-out evaluation sets.
+
+``generate(cfg, seed)`` is deterministic: the same config and seed give byte-identical output.
+The document mix is encyclopedic articles, question-and-answer pages, short stories and word
+problems, each in English or Turkish. The evaluation sets ask about facts whose Q&A form never
+appears in the training text, and pose word problems that never appear there either.
+"""
+from __future__ import annotations
+
+import random
+from typing import Iterator
+
+from fidan.config import CorpusConfig
+from fidan.corpus import facts as F
+from fidan.corpus.stories import Problem, render_problem, story, word_problem
+from fidan.corpus.turkish import suffix
+from fidan.corpus.world import PROFESSIONS, World, build_world
+from fidan.data.document import Document
+
+MIX = {"article": 0.35, "qa": 0.15, "story": 0.25, "problem": 0.25}
+N_HELDOUT_PROBLEMS = 100  # per language
+
+
+def article(world: World, lang: str, rng: random.Random) -> tuple[str, str]:
+    kind = rng.choice(["person", "person", "place", "creature"])
+    entity = rng.choice(F.entities(world, kind))
+    sentences = [F.statement(a, lang, entity, a.value(entity), rng.randrange(9)) for a in F.attributes_of(kind)]
+    rng.shuffle(sentences)
+    if kind == "place":
+        residents = [p for p in world.people if p.home == entity.name][:4]
+        if residents:
+            if lang == "en":
+                names = ", ".join(f"{p.name} the {PROFESSIONS[p.profession][0]}" for p in residents)
+                sentences.append(f"People of {entity.name} include {names}.")
+            else:
+                names = ", ".join(f"{PROFESSIONS[p.profession][1]} {p.name}" for p in residents)
+                sentences.append(f"{suffix(entity.name, 'loc', True)} yaşayanlar arasında {names} vardır.")
+    title = entity.name if kind != "creature" else entity.name.capitalize()
+    return kind, f"{title}\n\n" + " ".join(sentences)
+
+
+def qa_page(world: World, lang: str, rng: random.Random) -> str:
+    q, a = ("Question", "Answer") if lang == "en" else ("Soru", "Cevap")
+    lines = []
+    while len(lines) < rng.randrange(2, 5):
+        attr = rng.choice(F.ATTRIBUTES)
+        entity = rng.choice(F.entities(world, attr.kind))
+        if F.is_held_out(attr, entity):
+            continue
+        answer = F.statement(attr, lang, entity, attr.value(entity), rng.randrange(9))
+        lines.append(f"{q}: {F.question(attr, lang, entity)}\n{a}: {answer}")
+    return "\n\n".join(lines)
+
+
+def eval_sets(world: World, seed: int) -> tuple[dict[str, list[dict]], set[tuple]]:
+    """Held-out fact questions and word problems, plus the keys of the problems to keep out of training."""
+    rng = random.Random(f"fidan-eval-{seed}")
+    fact_items = []
+    for attr in F.ATTRIBUTES:
+        for entity in F.entities(world, attr.kind):
+            if not F.is_held_out(attr, entity):
+                continue
+            for lang in ("en", "tr"):
+                options = F.choices(world, attr, entity, rng)
+                true = attr.value(entity)
+                fact_items.append({
+                    "id": f"fact-{lang}-{len(fact_items):04d}", "lang": lang, "kind": attr.kind,
+                    "subject": entity.name, "attribute": attr.name,
+                    "question": F.question(attr, lang, entity),
+                    "answer": attr.short(lang, true),
+                    "choices": [attr.short(lang, v) for v in options],
+                    "statements": [F.statement(attr, lang, entity, v, 0) for v in options],
+                    "label": options.index(true),
+                })
+    problems, keys = [], set()
+    for lang in ("en", "tr"):
+        while sum(p["lang"] == lang for p in problems) < N_HELDOUT_PROBLEMS:
+            p = word_problem(world, lang, rng)
+            if p.key in keys:
+                continue
+            keys.add(p.key)
+            problems.append({"id": f"math-{lang}-{len(problems):04d}", "lang": lang, "question": p.question,
+                             "solution": p.solution, "answer": p.answer})
+    return {"facts": fact_items, "arithmetic": problems}, keys
+
+
+def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -> Iterator[Document]:
+    rng = random.Random(f"fidan-docs-{seed}")
+    target = int(cfg.scale_mb * 1_000_000)
+    kinds, weights = list(MIX), list(MIX.values())
+    total, n = 0, 0
+    while total < target:
+        lang = "tr" if rng.random() < cfg.turkish_fraction else "en"
+        kind = rng.choices(kinds, weights)[0]
+        if kind == "article":
+            subject, text = article(world, lang, rng)
+            meta = {"kind": "article", "subject": subject}
+        elif kind == "qa":
+            text, meta = qa_page(world, lang, rng), {"kind": "qa"}
+        elif kind == "story":
+            text, meta = story(world, lang, rng), {"kind": "story"}
+        else:
+            problem: Problem = word_problem(world, lang, rng)
+            if problem.key in heldout:
+                continue
+            text, meta = render_problem(problem, lang), {"kind": "problem"}
+        meta["lang"] = lang
+        yield Document(id=f"fidan-{n:07d}", text=text, source="embedded", meta=meta)
+        total += len(text.encode("utf-8"))
+        n += 1
+
+
+def generate(cfg: CorpusConfig, seed: int) -> tuple[list[Document], dict[str, list[dict]]]:
+    world = build_world(seed, cfg.n_places, cfg.n_people, cfg.n_creatures)
+    evals, heldout = eval_sets(world, seed)
+    return list(documents(world, cfg, seed, heldout)), evals

@@ -1,0 +1,1 @@
+"""Data stage: sources, splitting, and token shards."""

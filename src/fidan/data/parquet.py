@@ -1,0 +1,40 @@
+"""Documents on disk: parquet files with ``id``, ``source``, ``text`` and ``meta`` (JSON) columns."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fidan import atomic
+from fidan.data.document import Document
+from fidan.errors import FidanError
+
+SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("meta", pa.string())])
+
+
+def write_documents(path: str | Path, docs: Iterable[Document]) -> None:
+    docs = list(docs)
+    table = pa.table({"id": [d.id for d in docs], "source": [d.source for d in docs],
+                      "text": [d.text for d in docs],
+                      "meta": [json.dumps(d.meta, ensure_ascii=False) for d in docs]}, schema=SCHEMA)
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_documents(path: str | Path) -> Iterator[Document]:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None
+    for row in table.to_pylist():
+        yield Document(id=row["id"], text=row["text"], source=row["source"], meta=json.loads(row["meta"] or "{}"))
+
+
+def read_texts(path: str | Path) -> list[str]:
+    try:
+        return pq.read_table(path, columns=["text"]).column("text").to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None

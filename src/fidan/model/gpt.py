@@ -1,0 +1,227 @@
+"""A GPT decoder with modern defaults.
+
+Pre-norm transformer blocks with RMSNorm, rotary position embeddings (RoPE, "rotate half"
+layout as in Llama), no bias terms, separate (untied) input embedding and output head, and
+PyTorch's fused ``scaled_dot_product_attention``. Every ``sparse_every``-th layer can use
+locally banded (sliding-window) attention, the dense/sparse alternation GPT-3 used. The layout
+maps one-to-one onto Hugging Face's Llama architecture, which keeps export simple.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fidan.model.kv_cache import KVCache
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 0            # 0 = take it from the tokenizer
+    context: int = 256             # longest sequence the model attends over
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 4             # fewer than n_head = grouped-query attention
+    d_model: int = 256
+    mlp: str = "swiglu"            # "swiglu", "relu2" (squared ReLU) or "gelu"
+    mlp_hidden: int = 0            # 0 = 8/3 d_model for SwiGLU, 4 d_model otherwise (rounded up to 64)
+    rope_theta: float = 10000.0
+    qk_norm: bool = False          # RMS-normalise queries and keys per head
+    sparse_every: int = 0          # every n-th layer uses banded attention (2 = alternate); 0 = dense only
+    window: int = 128              # band width (tokens) of the banded layers
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    init_std: float = 0.02
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def hidden(self) -> int:
+        if self.mlp_hidden:
+            return self.mlp_hidden
+        raw = int(8 * self.d_model / 3) if self.mlp == "swiglu" else 4 * self.d_model
+        return 64 * math.ceil(raw / 64)
+
+    def is_banded(self, layer: int) -> bool:
+        return self.sparse_every > 0 and layer % self.sparse_every == self.sparse_every - 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rope_tables(cfg: GPTConfig, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        hd = cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_head * hd, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=False)
+        self.o_proj = nn.Linear(cfg.n_head * hd, cfg.d_model, bias=False)
+        self.q_norm = nn.RMSNorm(hd, eps=cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(hd, eps=cfg.norm_eps) if cfg.qk_norm else None
+        self.window = cfg.window if cfg.is_banded(layer) else 0
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None):
+        b, t, _ = x.shape
+        cfg = self.cfg
+        q = self.q_proj(x).view(b, t, cfg.n_head, cfg.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        if cfg.n_kv_head != cfg.n_head:
+            rep = cfg.n_head // cfg.n_kv_head
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        drop = cfg.dropout if self.training else 0.0
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None, dropout_p=drop)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.kind = cfg.mlp
+        if cfg.mlp == "swiglu":
+            self.gate_proj = nn.Linear(cfg.d_model, cfg.hidden, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.hidden, bias=False)
+        self.down_proj = nn.Linear(cfg.hidden, cfg.d_model, bias=False)
+
+    def forward(self, x):
+        if self.kind == "swiglu":
+            h = F.silu(self.gate_proj(x)) * self.up_proj(x)
+        elif self.kind == "relu2":
+            h = F.relu(self.up_proj(x)).square()
+        else:
+            h = F.gelu(self.up_proj(x))
+        return self.down_proj(h)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, mask, cache):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, mask, cache))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("GPTConfig.vocab_size must be set (it is taken from the tokenizer)")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        cos, sin = rope_tables(cfg, cfg.context)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                continue  # norm weights keep their ones
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, std=std / math.sqrt(2 * self.cfg.n_layer))
+            else:
+                nn.init.normal_(p, std=std)
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits ``[batch, time, vocab]`` for token ids ``[batch, time]``.
+
+        With a cache, ``idx`` holds only the new tokens; they are placed after the cached ones.
+        """
+        b, t = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + t > self.cfg.context:
+            raise ValueError(f"sequence of {start + t} tokens exceeds the context of {self.cfg.context}")
+        cos = self.rope_cos[start:start + t].to(self.embed.weight.dtype)
+        sin = self.rope_sin[start:start + t].to(self.embed.weight.dtype)
+        masks = self._masks(start, t, idx.device, cache is not None)
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, cos, sin, masks[block.attn.window], cache)
+        if cache is not None:
+            cache.advance(t)
+        return self.lm_head(self.norm(x))
+
+    def _masks(self, start: int, t: int, device, cached: bool) -> dict[int, torch.Tensor | None]:
+        """Boolean attention masks (True = may attend), keyed by window (0 = dense).
+
+        ``None`` lets SDPA use its fused causal path: dense layers without a cache, and single-
+        token decoding, where every cached position is visible.
+        """
+        out: dict[int, torch.Tensor | None] = {}
+        q_pos = torch.arange(start, start + t, device=device)[:, None]
+        k_pos = torch.arange(start + t, device=device)[None, :]
+        for window in {blk.attn.window for blk in self.blocks}:
+            if window == 0 and (not cached or t == 1):
+                out[window] = None
+                continue
+            allowed = k_pos <= q_pos
+            if window:
+                allowed = allowed & (q_pos - k_pos < window)
+            out[window] = allowed
+        return out
+
+    # -- helpers --------------------------------------------------------------------------------
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        cfg = self.cfg
+        return KVCache(cfg.n_layer, batch, cfg.n_kv_head, max_len or cfg.context, cfg.head_dim,
+                       dtype=self.embed.weight.dtype, device=self.embed.weight.device)
+
+    def num_params(self, embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n if embeddings else n - self.embed.weight.numel()
+
+
+def flops_per_token(cfg: GPTConfig, training: bool = True) -> float:
+    """Matmul FLOPs per token: 2 per multiply-accumulate forward, 3x that with the backward pass.
+
+    Counts every weight matmul (the embedding lookup is free, the output head is not) plus the
+    attention score and value products, 2 * 2 * d_model * span per layer, where the span is the
+    context for dense layers and the window for banded ones (PaLM's accounting: full span).
+    """
+    hd = cfg.head_dim
+    attn_w = cfg.d_model * hd * (2 * cfg.n_head + 2 * cfg.n_kv_head)
+    mlp_w = cfg.d_model * cfg.hidden * (3 if cfg.mlp == "swiglu" else 2)
+    matmul_params = cfg.n_layer * (attn_w + mlp_w) + cfg.d_model * cfg.vocab_size
+    attn = sum(4 * cfg.d_model * (min(cfg.window, cfg.context) if cfg.is_banded(i) else cfg.context)
+               for i in range(cfg.n_layer))
+    forward = 2 * matmul_params + attn
+    return 3 * forward if training else forward

@@ -1,0 +1,1 @@
+"""Using a model: sampling, streaming generation, the chat REPL."""

@@ -1,0 +1,182 @@
+"""The shared training loop used by every training stage.
+
+It knows nothing about what is being learned: the caller supplies a model, a ``batch(step,
+micro)`` function that returns the same micro-batch for the same arguments (so a resumed run
+sees exactly the data an uninterrupted one would), a ``loss(model, batch)`` function, and an
+optional ``evaluate(model)``. The loop does AdamW with warm-up and decay, gradient accumulation,
+clipping, periodic evaluation, ``metrics.jsonl`` logging, a progress bar with tokens/s and MFU,
+and atomic checkpoints it resumes from.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from fidan import atomic
+from fidan.config import TrainConfig
+from fidan.model.gpt import GPT
+from fidan.model.io import save_model
+from fidan.train import checkpoint
+from fidan.train.perf import matmul_peak_flops, pick_device
+from fidan.train.schedule import lr_at
+
+Batch = Any
+LossFn = Callable[[GPT, Batch], tuple[torch.Tensor, int]]  # (mean loss, tokens in the batch)
+
+
+@dataclass
+class Task:
+    """What a stage asks the loop to train."""
+    name: str                                          # stage name, used in messages and model.json
+    batch: Callable[[int, int], Batch]                 # (step, micro) -> batch
+    loss: LossFn
+    evaluate: Callable[[GPT], dict[str, float]] | None = None
+    flops_per_token: float = 0.0
+    info: dict[str, Any] | None = None                 # extra provenance for model.json
+
+
+def setup_threads(cfg: TrainConfig) -> None:
+    threads = cfg.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+
+
+class Metrics:
+    """Append-only ``metrics.jsonl``; on resume, records after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is None:
+            atomic.write_text(path, "")
+        elif path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            atomic.write_text(path, "".join(line + "\n" for line in kept))
+        self.file = open(path, "a", encoding="utf-8")
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
+          quiet: bool = False) -> tuple[GPT, dict[str, Any]]:
+    """Train ``model`` per ``cfg``, resuming from ``out/ckpt`` if a checkpoint of the same config
+    exists; write the final model to ``out``. Returns the trained model and a summary."""
+    setup_threads(cfg)
+    device = pick_device(cfg.device)
+    say = (lambda *a: None) if quiet else tqdm.write
+    ckpt_root = out / "ckpt"
+    resumed = checkpoint.latest(ckpt_root, device, warn=say) if ckpt_root.exists() else None
+    if resumed and resumed.state.get("config_hash") != config_hash:
+        stale = out / f"ckpt-{resumed.state.get('config_hash', 'old')}"
+        say(f"checkpoints in {ckpt_root} are from another config; moved to {stale}, starting afresh")
+        ckpt_root.rename(stale)
+        resumed = None
+    if resumed:
+        model = resumed.model
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    start, tokens_seen, elapsed = 0, 0, 0.0
+    if resumed:
+        optimizer.load_state_dict(resumed.state["optimizer"])
+        torch.set_rng_state(resumed.state["torch_rng"].cpu())
+        start = resumed.state["step"]
+        tokens_seen, elapsed = resumed.state["tokens"], resumed.state["elapsed"]
+        say(f"resuming {task.name} from {resumed.folder.name} (step {start})")
+    else:
+        torch.manual_seed(int(config_hash[:8], 16))
+    metrics = Metrics(out / "metrics.jsonl", start if resumed else None)
+    run_model = torch.compile(model) if cfg.compile else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    peak = matmul_peak_flops(device.type)
+    info = {"stage": task.name, "config_hash": config_hash, **(task.info or {})}
+    last_eval: dict[str, float] = {}
+
+    def evaluate(step: int) -> None:
+        nonlocal last_eval
+        if task.evaluate is None:
+            return
+        model.eval()
+        with torch.no_grad(), autocast:
+            last_eval = task.evaluate(model)
+        model.train()
+        metrics.log({"step": step, "tokens": tokens_seen, "elapsed_s": round(elapsed, 3), **last_eval})
+        say(f"{task.name} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+
+    if start == 0:
+        evaluate(0)
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=start, desc=task.name, unit="step", disable=quiet or None,
+               dynamic_ncols=True, mininterval=0.5)
+    window_t, window_tokens = time.perf_counter(), 0
+    for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        total_loss, step_tokens = 0.0, 0
+        for micro in range(cfg.grad_accum):
+            batch = task.batch(step, micro)
+            with autocast:
+                loss, n_tokens = task.loss(run_model, batch)
+            (loss / cfg.grad_accum).backward()
+            total_loss += loss.item() / cfg.grad_accum
+            step_tokens += n_tokens
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")).item()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed += time.perf_counter() - t0
+        tokens_seen += step_tokens
+        window_tokens += step_tokens
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            now = time.perf_counter()
+            tps = window_tokens / max(now - window_t, 1e-9)
+            window_t, window_tokens = now, 0
+            mfu = tps * task.flops_per_token / peak if task.flops_per_token else 0.0
+            metrics.log({"step": done, "loss": round(total_loss, 6), "lr": lr, "grad_norm": round(grad_norm, 4),
+                         "tokens": tokens_seen, "elapsed_s": round(elapsed, 3), "tok_per_s": round(tps, 1),
+                         "mfu": round(mfu, 4)})
+            bar.set_postfix(loss=f"{total_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
+        bar.update(1)
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            evaluate(done)
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            checkpoint.save(ckpt_root, model, optimizer, done,
+                            {"tokens": tokens_seen, "elapsed": elapsed, "config_hash": config_hash}, info,
+                            cfg.keep_checkpoints)
+    bar.close()
+    metrics.close()
+    save_model(out, model, {**info, "step": cfg.steps, "tokens": tokens_seen})
+    if not last_eval and task.evaluate is not None:
+        evaluate(cfg.steps)
+    tps = tokens_seen / max(elapsed, 1e-9)
+    return model, {"steps": cfg.steps, "tokens": tokens_seen, "train_seconds": round(elapsed, 1),
+                   "tokens_per_s": round(tps), "mfu": round(tps * task.flops_per_token / peak, 4),
+                   "flops": float(tokens_seen * task.flops_per_token), **last_eval}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

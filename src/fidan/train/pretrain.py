@@ -1,0 +1,117 @@
+"""The pre-training stage: next-token prediction on the token shards.
+
+Batches are random windows of ``context + 1`` tokens, drawn from a generator seeded by
+``(seed, step, micro)``, so any step's batch can be recomputed (exact resume). Validation
+reports bits per byte over the whole validation split: summed cross-entropy of every token,
+divided by the UTF-8 bytes those tokens spell, so models with different tokenizers compare.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fidan.config import Config
+from fidan.data.shards import load_meta, load_tokens
+from fidan.model.gpt import GPT, flops_per_token
+from fidan.rundir import RunDir
+from fidan.tokenizer.bpe import FidanTokenizer
+from fidan.train.loop import Task, train
+
+
+class RandomWindows:
+    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int):
+        if len(tokens) < context + 2:
+            raise ValueError(f"only {len(tokens)} training tokens; need more than the context ({context})")
+        self.tokens, self.context, self.batch_size, self.seed = tokens, context, batch_size, seed
+        self.offsets = np.arange(context + 1)
+
+    def __call__(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step, micro])
+        starts = rng.integers(0, len(self.tokens) - self.context - 1, size=self.batch_size)
+        chunk = torch.from_numpy(self.tokens[starts[:, None] + self.offsets].astype(np.int64))
+        return chunk[:, :-1], chunk[:, 1:]
+
+
+def next_token_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    device = next(model.parameters()).device
+    x, y = (t.to(device) for t in batch)
+    logits = model(x)
+    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1)), y.numel()
+
+
+@torch.no_grad()
+def bits_per_byte(model: GPT, tokens: np.ndarray, token_bytes: torch.Tensor, batch_size: int = 16,
+                  max_tokens: int = 0) -> dict[str, float]:
+    """Corpus-level bits per byte on consecutive, non-overlapping windows covering ``tokens``."""
+    context = model.cfg.context
+    device = model.lm_head.weight.device
+    n = len(tokens) - 1
+    if max_tokens:
+        n = min(n, max_tokens)
+    starts = list(range(0, n, context))
+    nats, nbytes, ntok = 0.0, 0, 0
+    token_bytes = token_bytes.to(device)
+    for i in range(0, len(starts), batch_size):
+        group = starts[i:i + batch_size]
+        length = min(context, n - group[-1])  # the last window may be shorter
+        full = [s for s in group if s + context <= n]
+        for sel, t in ((full, context), ([s for s in group if s + context > n], length)):
+            if not sel:
+                continue
+            chunk = torch.from_numpy(np.stack([tokens[s:s + t + 1] for s in sel]).astype(np.int64)).to(device)
+            x, y = chunk[:, :-1], chunk[:, 1:]
+            logits = model(x).float()
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+            b = token_bytes[y.reshape(-1)]
+            scored = b > 0
+            nats += loss[scored].sum().item()
+            nbytes += b.sum().item()
+            ntok += scored.sum().item()
+    return {"val_loss": nats / max(ntok, 1), "val_bpb": nats / (max(nbytes, 1) * math.log(2))}
+
+
+def resolve_model_config(cfg: Config, vocab_size: int):
+    if cfg.model.vocab_size:
+        if cfg.model.vocab_size < vocab_size:
+            raise ValueError(f"model.vocab_size {cfg.model.vocab_size} is smaller than the tokenizer's {vocab_size}")
+        return cfg.model
+    return replace(cfg.model, vocab_size=64 * math.ceil(vocab_size / 64))
+
+
+def token_bytes_for(tok: FidanTokenizer, vocab_size: int) -> torch.Tensor:
+    table = np.zeros(vocab_size, dtype=np.int64)
+    table[:tok.vocab_size] = tok.token_byte_lengths()
+    return torch.from_numpy(table)
+
+
+def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
+    from fidan.stages import stage_hash
+
+    meta = load_meta(run)
+    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
+    model_cfg = resolve_model_config(cfg, tok.vocab_size)
+    train_tokens = load_tokens(run.path / "data/tokens/train.bin", meta)
+    val_tokens = load_tokens(run.path / "data/tokens/val.bin", meta)
+    token_bytes = token_bytes_for(tok, model_cfg.vocab_size)
+    torch.manual_seed(cfg.run.seed)
+    model = GPT(model_cfg)
+    eval_batch = max(1, cfg.train.batch_size)
+    task = Task(
+        name="pretrain",
+        batch=RandomWindows(train_tokens, model_cfg.context, cfg.train.batch_size, cfg.run.seed),
+        loss=next_token_loss,
+        evaluate=lambda m: bits_per_byte(m, val_tokens, token_bytes, eval_batch, cfg.train.eval_tokens),
+        flops_per_token=flops_per_token(model_cfg),
+        info={"tokenizer": "tokenizer/tokenizer.json"},
+    )
+    model, summary = train(model, cfg.train, run.stage("pretrain"), task, stage_hash(cfg, "pretrain"), quiet)
+    if cfg.train.eval_tokens:  # the periodic evals used a subset; the final figure covers everything
+        model.eval()
+        summary.update(bits_per_byte(model, val_tokens, token_bytes, eval_batch))
+    summary["unigram_bpb"] = meta["unigram_bpb"]
+    summary["params"] = model.num_params()
+    return summary
