@@ -36,6 +36,24 @@ def _parser() -> argparse.ArgumentParser:
     tk.add_argument("text")
     tk.add_argument("--tokenizer", help="a tokenizer.json (default: the run's)")
     common(tk)
+    es = sub.add_parser("estimate", help="FLOPs, GPU time, cost, energy and CO2 of a training run",
+                        description="Give --params and --tokens, or a --preset / --config (plus overrides).")
+    es.add_argument("--params", type=float, help="parameters N, e.g. 175e9")
+    es.add_argument("--tokens", type=float, help="training tokens D, e.g. 300e9")
+    es.add_argument("--layers", type=int, default=0, help="layers (adds the attention term)")
+    es.add_argument("--d-model", type=int, default=0, help="model width (adds the attention term)")
+    es.add_argument("--context", type=int, default=0, help="context length (adds the attention term)")
+    es.add_argument("--compute", type=float, help="a FLOP budget: print the Chinchilla-optimal N and D")
+    es.add_argument("--gpu", default="H100", help="V100, A100, H100, H200 or cpu (this machine, measured)")
+    es.add_argument("--gpus", type=int, default=1, help="number of GPUs")
+    es.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation")
+    es.add_argument("--throughput", type=float, default=0.0,
+                    help="sustained FLOP/s per GPU, replacing peak x MFU (to reproduce an estimate)")
+    es.add_argument("--price", type=float, default=2.0, help="US$ per GPU-hour")
+    es.add_argument("--pue", type=float, default=1.2, help="data-centre power usage effectiveness")
+    es.add_argument("--grid", type=float, default=0.4, help="kg CO2 per kWh")
+    es.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    common(es)
     ch = sub.add_parser("chat", help="chat with the newest model of a run")
     ch.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
     common(ch)
@@ -93,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args, cfg: Config) -> int:
     from fidan.rundir import RunDir
 
+    if args.command == "estimate":
+        return _estimate(args, cfg)
     if args.command == "pipeline":
         from fidan.pipeline import run_pipeline
         run_pipeline(cfg)
@@ -119,6 +139,32 @@ def _dispatch(args, cfg: Config) -> int:
         return 0
     from fidan.pipeline import run_stage
     run_stage(cfg, RunDir.for_config(cfg), args.command)
+    return 0
+
+
+def _estimate(args, cfg: Config) -> int:
+    import json
+
+    from fidan import estimate as est
+    if args.compute is not None:
+        result = est.chinchilla_optimal(args.compute)
+        print(json.dumps(result, indent=2) if args.json else
+              f"compute {result['compute']:.3e} FLOPs -> N = {result['params']:.3e} parameters, "
+              f"D = {result['tokens']:.3e} tokens ({result['rule']})")
+        return 0
+    knobs = dict(gpu=args.gpu, n_gpus=args.gpus, mfu=args.mfu, price_per_gpu_hour=args.price, pue=args.pue,
+                 grid_kg_per_kwh=args.grid, peak_override=args.throughput)
+    if args.params is not None or args.tokens is not None:
+        if args.params is None or args.tokens is None:
+            raise FidanError("give both --params and --tokens (or a --preset / --config instead)")
+        plan = est.Plan(params=args.params, tokens=args.tokens, n_layer=args.layers, d_model=args.d_model,
+                        context=args.context, **knobs)
+    elif args.preset or args.config:
+        plan = est.plan_from_config(cfg, **knobs)
+    else:
+        raise FidanError("give --params and --tokens, a --preset, or a --config to estimate")
+    result = est.estimate(plan)
+    print(json.dumps(result, indent=2) if args.json else est.format_table(result))
     return 0
 
 

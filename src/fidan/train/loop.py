@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from fidan import atomic
 from fidan.config import TrainConfig
+from fidan.estimate import run_energy_kwh
 from fidan.model.gpt import GPT
 from fidan.model.io import save_model
 from fidan.train import checkpoint
@@ -109,6 +110,7 @@ def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
     peak = matmul_peak_flops(device.type)
     info = {"stage": task.name, "config_hash": config_hash, **(task.info or {})}
     last_eval: dict[str, float] = {}
+    wall_start = time.perf_counter()  # this session's wall clock, evaluations included
 
     def evaluate(step: int) -> None:
         nonlocal last_eval
@@ -118,7 +120,8 @@ def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
         with torch.no_grad(), autocast:
             last_eval = task.evaluate(model)
         model.train()
-        metrics.log({"step": step, "tokens": tokens_seen, "elapsed_s": round(elapsed, 3), **last_eval})
+        metrics.log({"step": step, "tokens": tokens_seen, "elapsed_s": round(elapsed, 3),
+                     "wall_s": round(time.perf_counter() - wall_start, 3), **last_eval})
         say(f"{task.name} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
 
     if start == 0:
@@ -171,7 +174,9 @@ def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
     tps = tokens_seen / max(elapsed, 1e-9)
     return model, {"steps": cfg.steps, "tokens": tokens_seen, "train_seconds": round(elapsed, 1),
                    "tokens_per_s": round(tps), "mfu": round(tps * task.flops_per_token / peak, 4),
-                   "flops": float(tokens_seen * task.flops_per_token), **last_eval}
+                   "flops": float(tokens_seen * task.flops_per_token),
+                   "energy_kwh": round(run_energy_kwh(device.type, elapsed), 6), "device": device.type,
+                   **last_eval}
 
 
 class _null:

@@ -1,0 +1,223 @@
+"""Cost and scale planner: FLOPs, time, money, energy and carbon for a training run.
+
+Formulas (every figure printed with the assumption behind it):
+
+* training FLOPs  C = 6 N D                      (Kaplan et al. 2020: forward 2N, backward 4N per token)
+                  + 12 L d T D  attention        (PaLM's accounting, Chowdhery et al. 2022, App. B:
+                                                  QK^T and AV, no saving for the causal mask)
+* Chinchilla-optimal size for a budget C: D = 20 N, so N = sqrt(C / 120)
+                                                 (Hoffmann et al. 2022: about 20 tokens per parameter)
+* GPU time        C / (peak FLOP/s x MFU)
+* energy          GPU power (TDP) x PUE x GPU-hours
+* CO2             energy x grid carbon intensity
+* inference       2 N FLOPs per generated token (forward only) at an assumed inference MFU
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from fidan.errors import FidanError
+
+SECONDS_PER_YEAR = 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str
+    peak_flops: float       # dense peak in the training precision, FLOP/s
+    tdp_watts: float
+    precision: str
+    source: str
+
+
+ACCELERATORS = {
+    # NVIDIA Tesla V100 SXM2 datasheet: 125 TFLOPS fp16 tensor-core peak, 300 W.
+    "V100": Accelerator("V100", 125e12, 300, "fp16", "NVIDIA V100 datasheet (SXM2)"),
+    # NVIDIA A100 datasheet: 312 TFLOPS bf16 dense (624 with sparsity), 400 W (SXM).
+    "A100": Accelerator("A100", 312e12, 400, "bf16", "NVIDIA A100 datasheet (SXM, dense)"),
+    # NVIDIA H100 datasheet: 989 TFLOPS bf16 dense (1979 with sparsity), up to 700 W (SXM).
+    "H100": Accelerator("H100", 989e12, 700, "bf16", "NVIDIA H100 datasheet (SXM, dense)"),
+    # NVIDIA H200 datasheet: same compute as the H100 SXM (989 TFLOPS bf16 dense), up to 700 W.
+    "H200": Accelerator("H200", 989e12, 700, "bf16", "NVIDIA H200 datasheet (SXM, dense)"),
+}
+CPU_WATTS_PER_CORE = 10.0   # assumption for "this CPU": a desktop/server core under full load
+
+
+def this_cpu() -> Accelerator:
+    """This machine's CPU, with its peak measured (an fp32 matmul) rather than looked up."""
+    import os
+
+    from fidan.train.perf import matmul_peak_flops
+    cores = os.cpu_count() or 1
+    return Accelerator("cpu", matmul_peak_flops("cpu"), CPU_WATTS_PER_CORE * cores, "fp32",
+                       f"measured fp32 matmul peak; power assumed {CPU_WATTS_PER_CORE:g} W x {cores} cores")
+
+
+def accelerator(name: str) -> Accelerator:
+    key = name.upper() if name.lower() != "cpu" else "cpu"
+    if key == "cpu":
+        return this_cpu()
+    if key not in ACCELERATORS:
+        raise FidanError(f"unknown accelerator '{name}' (known: {', '.join(ACCELERATORS)}, cpu)")
+    return ACCELERATORS[key]
+
+
+@dataclass
+class Plan:
+    params: float                  # N, parameters (all of them, as in 6ND)
+    tokens: float                  # D, training tokens
+    n_layer: int = 0               # for the attention term (0 = leave it out)
+    d_model: int = 0
+    context: int = 0
+    gpu: str = "H100"
+    n_gpus: int = 1
+    mfu: float = 0.4               # assumed model FLOPs utilisation during training
+    price_per_gpu_hour: float = 2.0
+    pue: float = 1.2               # data-centre power usage effectiveness
+    grid_kg_per_kwh: float = 0.4   # carbon intensity of the electricity
+    inference_mfu: float = 0.2
+    peak_override: float = 0.0     # FLOP/s, to reproduce an estimate that assumed its own throughput
+
+
+def check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise FidanError(f"{name} must be a positive number (got {value!r})")
+
+
+def training_flops(params: float, tokens: float, n_layer: int = 0, d_model: int = 0, context: int = 0) -> dict:
+    dense = 6 * params * tokens
+    attention = 12 * n_layer * d_model * context * tokens
+    return {"flops_6nd": dense, "flops_attention": attention, "flops_total": dense + attention}
+
+
+def chinchilla_optimal(compute: float, tokens_per_param: float = 20.0) -> dict:
+    check_positive(compute=compute)
+    params = math.sqrt(compute / (6 * tokens_per_param))
+    return {"compute": compute, "params": params, "tokens": tokens_per_param * params,
+            "rule": f"D = {tokens_per_param:g} N and C = 6 N D (Hoffmann et al. 2022)"}
+
+
+def estimate(plan: Plan) -> dict:
+    check_positive(params=plan.params, tokens=plan.tokens, n_gpus=plan.n_gpus, mfu=plan.mfu, pue=plan.pue,
+                   inference_mfu=plan.inference_mfu)
+    if plan.mfu > 1 or plan.inference_mfu > 1:
+        raise FidanError("mfu must be a fraction between 0 and 1 (e.g. 0.4)")
+    if plan.price_per_gpu_hour < 0 or plan.grid_kg_per_kwh < 0:
+        raise FidanError("price and grid intensity cannot be negative")
+    acc = accelerator(plan.gpu)
+    peak = plan.peak_override or acc.peak_flops
+    flops = training_flops(plan.params, plan.tokens, plan.n_layer, plan.d_model, plan.context)
+    throughput = peak * (1.0 if plan.peak_override else plan.mfu)
+    gpu_seconds = flops["flops_total"] / throughput
+    gpu_hours = gpu_seconds / 3600
+    energy_kwh = acc.tdp_watts * plan.pue * gpu_hours / 1000
+    infer_flops_per_m = 2 * plan.params * 1e6
+    infer_hours_per_m = infer_flops_per_m / (peak * plan.inference_mfu) / 3600
+    assumptions = [
+        f"training FLOPs = 6 N D{' + 12 L d T D (attention)' if flops['flops_attention'] else ''}",
+        f"{acc.name}: {acc.peak_flops / 1e12:g} TFLOP/s peak {acc.precision}, {acc.tdp_watts:g} W ({acc.source})",
+        (f"sustained throughput assumed {plan.peak_override / 1e12:g} TFLOP/s per GPU (given, replaces peak x MFU)"
+         if plan.peak_override else f"MFU {plan.mfu:.0%} of peak during training"),
+        (f"{plan.n_gpus} devices scale linearly (no communication overhead)" if plan.n_gpus > 1
+         else "one device"),
+        f"price ${plan.price_per_gpu_hour:g} per GPU-hour",
+        f"energy = TDP x PUE {plan.pue:g} x GPU-hours; CO2 at {plan.grid_kg_per_kwh:g} kg per kWh",
+        f"inference: 2 N FLOPs per token at MFU {plan.inference_mfu:.0%}",
+    ]
+    return {
+        "params": plan.params, "tokens": plan.tokens, "tokens_per_param": plan.tokens / plan.params,
+        **flops,
+        "pf_days": flops["flops_total"] / (1e15 * 86400),
+        "accelerator": acc.name, "gpu_hours": gpu_hours, "gpu_years": gpu_seconds / SECONDS_PER_YEAR,
+        "n_gpus": plan.n_gpus, "wall_days": gpu_seconds / plan.n_gpus / 86400,
+        "cost_usd": gpu_hours * plan.price_per_gpu_hour,
+        "energy_mwh": energy_kwh / 1000, "co2_tonnes": energy_kwh * plan.grid_kg_per_kwh / 1000,
+        "inference_usd_per_million_tokens": infer_hours_per_m * plan.price_per_gpu_hour,
+        "chinchilla_optimal_for_this_compute": chinchilla_optimal(flops["flops_total"]),
+        "assumptions": assumptions,
+        "plan": asdict(plan),
+    }
+
+
+def plan_from_config(cfg, **kw) -> Plan:
+    """A plan for a fidan config: N from the model shape, D = steps x batch x accumulation x context."""
+    import torch
+
+    from fidan.model.gpt import GPT
+    model_cfg = cfg.model
+    if not model_cfg.vocab_size:
+        from dataclasses import replace
+        model_cfg = replace(model_cfg, vocab_size=64 * math.ceil(cfg.tokenizer.vocab_size / 64))
+    with torch.device("meta"):
+        params = GPT(model_cfg).num_params()
+    tokens = cfg.train.steps * cfg.train.batch_size * cfg.train.grad_accum * model_cfg.context
+    return Plan(params=params, tokens=tokens, n_layer=model_cfg.n_layer, d_model=model_cfg.d_model,
+                context=model_cfg.context, **kw)
+
+
+def run_energy_kwh(device_type: str, seconds: float, pue: float = 1.0) -> float:
+    """Energy a finished training run used, estimated from its device's rated power."""
+    if device_type == "cuda":
+        import torch
+        name = torch.cuda.get_device_name().upper()
+        watts = next((a.tdp_watts for k, a in ACCELERATORS.items() if k in name), 400.0)
+        watts *= max(1, torch.cuda.device_count())
+    else:
+        import os
+        watts = CPU_WATTS_PER_CORE * (os.cpu_count() or 1)
+    return watts * pue * seconds / 3.6e6
+
+
+def _si(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.3e}"
+
+
+def format_table(result: dict) -> str:
+    rows = [
+        ("parameters (N)", _si(result["params"])),
+        ("training tokens (D)", f"{_si(result['tokens'])}  ({result['tokens_per_param']:.1f} per parameter)"),
+        ("training FLOPs, 6ND", _si(result["flops_6nd"])),
+        ("  + attention", _si(result["flops_attention"])),
+        ("  = total", f"{_si(result['flops_total'])}  ({result['pf_days']:.4g} PF-days)"),
+        (f"{result['accelerator']} device-hours", f"{_si(result['gpu_hours'])}  ({result['gpu_years']:.4g} device-years)"),
+        (f"wall time on {result['n_gpus']} device{'s' if result['n_gpus'] > 1 else ''}", _human_days(result["wall_days"])),
+        ("cost", _money(result["cost_usd"])),
+        ("energy", _energy(result["energy_mwh"] * 1e6)),
+        ("CO2", _mass(result["co2_tonnes"] * 1000)),
+        ("inference per 1M tokens", _money(result["inference_usd_per_million_tokens"])),
+    ]
+    opt = result["chinchilla_optimal_for_this_compute"]
+    rows.append(("Chinchilla-optimal here", f"N = {_si(opt['params'])}, D = {_si(opt['tokens'])}"))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    lines.append("")
+    lines.append("assumptions:")
+    lines += [f"  - {a}" for a in result["assumptions"] + [opt["rule"]]]
+    return "\n".join(lines)
+
+
+def _money(usd: float) -> str:
+    return f"${usd:,.0f}" if usd >= 100 else f"${usd:.3g}"
+
+
+def _energy(wh: float) -> str:
+    for unit, scale in (("MWh", 1e6), ("kWh", 1e3)):
+        if wh >= scale:
+            return f"{wh / scale:.4g} {unit}"
+    return f"{wh:.3g} Wh"
+
+
+def _mass(kg: float) -> str:
+    return f"{kg / 1000:.4g} t" if kg >= 1000 else (f"{kg:.3g} kg" if kg >= 1 else f"{kg * 1000:.3g} g")
+
+
+def _human_days(days: float) -> str:
+    if days < 1 / 24:
+        return f"{days * 86400:.3g} s"
+    if days < 1:
+        return f"{days * 24:.3g} hours"
+    if days < 365:
+        return f"{days:.3g} days"
+    return f"{days / 365:.3g} years"

@@ -1,0 +1,56 @@
+"""Shared fixtures: a micro configuration that runs every stage in seconds."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fidan.config import Config, build_config
+from fidan.pipeline import run_stage
+from fidan.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+MICRO = [
+    "corpus.scale_mb=0.15", "corpus.n_places=8", "corpus.n_people=12", "corpus.n_creatures=6",
+    "tokenizer.vocab_size=512",
+    "model.context=64", "model.n_layer=2", "model.n_head=2", "model.n_kv_head=2", "model.d_model=64",
+    "model.sparse_every=2", "model.window=16",
+    "train.steps=40", "train.batch_size=8", "train.lr=3e-3", "train.warmup_steps=5", "train.eval_every=20",
+    "train.ckpt_every=20", "train.log_every=5", "train.threads=1",
+    "sample.num_samples=1", "sample.max_tokens=20",
+]
+
+
+def micro_config(root: Path, name: str = "micro", *extra: str) -> Config:
+    return build_config(None, None, MICRO + [f"run.root={root}", f"run.name={name}", *extra])
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not present (the shared data sets sit beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prepared_run(tmp_path_factory) -> tuple[Config, RunDir]:
+    """A run directory with data, tokenizer and token shards done (read-only for tests)."""
+    root = tmp_path_factory.mktemp("runs")
+    cfg = micro_config(root)
+    run = RunDir.for_config(cfg)
+    for stage in ("data", "tokenizer", "tokens"):
+        run_stage(cfg, run, stage)
+    return cfg, run
+
+
+@pytest.fixture
+def run_copy(prepared_run, tmp_path) -> tuple[Config, RunDir]:
+    """A private copy of the prepared run, free to modify."""
+    cfg, run = prepared_run
+    dest = tmp_path / "runs"
+    shutil.copytree(run.path, dest / "micro")
+    cfg = micro_config(dest)
+    return cfg, RunDir(dest / "micro")

@@ -1,0 +1,95 @@
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fidan.cli import main
+from fidan.rundir import RunDir
+from fidan.serve.chat import repl
+from fidan.serve.engine import SamplingParams
+from fidan.serve.loading import load_for_inference, model_folder
+
+from conftest import MICRO
+
+
+def _args(root, *extra):
+    return [f"--{o}" for o in MICRO] + [f"--run.root={root}", "--run.name=cli", *extra]
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
+    assert main(["pipeline", *_args(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for stage in ("data", "tokenizer", "tokens", "pretrain", "sample"):
+        assert f"✓ {stage}" in out
+    run = tmp_path / "cli"
+    for artifact in ("config.toml", "fidan.json", "data/clean/train.parquet", "data/stats.json",
+                     "data/eval/facts.jsonl", "data/eval/arithmetic.jsonl", "tokenizer/tokenizer.json",
+                     "data/tokens/train.bin", "data/tokens/val.idx", "pretrain/model.safetensors",
+                     "pretrain/model.json", "pretrain/metrics.jsonl", "sample/samples.txt"):
+        assert (run / artifact).exists(), artifact
+    pre = json.loads((run / "stages" / "pretrain.json").read_text())["summary"]
+    assert pre["val_bpb"] < pre["unigram_bpb"]
+
+    assert main(["pipeline", *_args(tmp_path)]) == 0
+    again = capsys.readouterr().out
+    assert again.count("up to date, skipped") == 5
+
+    assert main(["pipeline", *_args(tmp_path, "--sample.temperature=0.3")]) == 0
+    third = capsys.readouterr().out
+    assert third.count("up to date, skipped") == 4 and "✓ sample" in third
+
+    assert main(["tokenize", "Merhaba dünya", f"--run.root={tmp_path}", "--run.name=cli"]) == 0
+    tokenized = capsys.readouterr().out
+    assert "ids:" in tokenized and "decodes back exactly: True" in tokenized
+
+    # chat: a scripted conversation through the REPL, streamed to a buffer
+    rd = RunDir(run)
+    model, tok = load_for_inference(model_folder(rd), rd, "cpu")
+    buffer = io.StringIO()
+    repl(model, tok, SamplingParams(temperature=0, max_tokens=8), "pretrain",
+         inp=io.StringIO("Merhaba\n/temp 0.5\n/reset\nHello\n"), out=buffer)
+    text = buffer.getvalue()
+    assert text.count("fidan> ") == 2 and "(temperature 0.5)" in text and "(conversation cleared)" in text
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fidan", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pipeline", "--preset", "tiny", "--train.lrr=1"], "unknown config key 'train.lrr'"),
+    (["pipeline", "--preset", "tiny", "--train.steps=many"], "bad value for 'train.steps'"),
+    (["pipeline", "--preset", "nope"], "unknown preset 'nope'"),
+    (["pipeline", "--preset", "tiny", "--data.source=/no/such/file.txt", "--run.root=RUNROOT"], "no such file"),
+])
+def test_errors_are_one_line_without_traceback(tmp_path, args, message):
+    args = [a.replace("RUNROOT", str(tmp_path)) for a in args]
+    result = _cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_text_input_names_file(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n\xc3\x28 broken\n")
+    result = _cli("data", f"--data.source={bad}", f"--run.root={tmp_path}", "--run.name=x")
+    assert result.returncode == 2 and f"{bad}:2: invalid UTF-8" in result.stderr
+
+
+def test_incompatible_run_directory_is_refused_and_kept(tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "fidan.json").write_text('{"format": 0}')
+    (run / "precious.txt").write_text("keep me")
+    result = _cli("data", f"--run.root={tmp_path}", "--run.name=old")
+    assert result.returncode == 2 and "format 0" in result.stderr and "--run.name" in result.stderr
+    assert (run / "precious.txt").read_text() == "keep me"
+
+
+def test_commands_that_need_a_run_say_so(tmp_path):
+    result = _cli("chat", f"--run.root={tmp_path}")
+    assert result.returncode == 2 and "no runs under" in result.stderr

@@ -1,0 +1,119 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fidan.config import TrainConfig
+from fidan.errors import FidanError
+from fidan.model.gpt import GPT, GPTConfig
+from fidan.model.io import load_model
+from fidan.pipeline import run_stage
+from fidan.train import checkpoint
+from fidan.train.loop import make_optimizer
+from fidan.train.schedule import lr_at
+
+from conftest import MICRO
+
+
+def test_schedule_warmup_then_decay():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1, schedule="cosine")
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+    lin = TrainConfig(steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.0, schedule="linear")
+    assert lr_at(60, lin) == pytest.approx(0.5)
+    assert lr_at(500, TrainConfig(steps=100, lr=2.0, warmup_steps=1, schedule="constant")) == 2.0
+
+
+def _metrics(run_path):
+    return [json.loads(x) for x in (run_path / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pretraining_learns(run_copy):
+    cfg, run = run_copy
+    cfg.train.steps = 200
+    summary = run_stage(cfg, run, "pretrain")
+    assert summary["val_bpb"] < 0.75 * summary["unigram_bpb"]
+    evals = [m["val_bpb"] for m in _metrics(run.path) if "val_bpb" in m]
+    assert evals[-1] < evals[0] / 2
+    model, info = load_model(run.path / "pretrain")
+    assert info["step"] == cfg.train.steps
+
+
+def _tiny_state(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, context=16, n_layer=1, n_head=2, n_kv_head=2, d_model=16))
+    return model, make_optimizer(model, TrainConfig())
+
+
+def test_damaged_checkpoint_is_reported_and_previous_is_used(tmp_path):
+    model, opt = _tiny_state(tmp_path)
+    root = tmp_path / "ckpt"
+    extra = {"tokens": 0, "elapsed": 0.0, "config_hash": "h"}
+    checkpoint.save(root, model, opt, 10, extra, {}, keep=3)
+    with torch.no_grad():
+        model.embed.weight.add_(1.0)
+    newest = checkpoint.save(root, model, opt, 20, extra, {}, keep=3)
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncate
+    assert "truncated" in checkpoint.verify(newest)
+    warnings = []
+    resumed = checkpoint.latest(root, warn=warnings.append)
+    assert resumed.state["step"] == 10 and "step_0000020" in warnings[0]
+    with pytest.raises(FidanError, match="damaged weights"):
+        load_model(newest)
+
+
+def test_corrupted_bytes_are_detected(tmp_path):
+    model, opt = _tiny_state(tmp_path)
+    folder = checkpoint.save(tmp_path / "ckpt", model, opt, 5, {"tokens": 0, "elapsed": 0.0}, {}, keep=2)
+    data = bytearray((folder / "state.pt").read_bytes())
+    data[-10] ^= 0xFF
+    (folder / "state.pt").write_bytes(bytes(data))
+    assert "checksum" in checkpoint.verify(folder)
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    model, opt = _tiny_state(tmp_path)
+    for step in (1, 2, 3, 4):
+        checkpoint.save(tmp_path / "ckpt", model, opt, step, {"tokens": 0, "elapsed": 0.0}, {}, keep=2)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step_0000003", "step_0000004"]
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_reproduces_the_uninterrupted_run(prepared_run, tmp_path):
+    cfg, run = prepared_run
+    steps = ["train.steps=200", "train.ckpt_every=25", "train.log_every=1", "train.eval_every=100"]
+    paths = {}
+    for name in ("straight", "killed"):
+        paths[name] = tmp_path / name
+        shutil.copytree(run.path, paths[name] / "micro")
+    args = lambda name: [sys.executable, "-m", "fidan", "pretrain", *[f"--{o}" for o in MICRO + steps],
+                         f"--run.root={paths[name]}", "--run.name=micro"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(args("straight"), check=True, capture_output=True, env=env)
+
+    proc = subprocess.Popen(args("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    ckpt = paths["killed"] / "micro" / "pretrain" / "ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt / "step_0000050").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (paths["killed"] / "micro" / "pretrain" / "model.safetensors").exists(), "finished before the kill"
+    out = subprocess.run(args("killed"), check=True, capture_output=True, text=True, env=env)
+    assert "resuming pretrain" in out.stderr + out.stdout
+
+    straight = {m["step"]: m for m in _metrics(paths["straight"] / "micro") if "loss" in m}
+    resumed = {m["step"]: m for m in _metrics(paths["killed"] / "micro") if "loss" in m}
+    assert sorted(resumed) == sorted(straight) == list(range(1, 201))
+    assert [resumed[s]["loss"] for s in range(1, 201)] == [straight[s]["loss"] for s in range(1, 201)]
+    a, _ = load_model(paths["straight"] / "micro" / "pretrain")
+    b, _ = load_model(paths["killed"] / "micro" / "pretrain")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
