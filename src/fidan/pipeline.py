@@ -6,6 +6,7 @@ stage it was in (and pre-training at its last checkpoint).
 """
 from __future__ import annotations
 
+import json
 import time
 
 from fidan.config import Config
@@ -40,14 +41,26 @@ def run_pipeline(cfg: Config, until: str | None = None) -> RunDir:
     print(f"\ndone in {time.perf_counter() - t0:.0f} s. Run directory: {run.path}/")
     pre = run.path / "stages" / "pretrain.json"
     if pre.exists():
-        import json
         s = json.loads(pre.read_text())["summary"]
         if "val_bpb" in s:
             print(f"validation: {s['val_bpb']:.3f} bits per byte (unigram baseline {s['unigram_bpb']:.3f})")
+        print(predicted_vs_actual(cfg, s))
     print("next: fidan chat                       talk to the model")
     print("      fidan sample --sample.prompt='Soru: ' --sample.temperature=0.5")
     print(f"      fidan tokenize 'Merhaba dünya'    see the tokenizer at work")
     return run
+
+
+def predicted_vs_actual(cfg: Config, actual: dict) -> str:
+    """The cost planner's forecast for this config beside what pre-training really took."""
+    from fidan.estimate import estimate, plan_from_config
+    device = actual.get("device", "cpu")
+    gpu = "cpu" if device != "cuda" else "H100"
+    forecast = estimate(plan_from_config(cfg, gpu=gpu))
+    seconds = forecast["gpu_hours"] * 3600
+    return (f"cost: predicted {forecast['flops_total']:.3g} FLOPs in {seconds:.0f} s at 40% MFU "
+            f"({forecast['accelerator']}); actual {actual['flops']:.3g} FLOPs in {actual['train_seconds']:.0f} s "
+            f"at {actual['mfu']:.0%} MFU, about {actual.get('energy_kwh', 0) * 1000:.2g} Wh")
 
 
 def _fmt(v) -> str:
