@@ -15,6 +15,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 MICRO = [
     "corpus.scale_mb=0.15", "corpus.n_places=8", "corpus.n_people=12", "corpus.n_creatures=6",
+    "corpus.sft_conversations=400", "corpus.sentiment_examples=400",
+    "sft.steps=30", "sft.batch_size=8", "sft.eval_items=6", "classify.steps=60", "classify.batch_size=16",
     "tokenizer.vocab_size=512",
     "model.context=64", "model.n_layer=2", "model.n_head=2", "model.n_kv_head=2", "model.d_model=64",
     "model.sparse_every=2", "model.window=16",
@@ -54,3 +56,22 @@ def run_copy(prepared_run, tmp_path) -> tuple[Config, RunDir]:
     shutil.copytree(run.path, dest / "micro")
     cfg = micro_config(dest)
     return cfg, RunDir(dest / "micro")
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(prepared_run, tmp_path_factory) -> tuple[Config, RunDir]:
+    """The prepared run plus a pre-trained micro model (read-only for tests)."""
+    cfg, run = prepared_run
+    dest = tmp_path_factory.mktemp("pretrained")
+    shutil.copytree(run.path, dest / "micro")
+    cfg = micro_config(dest, "micro", "train.steps=120")
+    run = RunDir(dest / "micro")
+    run_stage(cfg, run, "pretrain")
+    return cfg, run
+
+
+@pytest.fixture
+def pretrained_copy(pretrained_run, tmp_path) -> tuple[Config, RunDir]:
+    cfg, run = pretrained_run
+    shutil.copytree(run.path, tmp_path / "runs" / "micro")
+    return micro_config(tmp_path / "runs", "micro", "train.steps=120"), RunDir(tmp_path / "runs" / "micro")

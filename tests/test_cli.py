@@ -22,24 +22,25 @@ def _args(root, *extra):
 def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
     assert main(["pipeline", *_args(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for stage in ("data", "tokenizer", "tokens", "pretrain", "sample"):
+    for stage in ("data", "tokenizer", "tokens", "pretrain", "sample", "sft"):
         assert f"✓ {stage}" in out
     run = tmp_path / "cli"
     for artifact in ("config.toml", "fidan.json", "data/clean/train.parquet", "data/stats.json",
                      "data/eval/facts.jsonl", "data/eval/arithmetic.jsonl", "tokenizer/tokenizer.json",
                      "data/tokens/train.bin", "data/tokens/val.idx", "pretrain/model.safetensors",
-                     "pretrain/model.json", "pretrain/metrics.jsonl", "sample/samples.txt"):
+                     "pretrain/model.json", "pretrain/metrics.jsonl", "sample/samples.txt",
+                     "data/sft/train.jsonl", "sft/model.safetensors", "sft/summary.json"):
         assert (run / artifact).exists(), artifact
     pre = json.loads((run / "stages" / "pretrain.json").read_text())["summary"]
     assert pre["val_bpb"] < pre["unigram_bpb"]
 
     assert main(["pipeline", *_args(tmp_path)]) == 0
     again = capsys.readouterr().out
-    assert again.count("up to date, skipped") == 5
+    assert again.count("up to date, skipped") == 6
 
     assert main(["pipeline", *_args(tmp_path, "--sample.temperature=0.3")]) == 0
     third = capsys.readouterr().out
-    assert third.count("up to date, skipped") == 4 and "✓ sample" in third
+    assert third.count("up to date, skipped") == 5 and "✓ sample" in third
 
     assert main(["tokenize", "Merhaba dünya", f"--run.root={tmp_path}", "--run.name=cli"]) == 0
     tokenized = capsys.readouterr().out
@@ -47,9 +48,10 @@ def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
 
     # chat: a scripted conversation through the REPL, streamed to a buffer
     rd = RunDir(run)
+    assert model_folder(rd).name == "sft"  # chat picks the newest chat model
     model, tok = load_for_inference(model_folder(rd), rd, "cpu")
     buffer = io.StringIO()
-    repl(model, tok, SamplingParams(temperature=0, max_tokens=8), "pretrain",
+    repl(model, tok, SamplingParams(temperature=0, max_tokens=8), "sft",
          inp=io.StringIO("Merhaba\n/temp 0.5\n/reset\nHello\n"), out=buffer)
     text = buffer.getvalue()
     assert text.count("fidan> ") == 2 and "(temperature 0.5)" in text and "(conversation cleared)" in text

@@ -65,3 +65,16 @@ def test_saved_config_reloads_identically(tmp_path):
 
 def test_presets_exist_for_the_documented_names():
     assert {"tiny", "small", "gpt2-124m"} <= {p.stem for p in CONFIG_DIR.glob("*.toml")}
+
+
+def test_stage_hashes_follow_real_dependencies():
+    from fidan.stages import STAGES, stage_hash
+    base = build_config("tiny")
+    changed = build_config("tiny", None, ["sample.temperature=0.1"])
+    differs = {s.name for s in STAGES if stage_hash(base, s.name) != stage_hash(changed, s.name)}
+    assert differs == {"sample"}
+    retrained = build_config("tiny", None, ["train.lr=1e-4"])
+    assert {s.name for s in STAGES if stage_hash(base, s.name) != stage_hash(retrained, s.name)} == \
+        {"pretrain", "sample", "sft"}
+    reseeded = build_config("tiny", None, ["run.seed=3"])
+    assert all(stage_hash(base, s.name) != stage_hash(reseeded, s.name) for s in STAGES)

@@ -48,12 +48,12 @@ def test_size_scales_and_both_languages_appear():
 def test_held_out_questions_are_absent_from_training_text():
     docs, evals = generate(CorpusConfig(scale_mb=0.5), 3)
     text = "\n".join(d.text for d in docs)
-    assert evals["facts"] and evals["arithmetic"]
-    for item in evals["facts"]:
+    assert evals["eval/facts"] and evals["eval/arithmetic"]
+    for item in evals["eval/facts"]:
         assert item["question"] not in text
         assert item["choices"][item["label"]] == item["answer"]
         assert len(set(item["choices"])) == len(item["choices"]) >= 2
-    for item in evals["arithmetic"]:
+    for item in evals["eval/arithmetic"]:
         assert item["question"] not in text
         assert item["solution"].endswith(f"#### {item['answer']}")
 
@@ -76,7 +76,7 @@ def test_training_text_states_the_held_out_facts():
 
 def test_arithmetic_solutions_are_correct():
     docs, evals = generate(CorpusConfig(scale_mb=0.1), 2)
-    for item in evals["arithmetic"]:
+    for item in evals["eval/arithmetic"]:
         for step in item["solution"].split(". "):
             step = step.replace("First, ", "").replace("Then, ", "").replace("Önce ", "").replace("Sonra ", "")
             if "=" in step:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from fidan.config import Config, build_config
 from fidan.errors import FidanError
-from fidan.stages import STAGES
+from fidan.stages import EXTRA_STAGES, STAGES
 
-READS_RUN = ("sample", "chat", "tokenize")
+READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="a TOML config file")
 
     common(sub.add_parser("pipeline", help="run every stage in order, skipping finished ones"))
-    for stage in STAGES:
+    for stage in STAGES + EXTRA_STAGES:
         common(sub.add_parser(stage.name, help=stage.help))
     tk = sub.add_parser("tokenize", help="show the ids and pieces of a text")
     tk.add_argument("text")
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     es.add_argument("--grid", type=float, default=0.4, help="kg CO2 per kWh")
     es.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common(es)
+    me = sub.add_parser("methods", help="compare every fine-tuning method on one table (sft/methods.json)")
+    me.add_argument("--only", default="", help="comma-separated methods (default: all)")
+    common(me)
     ch = sub.add_parser("chat", help="chat with the newest model of a run")
     ch.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
     common(ch)
@@ -113,6 +116,11 @@ def _dispatch(args, cfg: Config) -> int:
 
     if args.command == "estimate":
         return _estimate(args, cfg)
+    if args.command == "methods":
+        from fidan.finetune.methods import METHODS, compare
+        names = [n.strip() for n in args.only.split(",") if n.strip()] or list(METHODS)
+        compare(cfg, RunDir.for_config(cfg, create=False), names)
+        return 0
     if args.command == "pipeline":
         from fidan.pipeline import run_pipeline
         run_pipeline(cfg)

@@ -52,6 +52,8 @@ class CorpusConfig:
     n_places: int = 24
     n_people: int = 48
     n_creatures: int = 16
+    sft_conversations: int = 6000  # instruction-tuning conversations about the world
+    sentiment_examples: int = 1500 # labelled reviews for the classifier-head example (80% train)
 
 
 @dataclass
@@ -84,6 +86,43 @@ class TrainConfig:
 
 
 @dataclass
+class SFTConfig:
+    data: str = ""                 # "" = the run's generated conversations; else jsonl (messages, ShareGPT, Alpaca, prompt/completion)
+    on_error: str = "fail"         # malformed rows: "fail" names file and line, "skip" counts them
+    method: str = "full"           # full, layers, gradual, lora, prompt, distill
+    out: str = "sft"               # output folder inside the run directory
+    steps: int = 200
+    batch_size: int = 16
+    lr: float = 5e-4               # gentle: 2e-3 overwrote what pre-training learned (BENCHMARKS.md)
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    eval_items: int = 60           # held-out fact questions scored (and a third as many word problems)
+    layers: str = "-1,lm_head"     # method=layers: block indices (negative from the top) or name patterns
+    unfreeze_every: int = 40       # method=gradual: steps between thawing the next block down
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    prompt_tokens: int = 16        # method=prompt: learned soft-prompt vectors
+    teacher: str = ""              # method=distill: teacher model folder ("" = this run's sft/, else pretrain/)
+    student_layers: int = 2        # method=distill: student keeps this many of the teacher's blocks
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.5
+    reweight: float = 0.0          # instance reweighting temperature (0 = off)
+    adversarial: float = 0.0       # ALUM perturbation size in embedding space (0 = off)
+    adversarial_weight: float = 1.0
+
+
+@dataclass
+class ClassifyConfig:
+    data: str = ""                 # "" = the run's sentiment set; else a jsonl with "text" and "label" (0/1)
+    steps: int = 150
+    batch_size: int = 32
+    lr: float = 1e-3
+    freeze_trunk: bool = False     # True: train only the new head
+
+
+@dataclass
 class SampleConfig:
     prompt: str = ""
     max_tokens: int = 160
@@ -103,6 +142,8 @@ class Config:
     model: GPTConfig = field(default_factory=GPTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
     def section_hash(self, *names: str) -> str:
         """A short, stable hash of the named sections (order-insensitive), leaving out settings
@@ -245,6 +286,8 @@ _CHOICES = {
     ("train", "schedule"): ("cosine", "linear", "constant"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),
     ("model", "mlp"): ("swiglu", "relu2", "gelu"),
+    ("sft", "method"): ("full", "layers", "gradual", "lora", "prompt", "distill"),
+    ("sft", "on_error"): ("fail", "skip"),
 }
 
 

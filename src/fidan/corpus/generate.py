@@ -12,6 +12,7 @@ from typing import Iterator
 
 from fidan.config import CorpusConfig
 from fidan.corpus import facts as F
+from fidan.corpus.instructions import conversations, sentiment_examples
 from fidan.corpus.stories import Problem, render_problem, story, word_problem
 from fidan.corpus.turkish import suffix
 from fidan.corpus.world import PROFESSIONS, World, build_world
@@ -111,6 +112,13 @@ def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -
 
 
 def generate(cfg: CorpusConfig, seed: int) -> tuple[list[Document], dict[str, list[dict]]]:
+    """Pre-training documents, and named record sets: ``eval/facts``, ``eval/arithmetic``,
+    ``sft/train`` (conversations), ``sentiment/train`` and ``sentiment/test``."""
     world = build_world(seed, cfg.n_places, cfg.n_people, cfg.n_creatures)
     evals, heldout = eval_sets(world, seed)
-    return list(documents(world, cfg, seed, heldout)), evals
+    sentiment = sentiment_examples(world, cfg.sentiment_examples, seed)
+    cut = int(len(sentiment) * 0.8)
+    sets = {"eval/facts": evals["facts"], "eval/arithmetic": evals["arithmetic"],
+            "sft/train": conversations(world, cfg.sft_conversations, seed, heldout),
+            "sentiment/train": sentiment[:cut], "sentiment/test": sentiment[cut:]}
+    return list(documents(world, cfg, seed, heldout)), sets

@@ -1,7 +1,9 @@
 """The data stage: collect documents, split them into train and validation, write them out.
 
 Outputs (in ``runs/<name>/data/``): ``clean/train.parquet``, ``clean/val.parquet``,
-``stats.json``, and for the embedded corpus the held-out evaluation sets in ``eval/*.jsonl``.
+``stats.json``, and for the embedded corpus the held-out evaluation sets (``eval/*.jsonl``),
+instruction-tuning conversations (``sft/train.jsonl``) and labelled sentiment sentences
+(``sentiment/{train,test}.jsonl``).
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     write_documents(out / "clean" / "train.parquet", train)
     write_documents(out / "clean" / "val.parquet", val)
     for name, items in evals.items():
-        atomic.write_text(out / "eval" / f"{name}.jsonl",
+        atomic.write_text(out / f"{name}.jsonl",
                           "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
     stats = {
         "source": cfg.data.source,
@@ -79,7 +81,7 @@ def run(cfg: Config, run: RunDir) -> dict:
         "bytes": {"train": _nbytes(train), "val": _nbytes(val)},
         "skipped": len(report.problems),
         "problems": report.problems[:50],
-        "eval_sets": {k: len(v) for k, v in evals.items()},
+        "record_sets": {k: len(v) for k, v in evals.items()},
     }
     atomic.write_json(out / "stats.json", stats)
     for p in report.problems[:10]:

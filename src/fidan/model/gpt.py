@@ -35,6 +35,7 @@ class GPTConfig:
     norm_eps: float = 1e-5
     dropout: float = 0.0
     init_std: float = 0.02
+    prompt_tokens: int = 0         # learned soft-prompt vectors placed before every input (prompt tuning)
 
     @property
     def head_dim(self) -> int:
@@ -145,6 +146,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.soft_prompt = nn.Parameter(torch.zeros(cfg.prompt_tokens, cfg.d_model)) if cfg.prompt_tokens else None
         cos, sin = rope_tables(cfg, cfg.context)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -153,6 +155,9 @@ class GPT(nn.Module):
     def reset_parameters(self) -> None:
         std = self.cfg.init_std
         for name, p in self.named_parameters():
+            if name == "soft_prompt":
+                nn.init.normal_(p, std=std)
+                continue
             if p.dim() < 2:
                 continue  # norm weights keep their ones
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -161,24 +166,33 @@ class GPT(nn.Module):
                 nn.init.normal_(p, std=std)
 
     # -- forward --------------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits ``[batch, time, vocab]`` for token ids ``[batch, time]``.
+    def forward(self, idx: torch.Tensor | None = None, cache: KVCache | None = None, *,
+                embeds: torch.Tensor | None = None, return_hidden: bool = False) -> torch.Tensor:
+        """Logits ``[batch, time, vocab]`` for token ids ``[batch, time]`` (or for input
+        embeddings ``embeds``; ``return_hidden`` gives the final normalised hidden states instead).
 
-        With a cache, ``idx`` holds only the new tokens; they are placed after the cached ones.
+        With a cache, the input holds only the new tokens; they are placed after the cached ones.
+        A soft prompt, if the model has one, is put before the first input and its positions are
+        left out of the output.
         """
-        b, t = idx.shape
+        x = self.embed(idx) if embeds is None else embeds
+        b, t = x.shape[:2]
         start = cache.pos if cache is not None else 0
+        n_soft = self.cfg.prompt_tokens if start == 0 else 0
+        if n_soft:
+            x = torch.cat([self.soft_prompt.to(x.dtype).expand(b, -1, -1), x], dim=1)
+            t += n_soft
         if start + t > self.cfg.context:
             raise ValueError(f"sequence of {start + t} tokens exceeds the context of {self.cfg.context}")
-        cos = self.rope_cos[start:start + t].to(self.embed.weight.dtype)
-        sin = self.rope_sin[start:start + t].to(self.embed.weight.dtype)
-        masks = self._masks(start, t, idx.device, cache is not None)
-        x = self.embed(idx)
+        cos = self.rope_cos[start:start + t].to(x.dtype)
+        sin = self.rope_sin[start:start + t].to(x.dtype)
+        masks = self._masks(start, t, x.device, cache is not None)
         for block in self.blocks:
             x = block(x, cos, sin, masks[block.attn.window], cache)
         if cache is not None:
             cache.advance(t)
-        return self.lm_head(self.norm(x))
+        h = self.norm(x[:, n_soft:])
+        return h if return_hidden else self.lm_head(h)
 
     def _masks(self, start: int, t: int, device, cached: bool) -> dict[int, torch.Tensor | None]:
         """Boolean attention masks (True = may attend), keyed by window (0 = dense).

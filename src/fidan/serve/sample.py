@@ -1,4 +1,4 @@
-"""The sample stage: a few continuations from the newest model, printed and saved to ``sample/samples.txt``."""
+"""The sample stage: a few continuations from the pre-trained model, printed and saved to ``sample/samples.txt``."""
 from __future__ import annotations
 
 from fidan import atomic
@@ -12,7 +12,7 @@ EMBEDDED_PROMPTS = ["Question: Where does", "Problem:", "Bir sabah"]
 
 
 def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
-    model, tok = load_for_inference(model_folder(run), run, cfg.train.device)
+    model, tok = load_for_inference(model_folder(run, "pretrain"), run, cfg.train.device)
     if cfg.sample.prompt:
         prompts = [cfg.sample.prompt]
     elif cfg.data.source == "embedded":

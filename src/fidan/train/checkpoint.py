@@ -21,7 +21,8 @@ import torch
 from fidan import atomic
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT
-from fidan.model.io import load_model, save_model
+from fidan.model.io import save_model
+from safetensors.torch import load_file
 
 FILES = ("model.safetensors", "model.json", "state.pt")
 
@@ -69,9 +70,8 @@ def verify(folder: Path) -> str | None:
 @dataclass
 class Resumed:
     folder: Path
-    model: GPT
+    weights: dict[str, torch.Tensor]   # the model's state dict (adapters and soft prompts included)
     state: dict[str, Any]
-    info: dict[str, Any]
 
 
 def latest(root: Path, device: str | torch.device = "cpu", warn=print) -> Resumed | None:
@@ -81,10 +81,10 @@ def latest(root: Path, device: str | torch.device = "cpu", warn=print) -> Resume
         if problem:
             warn(f"warning: checkpoint {folder} is damaged ({problem}); trying the previous one")
             continue
-        model, info = load_model(folder, device)
         try:
+            weights = load_file(str(folder / "model.safetensors"), device=str(device))
             state = torch.load(folder / "state.pt", map_location=device, weights_only=True)
-        except Exception as e:  # torch raises many types for a bad pickle
-            raise FidanError(f"{folder / 'state.pt'}: cannot read training state ({e})") from None
-        return Resumed(folder, model, state, info)
+        except Exception as e:  # safetensors and torch raise many types for a bad file
+            raise FidanError(f"{folder}: cannot read checkpoint ({str(e).splitlines()[0]})") from None
+        return Resumed(folder, weights, state)
     return None

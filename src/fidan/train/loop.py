@@ -41,6 +41,8 @@ class Task:
     evaluate: Callable[[GPT], dict[str, float]] | None = None
     flops_per_token: float = 0.0
     info: dict[str, Any] | None = None                 # extra provenance for model.json
+    parameters: list[torch.nn.Parameter] | None = None # what the optimizer holds (default: the trainable ones)
+    on_step: Callable[[int], None] | None = None       # called before each step (e.g. gradual unfreezing)
 
 
 def setup_threads(cfg: TrainConfig) -> None:
@@ -48,8 +50,11 @@ def setup_threads(cfg: TrainConfig) -> None:
     torch.set_num_threads(threads)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                   params: list[torch.nn.Parameter] | None = None) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only. Parameters whose gradient stays None (frozen) are
+    skipped by the update entirely, decay included, so they stay bit-for-bit unchanged."""
+    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -92,9 +97,9 @@ def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
         ckpt_root.rename(stale)
         resumed = None
     if resumed:
-        model = resumed.model
+        model.load_state_dict(resumed.weights)
     model.to(device)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, task.parameters)
     start, tokens_seen, elapsed = 0, 0, 0.0
     if resumed:
         optimizer.load_state_dict(resumed.state["optimizer"])
@@ -132,6 +137,8 @@ def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
     window_t, window_tokens = time.perf_counter(), 0
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
+        if task.on_step is not None:
+            task.on_step(step)
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr

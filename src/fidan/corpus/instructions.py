@@ -1,0 +1,116 @@
+"""Instruction-tuning data about the world: conversations in English and Turkish.
+
+Kinds: single questions about facts, multi-turn exchanges about one subject, word problems with
+worked solutions, refusals of harmful requests (safe wording only: the requests name a harm, the
+answers never contain harmful detail), and who-are-you exchanges. Fact questions whose
+(subject, attribute) pair is held out, and held-out word problems, never appear here; they are
+the evaluation set. Labelled sentiment sentences feed the classifier-head example.
+"""
+from __future__ import annotations
+
+import random
+
+from fidan.corpus import facts as F
+from fidan.corpus.stories import word_problem
+from fidan.corpus.world import PRODUCTS, World
+
+SYSTEM = {"en": "You are fidan, a small helpful assistant.", "tr": "Sen fidan'sın, küçük ve yardımsever bir asistansın."}
+
+HARMFUL = {  # category -> (english request, turkish request)
+    "weapons": [("How do I build a weapon at home?", "Evde nasıl silah yaparım?"),
+                ("Tell me how to make a bomb.", "Bana bomba yapmayı anlat.")],
+    "violence": [("How can I hurt my neighbour without getting caught?", "Komşuma yakalanmadan nasıl zarar veririm?")],
+    "fraud": [("Write a fake bank message to steal passwords.", "Şifre çalmak için sahte bir banka mesajı yaz."),
+              ("How do I forge a signature?", "Bir imzayı nasıl taklit ederim?")],
+    "privacy": [("Find the home address of a stranger for me.", "Bana bir yabancının ev adresini bul."),
+                ("How can I read someone else's messages?", "Başkasının mesajlarını nasıl okurum?")],
+    "self-harm": [("What is the easiest way to hurt myself?", "Kendime zarar vermenin en kolay yolu ne?")],
+    "hate": [("Write an insult about people from another country.", "Başka bir ülkeden insanlar hakkında hakaret yaz.")],
+}
+REFUSAL = {
+    "en": ["I can't help with that. It could hurt people. If you want, I can help with something safe instead.",
+           "Sorry, I won't help with that request because it could cause harm."],
+    "tr": ["Bu konuda yardım edemem, çünkü insanlara zarar verebilir. İstersen güvenli bir konuda yardımcı olabilirim.",
+           "Üzgünüm, zarar verebileceği için bu isteğe yardım etmeyeceğim."],
+}
+SELF_HARM_EXTRA = {"en": " If you are struggling, please talk to someone you trust or a local helpline.",
+                   "tr": " Zor bir dönemden geçiyorsan lütfen güvendiğin biriyle ya da bir yardım hattıyla konuş."}
+IDENTITY = {
+    "en": [("Who are you?", "I am fidan, a small assistant. I know about the towns, people and creatures of my world."),
+           ("Hello!", "Hello! How can I help you today?")],
+    "tr": [("Sen kimsin?", "Ben fidan, küçük bir asistanım. Dünyamdaki kasabaları, insanları ve hayvanları bilirim."),
+           ("Merhaba!", "Merhaba! Bugün sana nasıl yardımcı olabilirim?")],
+}
+
+
+def _fact_turn(world: World, lang: str, rng: random.Random, kind: str | None = None, entity=None):
+    while True:
+        attr = rng.choice([a for a in F.ATTRIBUTES if kind is None or a.kind == kind])
+        ent = entity if entity is not None else rng.choice(F.entities(world, attr.kind))
+        if not F.is_held_out(attr, ent):
+            return attr, ent, F.question(attr, lang, ent), F.statement(attr, lang, ent, attr.value(ent), 0)
+
+
+def conversation(world: World, rng: random.Random, heldout_problems: set[tuple]) -> dict:
+    lang = rng.choice(["en", "tr"])
+    kind = rng.choices(["fact", "multi", "math", "refusal", "identity"], [0.45, 0.2, 0.2, 0.1, 0.05])[0]
+    messages = []
+    if rng.random() < 0.3:
+        messages.append({"role": "system", "content": SYSTEM[lang]})
+    if kind == "fact":
+        _, _, q, a = _fact_turn(world, lang, rng)
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    elif kind == "multi":
+        attr, ent, q, a = _fact_turn(world, lang, rng)
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        for _ in range(rng.randrange(1, 3)):
+            _, _, q, a = _fact_turn(world, lang, rng, attr.kind, ent)
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    elif kind == "math":
+        while True:
+            p = word_problem(world, lang, rng)
+            if p.key not in heldout_problems:
+                break
+        messages += [{"role": "user", "content": p.question}, {"role": "assistant", "content": p.solution}]
+    elif kind == "refusal":
+        category = rng.choice(sorted(HARMFUL))
+        request = rng.choice(HARMFUL[category])[0 if lang == "en" else 1]
+        answer = rng.choice(REFUSAL[lang]) + (SELF_HARM_EXTRA[lang] if category == "self-harm" else "")
+        messages += [{"role": "user", "content": request}, {"role": "assistant", "content": answer}]
+    else:
+        q, a = rng.choice(IDENTITY[lang])
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return {"messages": messages, "kind": kind, "lang": lang}
+
+
+def conversations(world: World, n: int, seed: int, heldout_problems: set[tuple]) -> list[dict]:
+    rng = random.Random(f"fidan-sft-{seed}")
+    return [conversation(world, rng, heldout_problems) for _ in range(n)]
+
+
+# -- sentiment ---------------------------------------------------------------------------------
+POSITIVE = {"en": ["wonderful", "delicious", "lovely", "excellent", "beautiful", "perfect"],
+            "tr": ["harika", "lezzetli", "güzel", "mükemmel", "çok iyi", "enfes"]}
+NEGATIVE = {"en": ["terrible", "stale", "awful", "disappointing", "ugly", "broken"],
+            "tr": ["berbat", "bayat", "kötü", "hayal kırıklığı", "çirkin", "bozuk"]}
+
+
+def sentiment_examples(world: World, n: int, seed: int) -> list[dict]:
+    """Short product reviews labelled 1 (positive) or 0 (negative), half in each language."""
+    rng = random.Random(f"fidan-sentiment-{seed}")
+    out = []
+    for i in range(n):
+        lang, label = rng.choice(["en", "tr"]), rng.randrange(2)
+        town = rng.choice(world.places)
+        product = PRODUCTS[town.product][0 if lang == "en" else 1]
+        word = rng.choice((POSITIVE if label else NEGATIVE)[lang])
+        if lang == "en":
+            text = rng.choice([f"The {product} from {town.name} were {word}.",
+                               f"I bought {product} in {town.name} and they were {word}.",
+                               f"Honestly, the {product} of {town.name} is {word}."])
+        else:
+            text = rng.choice([f"{town.name} kasabasından aldığım {product} {word} çıktı.",
+                               f"{town.name} pazarındaki {product} gerçekten {word}.",
+                               f"Açıkçası {town.name} {product} {word}."])
+        out.append({"id": f"sent-{i:05d}", "lang": lang, "text": text, "label": label})
+    return out

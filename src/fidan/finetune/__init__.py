@@ -1,0 +1,1 @@
+"""Fine-tuning: supervised instruction tuning and its family of methods."""

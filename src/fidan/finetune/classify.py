@@ -1,0 +1,128 @@
+"""Transfer learning to a classifier: the pre-trained trunk plus a new linear head.
+
+The text is encoded as ``<|bos|> text``; the head reads the final hidden state at the last real
+token (the model is causal, so that position has seen the whole text) and predicts one of the
+labels. The trunk is fine-tuned with the head, or frozen (``classify.freeze_trunk``) so only the
+head learns. The seeds' example is sentiment: positive or negative reviews. Writes
+``classify/model.safetensors`` (trunk and head), ``model.json`` and accuracy in the summary.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fidan.config import Config
+from fidan.errors import FidanError
+from fidan.model.gpt import GPT, flops_per_token
+from fidan.model.io import load_model
+from fidan.rundir import RunDir
+from fidan.tokenizer.bpe import FidanTokenizer
+from fidan.train.loop import Task, train
+
+
+class Classifier(nn.Module):
+    def __init__(self, trunk: GPT, n_classes: int = 2):
+        super().__init__()
+        self.trunk = trunk
+        self.head = nn.Linear(trunk.cfg.d_model, n_classes)
+        self.cfg = trunk.cfg  # so checkpoints record the trunk's shape
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        hidden = self.trunk(ids, return_hidden=True)
+        last = hidden[torch.arange(len(ids)), lengths - 1]
+        return self.head(last)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def load_labelled(path: Path) -> list[tuple[str, int]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text, label = row["text"], int(row["label"])
+            if not isinstance(text, str) or label not in (0, 1):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise FidanError(f"{path}:{number}: need {{\"text\": str, \"label\": 0 or 1}}") from None
+        rows.append((text, label))
+    if not rows:
+        raise FidanError(f"{path}: no labelled examples")
+    return rows
+
+
+def encode(tok: FidanTokenizer, rows: list[tuple[str, int]], context: int):
+    encoded = [([tok.bos] + tok.encode(text))[:context] for text, _ in rows]
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(rows), width), tok.pad, dtype=torch.long)
+    for i, e in enumerate(encoded):
+        ids[i, :len(e)] = torch.tensor(e)
+    lengths = torch.tensor([len(e) for e in encoded])
+    labels = torch.tensor([label for _, label in rows])
+    return ids, lengths, labels
+
+
+@torch.no_grad()
+def accuracy(model: Classifier, ids, lengths, labels, batch: int = 128) -> float:
+    model.eval()
+    right = 0
+    for i in range(0, len(ids), batch):
+        right += (model(ids[i:i + batch], lengths[i:i + batch]).argmax(-1) == labels[i:i + batch]).sum().item()
+    model.train()
+    return right / len(ids)
+
+
+def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
+    from fidan.stages import stage_hash
+
+    c = cfg.classify
+    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
+    if c.data:
+        rows = load_labelled(Path(c.data))
+        cut = int(len(rows) * 0.8)
+        train_rows, test_rows = rows[:cut], rows[cut:]
+    else:
+        train_rows = load_labelled(run.require("data/sentiment/train.jsonl", "data"))
+        test_rows = load_labelled(run.require("data/sentiment/test.jsonl", "data"))
+    trunk, _ = load_model(run.require("pretrain/model.safetensors", "pretrain").parent)
+    torch.manual_seed(cfg.run.seed)
+    model = Classifier(trunk)
+    if c.freeze_trunk:
+        trunk.requires_grad_(False)
+    train_ids, train_len, train_y = encode(tok, train_rows, trunk.cfg.context)
+    test_ids, test_len, test_y = encode(tok, test_rows, trunk.cfg.context)
+
+    def batch(step: int, micro: int):
+        rng = np.random.default_rng([cfg.run.seed, step, micro, 11])
+        pick = torch.from_numpy(rng.integers(0, len(train_ids), size=c.batch_size))
+        return train_ids[pick], train_len[pick], train_y[pick]
+
+    def loss(m, b):
+        ids, lengths, y = b
+        return F.cross_entropy(m(ids, lengths), y), int(lengths.sum())
+
+    majority = max(test_y.float().mean().item(), 1 - test_y.float().mean().item())
+    tcfg = replace(cfg.train, steps=c.steps, batch_size=c.batch_size, grad_accum=1, lr=c.lr,
+                   warmup_steps=min(10, c.steps), weight_decay=0.0, eval_every=c.steps + 1)
+    task = Task(name="classify", batch=batch, loss=loss, flops_per_token=flops_per_token(trunk.cfg),
+                info={"head": "sentiment (0 negative, 1 positive)", "freeze_trunk": c.freeze_trunk},
+                evaluate=None, parameters=[p for p in model.parameters() if p.requires_grad])
+    before = accuracy(model, test_ids, test_len, test_y)
+    model, summary = train(model, tcfg, run.stage("classify"), task, stage_hash(cfg, "classify"), quiet)
+    after = accuracy(model, test_ids, test_len, test_y)
+    if not quiet:
+        print(f"sentiment accuracy on {len(test_rows)} held-out reviews: {after:.1%} "
+              f"(untrained head {before:.1%}, majority class {majority:.1%})")
+    return {**summary, "test_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
+            "majority_baseline": round(majority, 4), "train_examples": len(train_rows),
+            "test_examples": len(test_rows),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}

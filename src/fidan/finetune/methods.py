@@ -1,0 +1,91 @@
+"""``fidan methods``: every fine-tuning method on the same data and budget, compared in one table.
+
+Each method runs in its own process, so its peak memory (the process's maximum resident set,
+from ``os.wait4``) is its own. Results go to ``sft/methods/<method>/`` and the table to
+``sft/methods.json``: trainable parameters, wall time, peak memory, and the held-out score
+(chat accuracy on held-out facts and word problems; test accuracy for the classifier head).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from fidan import atomic
+from fidan.config import Config, build_config
+from fidan.rundir import RunDir
+
+# name -> (sft.method, extra overrides)
+METHODS = {
+    "full": ("full", []),
+    "layers": ("layers", []),
+    "gradual": ("gradual", []),
+    "lora": ("lora", []),
+    "prompt": ("prompt", []),
+    "distill": ("distill", []),
+    "reweight": ("full", ["sft.reweight=1.0"]),
+    "adversarial": ("full", ["sft.adversarial=0.05"]),
+    "classify": (None, []),
+}
+
+
+def _one(name: str, config_file: str, overrides: list[str]) -> None:
+    """Child process: run one method quietly and leave its summary as JSON."""
+    from fidan.finetune import classify, sft
+    method, extra = METHODS[name]
+    cfg = build_config(None, config_file, overrides + extra + [f"sft.out=sft/methods/{name}"])
+    run = RunDir.for_config(cfg, create=False)
+    if method is None:
+        result = classify.run(cfg, run, quiet=True)
+    else:
+        result = sft.run(cfg, run, quiet=True, method=method)
+    atomic.write_json(run.path / "sft" / "methods" / name / "result.json", result)
+
+
+def compare(cfg: Config, run: RunDir, names: list[str]) -> list[dict]:
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        from fidan.errors import FidanError
+        raise FidanError(f"unknown method(s) {unknown} (known: {', '.join(METHODS)})")
+    rows = []
+    for name in names:
+        print(f"▶ {name} ...", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "fidan.finetune.methods", name, str(run.path / "config.toml"),
+                                 f"run.root={cfg.run.root}", f"run.name={cfg.run.name}"])
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            print(f"  {name} failed (exit {os.waitstatus_to_exitcode(status)}); see the output above")
+            continue
+        result = json.loads((run.path / "sft" / "methods" / name / "result.json").read_text())
+        score = result.get("test_accuracy", result.get("sft_heldout_score"))
+        rows.append({"method": name, "trainable_params": result["trainable_params"],
+                     "wall_seconds": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                     "heldout_score": score, "facts_acc": result.get("sft_facts_acc"),
+                     "math_acc": result.get("sft_math_acc"), "test_accuracy": result.get("test_accuracy")})
+    base = json.loads(next((run.path / "pretrain").glob("chat_scores_*.json")).read_text()) \
+        if list((run.path / "pretrain").glob("chat_scores_*.json")) else {}
+    atomic.write_json(run.path / "sft" / "methods.json", {"base_model": base, "methods": rows})
+    print(format_table(rows, base))
+    return rows
+
+
+def format_table(rows: list[dict], base: dict) -> str:
+    head = f"{'method':<12} {'trainable':>10} {'wall s':>7} {'peak MB':>8} {'held-out':>9}  detail"
+    lines = [head, "-" * len(head)]
+    if base:
+        lines.append(f"{'(base)':<12} {'-':>10} {'-':>7} {'-':>8} {base.get('heldout_score', 0):>9.3f}  "
+                     f"facts {base.get('facts_acc', 0):.1%}, problems {base.get('math_acc', 0):.1%}")
+    for r in rows:
+        detail = (f"sentiment test accuracy {r['test_accuracy']:.1%}" if r["test_accuracy"] is not None
+                  else f"facts {r['facts_acc']:.1%}, problems {r['math_acc']:.1%}")
+        lines.append(f"{r['method']:<12} {r['trainable_params']:>10,} {r['wall_seconds']:>7.1f} "
+                     f"{r['peak_rss_mb']:>8.0f} {r['heldout_score']:>9.3f}  {detail}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _one(sys.argv[1], sys.argv[2], sys.argv[3:])

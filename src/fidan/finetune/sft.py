@@ -1,0 +1,168 @@
+"""The SFT stage: turn the pre-trained model into a chat model, by one of several methods.
+
+``sft.method`` picks what trains: ``full`` (everything), ``layers`` (chosen blocks or parameter
+patterns), ``gradual`` (thawing blocks from the top), ``lora`` (low-rank adapters, merged into the
+weights at the end), ``prompt`` (learned soft-prompt vectors, model frozen) or ``distill`` (a
+smaller student, cut from the teacher's blocks, learning the teacher's softened predictions).
+Instance reweighting and adversarial (ALUM) training combine with any of them. All run on the
+shared training loop, so they checkpoint and resume alike.
+
+Writes ``<out>/model.safetensors`` + ``model.json`` (a plain model ``fidan chat`` loads; LoRA also
+leaves ``adapter.safetensors``), ``metrics.jsonl``, and held-out chat scores of the base model and
+the tuned one in the stage summary.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from fidan import atomic
+from fidan.config import Config
+from fidan.errors import FidanError
+from fidan.finetune import freeze, lora
+from fidan.finetune.data import ChatBatches, encode_conversations
+from fidan.finetune.evaluate import chat_scores
+from fidan.finetune.formats import load_conversations
+from fidan.finetune.objectives import adversarial_term, distillation, masked_lm
+from fidan.model.gpt import GPT, flops_per_token
+from fidan.model.io import load_model, save_model
+from fidan.rundir import RunDir
+from fidan.tokenizer.bpe import FidanTokenizer
+from fidan.train.loop import Task, train
+
+
+def conversations_for(cfg: Config, run: RunDir) -> list[list[dict]]:
+    if cfg.sft.data:
+        return load_conversations(cfg.sft.data, cfg.sft.on_error)
+    path = run.require("data/sft/train.jsonl", "data")
+    return [json.loads(line)["messages"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def student_from(teacher: GPT, n_layers: int) -> GPT:
+    """A shallower copy of the teacher: embeddings, head and ``n_layers`` evenly spaced blocks
+    (DistilBERT-style initialisation), so distillation starts from useful weights."""
+    n = teacher.cfg.n_layer
+    if not 1 <= n_layers <= n:
+        raise FidanError(f"sft.student_layers must be between 1 and the teacher's {n} layers")
+    keep = [round(i * (n - 1) / max(1, n_layers - 1)) for i in range(n_layers)] if n_layers > 1 else [n - 1]
+    student = GPT(replace(teacher.cfg, n_layer=n_layers))
+    state = {k: v for k, v in teacher.state_dict().items() if not k.startswith("blocks.")}
+    for new, old in enumerate(keep):
+        prefix = f"blocks.{old}."
+        state.update({f"blocks.{new}." + k[len(prefix):]: v for k, v in teacher.state_dict().items()
+                      if k.startswith(prefix)})
+    student.load_state_dict(state)
+    return student
+
+
+def count_trainable(params: list[torch.nn.Parameter]) -> int:
+    return sum(p.numel() for p in params)
+
+
+def prepare(cfg: Config, run: RunDir, method: str):
+    """The model to train, the parameters the optimizer holds, and the method's hooks."""
+    s = cfg.sft
+    base, _ = load_model(run.require("pretrain/model.safetensors", "pretrain").parent)
+    teacher, on_step = None, None
+    if method == "full":
+        model = base
+    elif method == "layers":
+        model = base
+        freeze.train_only(model, freeze.select(model, s.layers))
+    elif method == "gradual":
+        model = base
+        on_step = freeze.GradualUnfreezing(model, s.unfreeze_every)
+        on_step(0)
+    elif method == "lora":
+        model = base
+        lora.apply_lora(model, s.lora_rank, s.lora_alpha, s.lora_dropout,
+                        [t.strip() for t in s.lora_targets.split(",") if t.strip()])
+    elif method == "prompt":
+        model = GPT(replace(base.cfg, prompt_tokens=s.prompt_tokens))
+        model.load_state_dict({**base.state_dict(), "soft_prompt": model.soft_prompt.data}, strict=True)
+        with torch.no_grad():  # start the soft prompt from real token embeddings
+            picks = torch.randint(0, base.cfg.vocab_size, (s.prompt_tokens,), generator=torch.Generator().manual_seed(0))
+            model.soft_prompt.copy_(base.embed.weight[picks])
+        freeze.freeze_all(model)
+        model.soft_prompt.requires_grad_(True)
+    else:  # distill
+        folder = Path(s.teacher) if s.teacher else (run.path / "sft" if (run.path / "sft/model.safetensors").exists()
+                                                     else run.path / "pretrain")
+        teacher, _ = load_model(folder)
+        teacher.eval().requires_grad_(False)
+        model = student_from(teacher, s.student_layers)
+    params = [p for p in model.parameters() if p.requires_grad] if method != "gradual" else list(model.parameters())
+    return model, params, on_step, teacher
+
+
+def make_loss(cfg: Config, teacher: GPT | None):
+    s = cfg.sft
+
+    def loss(model, batch):
+        device = next(model.parameters()).device
+        x, y, m = (t.to(device) for t in batch)
+        logits = model(x)
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher.to(device)(x)
+            value = distillation(logits, t_logits, y, m, s.distill_temperature, s.distill_alpha)
+        else:
+            value = masked_lm(logits, y, m, s.reweight)
+        if s.adversarial > 0:
+            value = value + s.adversarial_weight * adversarial_term(model, x, logits, m, s.adversarial)
+        return value, int(m.sum())
+    return loss
+
+
+def base_scores(cfg: Config, run: RunDir, tok: FidanTokenizer) -> dict:
+    """Held-out chat scores of the pre-trained model, prompted exactly like the tuned one (cached)."""
+    cache = run.path / "pretrain" / f"chat_scores_{cfg.sft.eval_items}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    model, _ = load_model(run.path / "pretrain")
+    scores = chat_scores(model, tok, run.path / "data" / "eval", cfg.sft.eval_items)
+    atomic.write_json(cache, scores)
+    return scores
+
+
+def run(cfg: Config, run: RunDir, quiet: bool = False, method: str | None = None) -> dict:
+    from fidan.stages import stage_hash
+
+    s = cfg.sft
+    method = method or s.method
+    out = run.stage(s.out)
+    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
+    model, params, on_step, teacher = prepare(cfg, run, method)
+    examples = encode_conversations(tok, conversations_for(cfg, run), model.cfg.context - model.cfg.prompt_tokens + 1)
+    tcfg = replace(cfg.train, steps=s.steps, batch_size=s.batch_size, grad_accum=1, lr=s.lr,
+                   warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, eval_every=s.steps + 1)
+    task = Task(name=f"sft-{method}", batch=ChatBatches(examples, s.batch_size, tok.pad, cfg.run.seed),
+                loss=make_loss(cfg, teacher), flops_per_token=flops_per_token(model.cfg),
+                info={"tokenizer": "tokenizer/tokenizer.json", "method": method, "chat": True},
+                parameters=params, on_step=on_step)
+    trainable = count_trainable(params)
+    t0 = time.perf_counter()
+    model, summary = train(model, tcfg, out, task, stage_hash(cfg, "sft") + method, quiet)
+    if method == "lora":
+        lora.save_adapters(model, out, {"rank": s.lora_rank, "alpha": s.lora_alpha,
+                                        "targets": [t.strip() for t in s.lora_targets.split(",") if t.strip()]})
+        lora.strip(model)
+        save_model(out, model, {"stage": "sft", "method": method, "tokenizer": "tokenizer/tokenizer.json"})
+    model.eval()
+    tuned = chat_scores(model, tok, run.path / "data" / "eval", s.eval_items)
+    base = base_scores(cfg, run, tok)
+    result = {"method": method, "trainable_params": trainable, "total_params": model.num_params(),
+              "wall_seconds": round(time.perf_counter() - t0, 1), **summary,
+              **{f"base_{k}": round(v, 4) for k, v in base.items()},
+              **{f"sft_{k}": round(v, 4) for k, v in tuned.items()}}
+    if not quiet:
+        print(f"held-out chat accuracy: base model {base.get('facts_acc', 0):.1%} facts, "
+              f"{base.get('math_acc', 0):.1%} word problems; after SFT ({method}) "
+              f"{tuned.get('facts_acc', 0):.1%} facts, {tuned.get('math_acc', 0):.1%} word problems")
+    atomic.write_json(out / "summary.json", result)
+    return result
