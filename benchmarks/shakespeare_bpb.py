@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 
 import torch
@@ -35,6 +36,7 @@ def main() -> None:
     overrides = [e[2:] for e in extra] + [f"run.name={args.run}"]
     cfg = build_config("shakespeare", None, overrides)
     run = RunDir.for_config(cfg)
+    shutil.rmtree(run.path / "pretrain", ignore_errors=True)  # always a fresh training run, never a resume
     for stage in ("data", "tokenizer", "tokens", "pretrain"):
         run_stage(cfg, run, stage, force=True)
     wall = time.perf_counter() - t_start

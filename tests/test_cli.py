@@ -31,6 +31,7 @@ def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
                      "pretrain/model.json", "pretrain/metrics.jsonl", "sample/samples.txt",
                      "data/sft/train.jsonl", "sft/model.safetensors", "sft/summary.json"):
         assert (run / artifact).exists(), artifact
+    assert "config hash" in (run / "config.toml").read_text().splitlines()[0]
     pre = json.loads((run / "stages" / "pretrain.json").read_text())["summary"]
     assert pre["val_bpb"] < pre["unigram_bpb"]
 

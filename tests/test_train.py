@@ -46,6 +46,14 @@ def test_pretraining_learns(run_copy):
     assert info["step"] == cfg.train.steps
 
 
+def test_rerunning_a_finished_stage_resumes_at_the_end(run_copy):
+    cfg, run = run_copy
+    first = run_stage(cfg, run, "pretrain")
+    again = run_stage(cfg, run, "pretrain")
+    assert again["val_bpb"] == first["val_bpb"] and again["steps"] == cfg.train.steps
+    assert sum("val_bpb" in m for m in _metrics(run.path)) == 3  # steps 0, 20, 40 once each
+
+
 def _tiny_state(tmp_path):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, context=16, n_layer=1, n_head=2, n_kv_head=2, d_model=16))

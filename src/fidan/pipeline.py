@@ -7,6 +7,7 @@ stage it was in (and pre-training at its last checkpoint).
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from fidan.config import Config
@@ -45,9 +46,11 @@ def run_pipeline(cfg: Config, until: str | None = None) -> RunDir:
         if "val_bpb" in s:
             print(f"validation: {s['val_bpb']:.3f} bits per byte (unigram baseline {s['unigram_bpb']:.3f})")
         print(predicted_vs_actual(cfg, s))
-    print("next: fidan chat                       talk to the model")
-    print("      fidan sample --sample.prompt='Soru: ' --sample.temperature=0.5")
-    print(f"      fidan tokenize 'Merhaba dünya'    see the tokenizer at work")
+    exe = sys.argv[0] if sys.argv and sys.argv[0].endswith("fidan") else "fidan"
+    print(f"next: {exe} chat                                  talk to the chat model")
+    print(f"      {exe} sample --sample.prompt='Bir sabah'     continue a text with the pre-trained model")
+    print(f"      {exe} tokenize 'Merhaba dünya'               see the tokenizer at work")
+    print(f"      {exe} methods                                compare fine-tuning methods (a few minutes)")
     return run
 
 

@@ -28,7 +28,10 @@ class RunDir:
             run.path.mkdir(parents=True, exist_ok=True)
             if not (run.path / "fidan.json").exists():
                 atomic.write_json(run.path / "fidan.json", {"format": RUN_FORMAT, "fidan": __version__})
-            atomic.write_text(run.path / "config.toml", to_toml(cfg))
+            names = list(cfg.to_dict())
+            header = (f"# resolved by fidan {__version__}; config hash {cfg.section_hash(*names)} "
+                      f"(per-stage hashes in stages/*.json)\n")
+            atomic.write_text(run.path / "config.toml", header + to_toml(cfg))
         return run
 
     def check_format(self) -> None:

@@ -74,6 +74,12 @@ class Metrics:
             atomic.write_text(path, "".join(line + "\n" for line in kept))
         self.file = open(path, "a", encoding="utf-8")
 
+    def last_eval(self) -> dict[str, float]:
+        """The newest evaluation already recorded (used when resuming a finished run)."""
+        evals = [json.loads(line) for line in self.path.read_text().splitlines() if '"eval": true' in line]
+        skip = {"step", "tokens", "elapsed_s", "wall_s", "eval"}
+        return {k: v for k, v in evals[-1].items() if k not in skip} if evals else {}
+
     def log(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
@@ -125,12 +131,14 @@ def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
         with torch.no_grad(), autocast:
             last_eval = task.evaluate(model)
         model.train()
-        metrics.log({"step": step, "tokens": tokens_seen, "elapsed_s": round(elapsed, 3),
+        metrics.log({"step": step, "eval": True, "tokens": tokens_seen, "elapsed_s": round(elapsed, 3),
                      "wall_s": round(time.perf_counter() - wall_start, 3), **last_eval})
         say(f"{task.name} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
 
     if start == 0:
         evaluate(0)
+    elif start == cfg.steps:
+        last_eval = metrics.last_eval()
     model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc=task.name, unit="step", disable=quiet or None,
                dynamic_ncols=True, mininterval=0.5)
@@ -174,10 +182,10 @@ def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
                             {"tokens": tokens_seen, "elapsed": elapsed, "config_hash": config_hash}, info,
                             cfg.keep_checkpoints)
     bar.close()
+    if not last_eval and task.evaluate is not None:  # resumed from the final checkpoint
+        evaluate(cfg.steps)
     metrics.close()
     save_model(out, model, {**info, "step": cfg.steps, "tokens": tokens_seen})
-    if not last_eval and task.evaluate is not None:
-        evaluate(cfg.steps)
     tps = tokens_seen / max(elapsed, 1e-9)
     return model, {"steps": cfg.steps, "tokens": tokens_seen, "train_seconds": round(elapsed, 1),
                    "tokens_per_s": round(tps), "mfu": round(tps * task.flops_per_token / peak, 4),
