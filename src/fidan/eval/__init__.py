@@ -1,0 +1,1 @@
+"""Evaluation: bits per byte, task harness, code sandbox."""

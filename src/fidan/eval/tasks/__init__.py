@@ -1,0 +1,1 @@
+"""Evaluation tasks: data loaders plus a scoring rule each."""
