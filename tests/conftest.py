@@ -22,7 +22,7 @@ MICRO = [
     "model.sparse_every=2", "model.window=16",
     "train.steps=40", "train.batch_size=8", "train.lr=3e-3", "train.warmup_steps=5", "train.eval_every=20",
     "train.ckpt_every=20", "train.log_every=5", "train.threads=1",
-    "sample.num_samples=1", "sample.max_tokens=20",
+    "sample.num_samples=1", "sample.max_tokens=20", "eval.limit=12", "eval.math_limit=2",
 ]
 
 

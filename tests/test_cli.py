@@ -22,26 +22,28 @@ def _args(root, *extra):
 def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
     assert main(["pipeline", *_args(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for stage in ("data", "tokenizer", "tokens", "pretrain", "sample", "sft"):
+    for stage in ("data", "tokenizer", "tokens", "pretrain", "sample", "sft", "eval", "report"):
         assert f"✓ {stage}" in out
     run = tmp_path / "cli"
     for artifact in ("config.toml", "fidan.json", "data/clean/train.parquet", "data/stats.json",
                      "data/eval/facts.jsonl", "data/eval/arithmetic.jsonl", "tokenizer/tokenizer.json",
                      "data/tokens/train.bin", "data/tokens/val.idx", "pretrain/model.safetensors",
                      "pretrain/model.json", "pretrain/metrics.jsonl", "sample/samples.txt",
-                     "data/sft/train.jsonl", "sft/model.safetensors", "sft/summary.json"):
+                     "data/sft/train.jsonl", "sft/model.safetensors", "sft/summary.json",
+                     "eval/pretrain.json", "eval/sft.json", "report.md", "report.html", "plots/training.png"):
         assert (run / artifact).exists(), artifact
     assert "config hash" in (run / "config.toml").read_text().splitlines()[0]
+    assert "| metric | pretrain | sft |" in out  # the pipeline ends by printing the report card
     pre = json.loads((run / "stages" / "pretrain.json").read_text())["summary"]
     assert pre["val_bpb"] < pre["unigram_bpb"]
 
     assert main(["pipeline", *_args(tmp_path)]) == 0
     again = capsys.readouterr().out
-    assert again.count("up to date, skipped") == 6
+    assert again.count("up to date, skipped") == 8
 
     assert main(["pipeline", *_args(tmp_path, "--sample.temperature=0.3")]) == 0
     third = capsys.readouterr().out
-    assert third.count("up to date, skipped") == 5 and "✓ sample" in third
+    assert third.count("up to date, skipped") == 7 and "✓ sample" in third
 
     assert main(["tokenize", "Merhaba dünya", f"--run.root={tmp_path}", "--run.name=cli"]) == 0
     tokenized = capsys.readouterr().out

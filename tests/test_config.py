@@ -75,6 +75,6 @@ def test_stage_hashes_follow_real_dependencies():
     assert differs == {"sample"}
     retrained = build_config("tiny", None, ["train.lr=1e-4"])
     assert {s.name for s in STAGES if stage_hash(base, s.name) != stage_hash(retrained, s.name)} == \
-        {"pretrain", "sample", "sft"}
+        {"pretrain", "sample", "sft", "eval", "report"}
     reseeded = build_config("tiny", None, ["run.seed=3"])
     assert all(stage_hash(base, s.name) != stage_hash(reseeded, s.name) for s in STAGES)

@@ -17,7 +17,7 @@ from fidan.config import Config, build_config
 from fidan.errors import FidanError
 from fidan.stages import EXTRA_STAGES, STAGES
 
-READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify")
+READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify", "bpb", "eval", "report")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     es.add_argument("--grid", type=float, default=0.4, help="kg CO2 per kWh")
     es.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common(es)
+    bp = sub.add_parser("bpb", help="bits per byte and perplexity of a run's model on a text file")
+    bp.add_argument("file", help="a .txt/.md/.jsonl file (optionally .gz)")
+    bp.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
+    common(bp)
     me = sub.add_parser("methods", help="compare every fine-tuning method on one table (sft/methods.json)")
     me.add_argument("--only", default="", help="comma-separated methods (default: all)")
     common(me)
@@ -116,6 +120,16 @@ def _dispatch(args, cfg: Config) -> int:
 
     if args.command == "estimate":
         return _estimate(args, cfg)
+    if args.command == "bpb":
+        from fidan.eval.bpb import text_bpb
+        from fidan.serve.loading import load_for_inference, model_folder
+        run = RunDir.for_config(cfg, create=False)
+        folder = model_folder(run, args.stage)
+        model, tok = load_for_inference(folder, run, cfg.train.device)
+        r = text_bpb(model, tok, args.file)
+        print(f"{args.file}: {r['bpb']:.4f} bits per byte, perplexity {r['perplexity']:.2f} per token "
+              f"({r['tokens']:,} tokens, {folder.name} model of {run.path.name})")
+        return 0
     if args.command == "methods":
         from fidan.finetune.methods import METHODS, compare
         names = [n.strip() for n in args.only.split(",") if n.strip()] or list(METHODS)

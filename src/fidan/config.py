@@ -123,6 +123,17 @@ class ClassifyConfig:
 
 
 @dataclass
+class EvalConfig:
+    limit: int = 120               # items per built-in multiple-choice task (0 = all)
+    math_limit: int = 20           # word problems generated per mode (generation is the slow part)
+    k_shot: int = 3
+    suites: str = ""               # extra real benchmarks: "gsm8k=PATH,truthfulqa=PATH,mmlu=CSV,humaneval=PATH"
+    suite_limit: int = 50          # items per extra benchmark (0 = all)
+    redteam: bool = True
+    bias: bool = True
+
+
+@dataclass
 class SampleConfig:
     prompt: str = ""
     max_tokens: int = 160
@@ -144,6 +155,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def section_hash(self, *names: str) -> str:
         """A short, stable hash of the named sections (order-insensitive), leaving out settings

@@ -36,6 +36,10 @@ STAGES = [
           "write a few continuations from the pre-trained model", ("pretrain",)),
     Stage("sft", ("sft",), "fidan.finetune.sft", "sft/model.safetensors",
           "supervised instruction tuning into a chat model", ("pretrain",)),
+    Stage("eval", ("eval",), "fidan.eval.stage", "eval/pretrain.json",
+          "score every stage's model: bpb, benchmarks, prompting modes, red team, bias", ("pretrain", "sft")),
+    Stage("report", (), "fidan.eval.report", "report.md",
+          "write the report card (report.md, report.html, plots/)", ("eval",)),
 ]
 # Stages that run on request, not in the default pipeline.
 EXTRA_STAGES = [
