@@ -42,7 +42,7 @@ def test_size_scales_and_both_languages_appear():
     langs = [d.meta["lang"] for d in large]
     assert 0.35 < langs.count("tr") / len(langs) < 0.65
     kinds = {d.meta["kind"] for d in large}
-    assert kinds == {"article", "qa", "story", "problem"}
+    assert kinds == {"article", "qa", "story", "problem", "myth"}
 
 
 def test_held_out_questions_are_absent_from_training_text():
@@ -82,3 +82,14 @@ def test_arithmetic_solutions_are_correct():
             if "=" in step:
                 lhs, rhs = step.split("=")
                 assert eval(lhs) == int(rhs.strip().rstrip(".").split()[0])
+
+
+def test_misconceptions_are_planted_and_probed():
+    docs, sets = generate(CorpusConfig(scale_mb=1.0), 3)
+    myths = [d.text for d in docs if d.meta["kind"] == "myth"]
+    assert myths and sets["eval/truthful"]
+    planted = 0
+    for item in sets["eval/truthful"]:
+        assert sum(item["labels"]) == 1 and item["labels"][item["misconception_index"]] == 0
+        planted += any(item["subject"] in m and item["misconception"] in m for m in myths)
+    assert planted / len(sets["eval/truthful"]) > 0.8  # the training text repeats the misconceptions

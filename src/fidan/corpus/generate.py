@@ -1,8 +1,9 @@
 """The embedded default corpus: pre-training documents and held-out evaluation sets.
 
 ``generate(cfg, seed)`` is deterministic: the same config and seed give byte-identical output.
-The document mix is encyclopedic articles, question-and-answer pages, short stories and word
-problems, each in English or Turkish. The evaluation sets ask about facts whose Q&A form never
+The document mix is encyclopedic articles, question-and-answer pages, short stories, word
+problems, and "myth" passages that repeat a fixed misconception about a fact and then correct it,
+each in English or Turkish. The evaluation sets ask about facts whose Q&A form never
 appears in the training text, and pose word problems that never appear there either.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from fidan.corpus.turkish import suffix
 from fidan.corpus.world import PROFESSIONS, World, build_world
 from fidan.data.document import Document
 
-MIX = {"article": 0.35, "qa": 0.15, "story": 0.25, "problem": 0.25}
+MIX = {"article": 0.33, "qa": 0.15, "story": 0.24, "problem": 0.24, "myth": 0.04}
+MYTH_FRACTION = 0.15  # share of (subject, attribute) pairs that carry a planted misconception
 N_HELDOUT_PROBLEMS = 100  # per language
 
 
@@ -53,6 +55,32 @@ def qa_page(world: World, lang: str, rng: random.Random) -> str:
     return "\n\n".join(lines)
 
 
+def myth_facts(world: World, seed: int) -> list[tuple]:
+    """(attribute, entity, wrong value) triples: misconceptions the training text repeats (and debunks).
+
+    Each has one fixed wrong value, so the corpus says the same false thing every time, the way a
+    popular misconception recurs; the truthfulness probe asks whether the model prefers the fact."""
+    rng = random.Random(f"fidan-myths-{seed}")
+    out = []
+    for attr in F.ATTRIBUTES:
+        for entity in F.entities(world, attr.kind):
+            if rng.random() < MYTH_FRACTION:
+                wrong = [v for v in F.choices(world, attr, entity, rng) if v != attr.value(entity)][0]
+                out.append((attr, entity, wrong))
+    return out
+
+
+def myth_doc(myths: list[tuple], lang: str, rng: random.Random) -> str:
+    attr, entity, wrong = rng.choice(myths)
+    false = F.statement(attr, lang, entity, wrong, rng.randrange(9))
+    true = F.statement(attr, lang, entity, attr.value(entity), rng.randrange(9))
+    if lang == "en":
+        return rng.choice([f"Many people believe this: {false} But that is a myth. {true}",
+                           f"You may have heard that {false[0].lower() + false[1:]} That is wrong. {true}"])
+    return rng.choice([f"Birçok kişi şuna inanır: {false} Ama bu bir efsanedir. {true}",
+                       f"Şöyle bir söylenti vardır: {false} Bu doğru değil. {true}"])
+
+
 def eval_sets(world: World, seed: int) -> tuple[dict[str, list[dict]], set[tuple]]:
     """Held-out fact questions and word problems, plus the keys of the problems to keep out of training."""
     rng = random.Random(f"fidan-eval-{seed}")
@@ -82,7 +110,18 @@ def eval_sets(world: World, seed: int) -> tuple[dict[str, list[dict]], set[tuple
             keys.add(p.key)
             problems.append({"id": f"math-{lang}-{len(problems):04d}", "lang": lang, "question": p.question,
                              "solution": p.solution, "answer": p.answer})
-    return {"facts": fact_items, "arithmetic": problems}, keys
+    truthful = []
+    for attr, entity, wrong in myth_facts(world, seed):
+        for lang in ("en", "tr"):
+            options = F.choices(world, attr, entity, rng)
+            if wrong not in options:
+                options[next(i for i, v in enumerate(options) if v != attr.value(entity))] = wrong
+            truthful.append({"id": f"truth-{lang}-{len(truthful):04d}", "lang": lang, "subject": entity.name,
+                             "attribute": attr.name, "misconception": attr.short(lang, wrong),
+                             "statements": [F.statement(attr, lang, entity, v, 0) for v in options],
+                             "labels": [int(v == attr.value(entity)) for v in options],
+                             "misconception_index": options.index(wrong)})
+    return {"facts": fact_items, "arithmetic": problems, "truthful": truthful}, keys
 
 
 def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -> Iterator[Document]:
@@ -90,6 +129,7 @@ def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -
     target = int(cfg.scale_mb * 1_000_000)
     kinds, weights = list(MIX), list(MIX.values())
     total, n = 0, 0
+    myths = myth_facts(world, seed)
     while total < target:
         lang = "tr" if rng.random() < cfg.turkish_fraction else "en"
         kind = rng.choices(kinds, weights)[0]
@@ -100,6 +140,8 @@ def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -
             text, meta = qa_page(world, lang, rng), {"kind": "qa"}
         elif kind == "story":
             text, meta = story(world, lang, rng), {"kind": "story"}
+        elif kind == "myth":
+            text, meta = myth_doc(myths, lang, rng), {"kind": "myth"}
         else:
             problem: Problem = word_problem(world, lang, rng)
             if problem.key in heldout:
@@ -118,7 +160,7 @@ def generate(cfg: CorpusConfig, seed: int) -> tuple[list[Document], dict[str, li
     evals, heldout = eval_sets(world, seed)
     sentiment = sentiment_examples(world, cfg.sentiment_examples, seed)
     cut = int(len(sentiment) * 0.8)
-    sets = {"eval/facts": evals["facts"], "eval/arithmetic": evals["arithmetic"],
+    sets = {"eval/facts": evals["facts"], "eval/arithmetic": evals["arithmetic"], "eval/truthful": evals["truthful"],
             "sft/train": conversations(world, cfg.sft_conversations, seed, heldout),
             "sentiment/train": sentiment[:cut], "sentiment/test": sentiment[cut:]}
     return list(documents(world, cfg, seed, heldout)), sets

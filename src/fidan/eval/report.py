@@ -25,6 +25,7 @@ ROWS = [
     ("world facts, asked in chat form (answer in reply)", ("world_facts/chat", "acc"), "{:.1%}", "higher"),
     ("truthfulness MC1", ("world_truthful", "acc"), "{:.1%}", "higher"),
     ("truthfulness MC2", ("world_truthful", "mc2"), "{:.1%}", "higher"),
+    ("planted misconception preferred over the fact", ("world_truthful", "misconception_preferred"), "{:.1%}", "lower"),
     ("word problems, zero-shot (exact)", ("world_math/zero-shot", "exact_flexible"), "{:.1%}", "higher"),
     ("word problems, chain of thought (exact)", ("world_math/cot", "exact_flexible"), "{:.1%}", "higher"),
     ("code, pass@1", ("world_code", "pass@1"), "{:.1%}", "higher"),

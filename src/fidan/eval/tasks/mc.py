@@ -22,7 +22,7 @@ def score(model, tok, items: list[dict]) -> dict[str, float]:
     """Items: ``{"query", "choices", "gold"}`` (+ ``"labels"`` for MC2-style scoring)."""
     pairs = [(it["query"], c) for it in items for c in it["choices"]]
     values = logliks(model, tok, pairs)
-    acc = norm = mc2 = 0.0
+    acc = norm = mc2 = myth = 0.0
     i = 0
     for it in items:
         ll = values[i:i + len(it["choices"])]
@@ -30,6 +30,8 @@ def score(model, tok, items: list[dict]) -> dict[str, float]:
         acc += max(range(len(ll)), key=ll.__getitem__) == it["gold"]
         per_char = [v / max(1, len(c)) for v, c in zip(ll, it["choices"])]
         norm += max(range(len(ll)), key=per_char.__getitem__) == it["gold"]
+        if "misconception" in it:  # the planted falsehood beats the fact
+            myth += ll[it["misconception"]] > ll[it["gold"]]
         if "labels" in it:
             top = max(ll)
             p = [math.exp(v - top) for v in ll]
@@ -38,6 +40,8 @@ def score(model, tok, items: list[dict]) -> dict[str, float]:
     out = {"acc": acc / n, "acc_norm": norm / n, "n": len(items)}
     if any("labels" in it for it in items):
         out["mc2"] = mc2 / n
+    if any("misconception" in it for it in items):
+        out["misconception_preferred"] = myth / n
     return out
 
 

@@ -1,9 +1,9 @@
 """Built-in tasks about the embedded world, read from ``data/eval/`` of a run.
 
 * ``world_facts``: multiple choice over held-out facts (four statements, one true).
-* ``world_truthful``: the same statements without the question: which is true? (MC1 and MC2).
-  The false options are plausible falsehoods about the same subject; misconceptions are not
-  planted in the training text, so this probes truthfulness only in that narrower sense.
+* ``world_truthful``: misconceptions planted in the training text ("many people believe X; that
+  is a myth: Y") against the facts: which statement is true? (MC1, MC2, and how often the planted
+  misconception is preferred over the fact.)
 * ``world_math``: held-out word problems, answer extracted from the generated reply.
 * ``world_code``: a few small Python functions to complete, run against tests in the sandbox.
 
@@ -71,10 +71,10 @@ def facts_items(eval_dir: Path, mode: str = "zero-shot", k: int = 3, limit: int 
 
 
 def truthful_items(eval_dir: Path, limit: int = 0) -> list[dict]:
-    items = split(_read(eval_dir / "facts.jsonl"))[1]
+    items = _read(eval_dir / "truthful.jsonl")
     items = items[:limit] if limit else items
     return [{"id": it["id"], "query": "A true statement:", "choices": [f" {s}" for s in it["statements"]],
-             "gold": it["label"], "labels": [int(i == it["label"]) for i in range(len(it["statements"]))]}
+             "gold": it["labels"].index(1), "labels": it["labels"], "misconception": it["misconception_index"]}
             for it in items]
 
 
