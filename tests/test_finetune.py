@@ -242,3 +242,18 @@ def test_classifier_head_learns_sentiment(pretrained_copy):
     result = run_stage(cfg, run, "classify")
     assert result["test_accuracy"] > result["majority_baseline"] + 0.2
     assert result["test_accuracy"] > result["untrained_accuracy"]
+
+
+@pytest.mark.slow
+def test_methods_table_runs_children_with_this_commands_settings(pretrained_copy):
+    from fidan.finetune.methods import compare
+    cfg, run = pretrained_copy
+    run_stage(cfg, run, "sft")  # the distillation teacher
+    cfg.sft.steps = 7  # an override given on the command line, not in the run's config.toml
+    rows = compare(cfg, run, ["lora", "classify"])
+    assert [r["method"] for r in rows] == ["lora", "classify"]
+    assert all(r["peak_rss_mb"] > 50 and r["wall_seconds"] > 0 for r in rows)
+    table = json.loads((run.path / "sft" / "methods.json").read_text())
+    assert len(table["methods"]) == 2
+    lora_metrics = (run.path / "sft" / "methods" / "lora" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lora_metrics[-1])["step"] == 7

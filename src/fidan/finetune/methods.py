@@ -14,7 +14,7 @@ import sys
 import time
 
 from fidan import atomic
-from fidan.config import Config, build_config
+from fidan.config import Config, build_config, to_toml
 from fidan.rundir import RunDir
 
 # name -> (sft.method, extra overrides)
@@ -50,11 +50,12 @@ def compare(cfg: Config, run: RunDir, names: list[str]) -> list[dict]:
         from fidan.errors import FidanError
         raise FidanError(f"unknown method(s) {unknown} (known: {', '.join(METHODS)})")
     rows = []
+    resolved = run.path / "sft" / "methods" / "config.toml"  # this command's overrides reach every child
+    atomic.write_text(resolved, to_toml(cfg))
     for name in names:
         print(f"▶ {name} ...", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "fidan.finetune.methods", name, str(run.path / "config.toml"),
-                                 f"run.root={cfg.run.root}", f"run.name={cfg.run.name}"])
+        proc = subprocess.Popen([sys.executable, "-m", "fidan.finetune.methods", name, str(resolved)])
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         if os.waitstatus_to_exitcode(status) != 0:
