@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -117,7 +118,7 @@ def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
         torch.manual_seed(int(config_hash[:8], 16))
     metrics = Metrics(out / "metrics.jsonl", start if resumed else None)
     run_model = torch.compile(model) if cfg.compile else model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     peak = matmul_peak_flops(device.type)
     info = {"stage": task.name, "config_hash": config_hash, **(task.info or {})}
     last_eval: dict[str, float] = {}
@@ -192,11 +193,3 @@ def train(model: GPT, cfg: TrainConfig, out: Path, task: Task, config_hash: str,
                    "flops": float(tokens_seen * task.flops_per_token),
                    "energy_kwh": round(run_energy_kwh(device.type, elapsed), 6), "device": device.type,
                    **last_eval}
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
