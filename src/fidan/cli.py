@@ -17,7 +17,7 @@ from fidan.config import Config, build_config
 from fidan.errors import FidanError
 from fidan.stages import EXTRA_STAGES, STAGES
 
-READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify", "bpb", "eval", "report")
+READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify", "bpb", "eval", "report", "export")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("file", help="a .txt/.md/.jsonl file (optionally .gz)")
     bp.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
     common(bp)
+    ex = sub.add_parser("export", help="write a run's model as a Hugging Face transformers folder (Llama)")
+    ex.add_argument("--format", default="hf", choices=["hf"])
+    ex.add_argument("--out", required=True, help="folder to write")
+    ex.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
+    common(ex)
+    im = sub.add_parser("import", help="bring a Llama-architecture Hugging Face folder into a run as its pretrain model")
+    im.add_argument("folder")
+    common(im)
     me = sub.add_parser("methods", help="compare every fine-tuning method on one table (sft/methods.json)")
     me.add_argument("--only", default="", help="comma-separated methods (default: all)")
     common(me)
@@ -129,6 +137,25 @@ def _dispatch(args, cfg: Config) -> int:
         r = text_bpb(model, tok, args.file)
         print(f"{args.file}: {r['bpb']:.4f} bits per byte, perplexity {r['perplexity']:.2f} per token "
               f"({r['tokens']:,} tokens, {folder.name} model of {run.path.name})")
+        return 0
+    if args.command == "export":
+        from fidan.serve.export import export_hf
+        from fidan.serve.loading import load_for_inference, model_folder
+        run = RunDir.for_config(cfg, create=False)
+        folder = model_folder(run, args.stage)
+        model, tok = load_for_inference(folder, run, "cpu")
+        out = export_hf(model, tok, args.out)
+        print(f"wrote {out}/ ({folder.name} model of {run.path.name}); load it with "
+              f"AutoModelForCausalLM.from_pretrained('{out}')")
+        return 0
+    if args.command == "import":
+        from fidan.serve.export import import_hf
+        run = RunDir.for_config(cfg)
+        target = run.path / "pretrain"
+        if (target / "model.safetensors").exists():
+            raise FidanError(f"{target} already holds a model; import into a new run with --run.name=<name>")
+        import_hf(args.folder, target)
+        print(f"imported {args.folder} into {target}/; try: fidan chat --run.name={run.path.name}")
         return 0
     if args.command == "methods":
         from fidan.finetune.methods import METHODS, compare
