@@ -46,3 +46,21 @@ def test_text_stream_never_splits_a_character():
     pieces = [stream.push(i) for i in ids]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+def test_trace_sees_each_steps_distribution_and_chat_shows_candidates():
+    import io
+
+    from fidan.serve.chat import repl
+    model = _model()
+    seen = []
+    out = list(generate(model, [1, 2], SamplingParams(temperature=0, max_tokens=6), trace=seen.append))
+    assert len(seen) == len(out) == 6
+    assert all(abs(float(p.sum()) - 1) < 1e-4 and int(p.argmax()) == t for p, t in zip(seen, out))
+    tok = train_tokenizer(["hello there"] * 5, vocab_size=300)
+    torch.manual_seed(0)
+    chat_model = GPT(GPTConfig(vocab_size=320, context=64, n_layer=1, n_head=2, n_kv_head=2, d_model=16))
+    buffer = io.StringIO()
+    repl(chat_model, tok, SamplingParams(temperature=0, max_tokens=3), "sft", inp=io.StringIO("/probs\nhi\n"), out=buffer)
+    text = buffer.getvalue()
+    assert "(next-token probabilities on)" in text and text.count("  [") == 3 and text.count(" | ") == 6

@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     common(me)
     ch = sub.add_parser("chat", help="chat with the newest model of a run")
     ch.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
+    ch.add_argument("--show-probs", action="store_true", help="print the top next-token candidates at each step")
     common(ch)
     return p
 
@@ -184,7 +185,8 @@ def _dispatch(args, cfg: Config) -> int:
         folder = model_folder(run, args.stage)
         model, tok = load_for_inference(folder, run, cfg.train.device)
         s = cfg.sample
-        repl(model, tok, SamplingParams(s.temperature, s.top_k, s.top_p, s.max_tokens, None), folder.name)
+        repl(model, tok, SamplingParams(s.temperature, s.top_k, s.top_p, s.max_tokens, None), folder.name,
+             show_probs=args.show_probs)
         return 0
     from fidan.pipeline import run_stage
     run_stage(cfg, RunDir.for_config(cfg), args.command)

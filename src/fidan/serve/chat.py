@@ -1,7 +1,8 @@
 """``fidan chat``: a terminal conversation with a model, streamed token by token.
 
 Commands: ``/reset`` forgets the conversation, ``/system TEXT`` sets a system prompt,
-``/temp X`` sets the temperature, ``/quit`` (or Ctrl-D) leaves.
+``/temp X`` sets the temperature, ``/probs`` toggles showing the top next-token candidates with
+their probabilities at every step, ``/quit`` (or Ctrl-D) leaves.
 """
 from __future__ import annotations
 
@@ -12,25 +13,41 @@ from fidan.serve.engine import SamplingParams, TextStream, generate
 from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
 from fidan.tokenizer.chat import render
 
-HELP = "commands: /reset  /system TEXT  /temp X  /quit"
+HELP = "commands: /reset  /system TEXT  /temp X  /probs  /quit"
+TOP = 3
 
 
-def reply(model: GPT, tok: FidanTokenizer, messages: list[dict[str, str]], params: SamplingParams, out=sys.stdout) -> str:
+def candidates(tok: FidanTokenizer, probs, k: int = TOP) -> str:
+    """'Kutu 0.70 | Balkon 0.02 | Zebra 0.0001': the k likeliest next tokens."""
+    values, ids = probs.topk(k)
+    return " | ".join(f"{tok.decode([int(i)])!r} {float(v):.2g}" for v, i in zip(values, ids))
+
+
+def reply(model: GPT, tok: FidanTokenizer, messages: list[dict[str, str]], params: SamplingParams, out=sys.stdout,
+          show_probs: bool = False) -> str:
     ids, _ = render(tok, messages, add_generation_prompt=True)
-    budget = model.cfg.context - 1
+    budget = model.cfg.context - model.cfg.prompt_tokens - 1
     ids = ids[-budget:]
     stream = TextStream(tok)
     text = []
-    for token in generate(model, ids, params):
+    steps: list[str] = []
+    trace = (lambda probs: steps.append(candidates(tok, probs))) if show_probs else None
+    for token in generate(model, ids, params, trace):
         piece = stream.push(token)
-        out.write(piece)
+        if show_probs:
+            out.write(f"\n  [{steps[-1]}] -> {tok.decode([token])!r}")
+        else:
+            out.write(piece)
         out.flush()
         text.append(piece)
     out.write("\n")
+    if show_probs:
+        out.write("fidan> " + "".join(text) + "\n")
     return "".join(text)
 
 
-def repl(model: GPT, tok: FidanTokenizer, params: SamplingParams, stage: str, inp=sys.stdin, out=sys.stdout) -> None:
+def repl(model: GPT, tok: FidanTokenizer, params: SamplingParams, stage: str, inp=sys.stdin, out=sys.stdout,
+         show_probs: bool = False) -> None:
     params.stop_ids = {tok.id_of(END), tok.id_of(EOS)}
     messages: list[dict[str, str]] = []
     system = ""
@@ -57,6 +74,10 @@ def repl(model: GPT, tok: FidanTokenizer, params: SamplingParams, stage: str, in
             system = line[len("/system"):].strip()
             out.write(f"(system prompt: {system or 'none'})\n")
             continue
+        if line == "/probs":
+            show_probs = not show_probs
+            out.write(f"(next-token probabilities {'on' if show_probs else 'off'})\n")
+            continue
         if line.startswith("/temp"):
             try:
                 params.temperature = float(line.split()[1])
@@ -69,5 +90,6 @@ def repl(model: GPT, tok: FidanTokenizer, params: SamplingParams, stage: str, in
             continue
         messages.append({"role": "user", "content": line})
         out.write("fidan> ")
-        answer = reply(model, tok, ([{"role": "system", "content": system}] if system else []) + messages, params, out)
+        answer = reply(model, tok, ([{"role": "system", "content": system}] if system else []) + messages, params, out,
+                       show_probs)
         messages.append({"role": "assistant", "content": answer})

@@ -8,7 +8,7 @@ reaches the model's context, the cache is rebuilt from the most recent half-cont
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -51,7 +51,10 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
 
 
 @torch.no_grad()
-def generate(model: GPT, prompt: list[int], params: SamplingParams) -> Iterator[int]:
+def generate(model: GPT, prompt: list[int], params: SamplingParams,
+             trace: Callable[[torch.Tensor], None] | None = None) -> Iterator[int]:
+    """Yield generated token ids one at a time. ``trace``, if given, receives the model's
+    next-token probabilities (before sampling settings) at every step."""
     if not prompt:
         raise ValueError("generation needs at least one prompt token (e.g. <|bos|>)")
     model.eval()
@@ -66,6 +69,8 @@ def generate(model: GPT, prompt: list[int], params: SamplingParams) -> Iterator[
     cache = model.new_cache(1)
     logits = model(torch.tensor([tokens[-context:]], device=device), cache)[:, -1]
     for _ in range(params.max_tokens):
+        if trace is not None:
+            trace(logits[0].float().softmax(-1))
         nxt = int(sample_next(logits, params, generator)[0])
         if nxt in params.stop_ids:
             return
