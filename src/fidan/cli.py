@@ -17,7 +17,7 @@ from fidan.config import Config, build_config
 from fidan.errors import FidanError
 from fidan.stages import EXTRA_STAGES, STAGES
 
-READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify", "bpb", "eval", "report", "export")
+READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify", "bpb", "eval", "report", "export", "serve")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     im = sub.add_parser("import", help="bring a Llama-architecture Hugging Face folder into a run as its pretrain model")
     im.add_argument("folder")
     common(im)
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP API for a run's model")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: none)")
+    sv.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
+    common(sv)
     me = sub.add_parser("methods", help="compare every fine-tuning method on one table (sft/methods.json)")
     me.add_argument("--only", default="", help="comma-separated methods (default: all)")
     common(me)
@@ -157,6 +163,14 @@ def _dispatch(args, cfg: Config) -> int:
             raise FidanError(f"{target} already holds a model; import into a new run with --run.name=<name>")
         import_hf(args.folder, target)
         print(f"imported {args.folder} into {target}/; try: fidan chat --run.name={run.path.name}")
+        return 0
+    if args.command == "serve":
+        from fidan.serve.loading import load_for_inference, model_folder
+        from fidan.serve.server import serve
+        run = RunDir.for_config(cfg, create=False)
+        folder = model_folder(run, args.stage)
+        model, tok = load_for_inference(folder, run, cfg.train.device)
+        serve(model, tok, f"fidan-{run.path.name}-{folder.name}", args.host, args.port, args.api_key)
         return 0
     if args.command == "methods":
         from fidan.finetune.methods import METHODS, compare
