@@ -64,3 +64,15 @@ def test_trace_sees_each_steps_distribution_and_chat_shows_candidates():
     repl(chat_model, tok, SamplingParams(temperature=0, max_tokens=3), "sft", inp=io.StringIO("/probs\nhi\n"), out=buffer)
     text = buffer.getvalue()
     assert "(next-token probabilities on)" in text and text.count("  [") == 3 and text.count(" | ") == 6
+
+
+def test_repetition_penalty_makes_seen_tokens_less_likely():
+    from fidan.serve.engine import penalize_repeats
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0]])
+    out = penalize_repeats(logits, [0, 1, 1], 2.0)
+    assert out.tolist() == [[1.0, -2.0, 0.5, 3.0]]
+    assert torch.equal(penalize_repeats(logits, [0], 1.0), logits)
+    model = _model()
+    plain = list(generate(model, [1, 2], SamplingParams(temperature=0, max_tokens=20)))
+    varied = list(generate(model, [1, 2], SamplingParams(temperature=0, max_tokens=20, repetition_penalty=3.0)))
+    assert len(set(varied)) > len(set(plain))

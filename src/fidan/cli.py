@@ -199,7 +199,8 @@ def _dispatch(args, cfg: Config) -> int:
         folder = model_folder(run, args.stage)
         model, tok = load_for_inference(folder, run, cfg.train.device)
         s = cfg.sample
-        repl(model, tok, SamplingParams(s.temperature, s.top_k, s.top_p, s.max_tokens, None), folder.name,
+        repl(model, tok, SamplingParams(s.temperature, s.top_k, s.top_p, s.max_tokens, None,
+                                        repetition_penalty=s.repetition_penalty), folder.name,
              show_probs=args.show_probs)
         return 0
     from fidan.pipeline import run_stage

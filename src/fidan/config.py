@@ -142,6 +142,7 @@ class SampleConfig:
     top_p: float = 1.0             # 1.0 = off
     seed: int = 0
     num_samples: int = 3
+    repetition_penalty: float = 1.0  # > 1 makes tokens already present less likely
 
 
 @dataclass

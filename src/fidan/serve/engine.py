@@ -2,7 +2,8 @@
 
 ``generate`` yields one token id at a time, so callers can stream text as it is produced.
 Temperature scales the logits, top-k keeps the k most likely tokens, top-p (nucleus) keeps the
-smallest set whose probability reaches p; temperature 0 is greedy decoding. When the sequence
+smallest set whose probability reaches p, a repetition penalty makes tokens already present less
+likely; temperature 0 is greedy decoding. When the sequence
 reaches the model's context, the cache is rebuilt from the most recent half-context of tokens.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ class SamplingParams:
     max_tokens: int = 200
     seed: int | None = None
     stop_ids: set[int] = field(default_factory=set)
+    repetition_penalty: float = 1.0   # > 1 discourages tokens already in the prompt or reply (CTRL)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -39,6 +41,18 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         drop = probs.cumsum(-1) - probs >= top_p
         sorted_logits[drop] = float("-inf")
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def penalize_repeats(logits: torch.Tensor, seen: list[int], penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty (Keskar et al. 2019): a seen token's logit is divided by the
+    penalty when positive and multiplied by it when negative, so it always becomes less likely."""
+    if penalty == 1.0 or not seen:
+        return logits
+    logits = logits.clone()
+    idx = torch.tensor(sorted(set(seen)), device=logits.device)
+    values = logits[..., idx]
+    logits[..., idx] = torch.where(values > 0, values / penalty, values * penalty)
     return logits
 
 
@@ -71,6 +85,7 @@ def generate(model: GPT, prompt: list[int], params: SamplingParams,
     for _ in range(params.max_tokens):
         if trace is not None:
             trace(logits[0].float().softmax(-1))
+        logits = penalize_repeats(logits, tokens, params.repetition_penalty)
         nxt = int(sample_next(logits, params, generator)[0])
         if nxt in params.stop_ids:
             return

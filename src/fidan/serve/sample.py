@@ -24,7 +24,8 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
         prompt = prompts[i % len(prompts)]
         params = SamplingParams(temperature=cfg.sample.temperature, top_k=cfg.sample.top_k,
                                 top_p=cfg.sample.top_p, max_tokens=cfg.sample.max_tokens,
-                                seed=cfg.sample.seed + i, stop_ids={tok.bos, tok.eos})
+                                seed=cfg.sample.seed + i, stop_ids={tok.bos, tok.eos},
+                                repetition_penalty=cfg.sample.repetition_penalty)
         ids = list(generate(model, [tok.bos] + tok.encode(prompt), params))
         texts.append(prompt + tok.decode(ids))
     out = "\n\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(texts)) + "\n"

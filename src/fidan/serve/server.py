@@ -51,6 +51,8 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     seed: int | None = None
+    repetition_penalty: float = Field(default=1.0, ge=1.0, le=5.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)  # accepted for compatibility; not used
 
 
 class CompletionRequest(BaseModel):
@@ -63,6 +65,7 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     seed: int | None = None
+    repetition_penalty: float = Field(default=1.0, ge=1.0, le=5.0)
 
 
 class APIError(Exception):
@@ -119,7 +122,8 @@ def create_app(model: GPT, tok: FidanTokenizer, model_name: str, api_key: str | 
 
     def params(req, max_tokens: int) -> SamplingParams:
         return SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-                              max_tokens=max_tokens, seed=req.seed, stop_ids=stop_ids)
+                              max_tokens=max_tokens, seed=req.seed, stop_ids=stop_ids,
+                              repetition_penalty=req.repetition_penalty)
 
     async def run(ids: list[int], sampling: SamplingParams, stops: list[str]):
         """Yield text pieces as the worker thread produces them; stop strings end the reply."""
