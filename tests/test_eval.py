@@ -102,3 +102,22 @@ def test_eval_and_report_stages(pretrained_copy):
     page = (run.path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<table>" in page
     assert summary["rows"] >= 10
+
+
+@pytest.mark.slow
+def test_bpb_and_perplexity_on_any_text_file(pretrained_run, tmp_path, capsys):
+    from fidan.cli import main
+    from fidan.eval.bpb import text_bpb
+    from fidan.model.io import load_model
+    from fidan.tokenizer.bpe import FidanTokenizer
+    cfg, run = pretrained_run
+    model, _ = load_model(run.path / "pretrain")
+    tok = FidanTokenizer.load(run.path / "tokenizer")
+    world = tmp_path / "world.txt"
+    world.write_text("Question: Where does the baker live?\nAnswer: The baker lives in town.\n" * 20)
+    noise = tmp_path / "noise.txt"
+    noise.write_text("zq xv jk wp qz " * 60)
+    a, b = text_bpb(model, tok, world), text_bpb(model, tok, noise)
+    assert 0 < a["bpb"] < b["bpb"] and a["perplexity"] > 1 and a["tokens"] > 100
+    assert main(["bpb", str(world), f"--run.root={run.path.parent}", f"--run.name={run.path.name}"]) == 0
+    assert "bits per byte" in capsys.readouterr().out
