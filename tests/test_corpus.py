@@ -1,4 +1,3 @@
-import random
 
 from fidan.config import CorpusConfig
 from fidan.corpus import facts as F

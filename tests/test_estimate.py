@@ -51,7 +51,7 @@ def test_plan_from_a_preset_matches_the_model():
     plan = est.plan_from_config(cfg)
     model_cfg = resolve_model_config(cfg, cfg.tokenizer.vocab_size)
     assert plan.tokens == cfg.train.steps * cfg.train.batch_size * cfg.model.context
-    d, L, T, V = model_cfg.d_model, model_cfg.n_layer, model_cfg.context, model_cfg.vocab_size
+    d, L, V = model_cfg.d_model, model_cfg.n_layer, model_cfg.vocab_size
     assert plan.params == 2 * V * d + L * (4 * d * d + 3 * d * model_cfg.hidden + 2 * d) + d
     # 6N counts the input embedding too; flops_per_token does not (a lookup) and uses the band width
     r = est.estimate(plan)

@@ -130,6 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _run_model(cfg: Config, stage: str | None, device: str):
+    """The run named by the config, its model folder (``stage``, else the newest), model and tokenizer."""
+    from fidan.rundir import RunDir
+    from fidan.serve.loading import load_for_inference, model_folder
+    run = RunDir.for_config(cfg, create=False)
+    folder = model_folder(run, stage)
+    model, tok = load_for_inference(folder, run, device)
+    return run, folder, model, tok
+
+
 def _dispatch(args, cfg: Config) -> int:
     from fidan.rundir import RunDir
 
@@ -137,20 +147,14 @@ def _dispatch(args, cfg: Config) -> int:
         return _estimate(args, cfg)
     if args.command == "bpb":
         from fidan.eval.bpb import text_bpb
-        from fidan.serve.loading import load_for_inference, model_folder
-        run = RunDir.for_config(cfg, create=False)
-        folder = model_folder(run, args.stage)
-        model, tok = load_for_inference(folder, run, cfg.train.device)
+        run, folder, model, tok = _run_model(cfg, args.stage, cfg.train.device)
         r = text_bpb(model, tok, args.file)
         print(f"{args.file}: {r['bpb']:.4f} bits per byte, perplexity {r['perplexity']:.2f} per token "
               f"({r['tokens']:,} tokens, {folder.name} model of {run.path.name})")
         return 0
     if args.command == "export":
         from fidan.serve.export import export_hf
-        from fidan.serve.loading import load_for_inference, model_folder
-        run = RunDir.for_config(cfg, create=False)
-        folder = model_folder(run, args.stage)
-        model, tok = load_for_inference(folder, run, "cpu")
+        run, folder, model, tok = _run_model(cfg, args.stage, "cpu")
         out = export_hf(model, tok, args.out)
         print(f"wrote {out}/ ({folder.name} model of {run.path.name}); load it with "
               f"AutoModelForCausalLM.from_pretrained('{out}')")
@@ -165,11 +169,8 @@ def _dispatch(args, cfg: Config) -> int:
         print(f"imported {args.folder} into {target}/; try: fidan chat --run.name={run.path.name}")
         return 0
     if args.command == "serve":
-        from fidan.serve.loading import load_for_inference, model_folder
         from fidan.serve.server import serve
-        run = RunDir.for_config(cfg, create=False)
-        folder = model_folder(run, args.stage)
-        model, tok = load_for_inference(folder, run, cfg.train.device)
+        run, folder, model, tok = _run_model(cfg, args.stage, cfg.train.device)
         serve(model, tok, f"fidan-{run.path.name}-{folder.name}", args.host, args.port, args.api_key)
         return 0
     if args.command == "methods":
@@ -194,10 +195,7 @@ def _dispatch(args, cfg: Config) -> int:
     if args.command == "chat":
         from fidan.serve.chat import repl
         from fidan.serve.engine import SamplingParams
-        from fidan.serve.loading import load_for_inference, model_folder
-        run = RunDir.for_config(cfg, create=False)
-        folder = model_folder(run, args.stage)
-        model, tok = load_for_inference(folder, run, cfg.train.device)
+        run, folder, model, tok = _run_model(cfg, args.stage, cfg.train.device)
         s = cfg.sample
         repl(model, tok, SamplingParams(s.temperature, s.top_k, s.top_p, s.max_tokens, None,
                                         repetition_penalty=s.repetition_penalty), folder.name,

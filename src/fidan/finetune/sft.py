@@ -13,7 +13,6 @@ the tuned one in the stage summary.
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import replace

@@ -40,11 +40,10 @@ class Message(BaseModel):
     content: str
 
 
-class ChatRequest(BaseModel):
+class Sampling(BaseModel):
+    """Settings both endpoints share."""
     model: str | None = None
-    messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0)
@@ -55,17 +54,13 @@ class ChatRequest(BaseModel):
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)  # accepted for compatibility; not used
 
 
-class CompletionRequest(BaseModel):
-    model: str | None = None
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+
+class CompletionRequest(Sampling):
     prompt: str
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    seed: int | None = None
-    repetition_penalty: float = Field(default=1.0, ge=1.0, le=5.0)
 
 
 class APIError(Exception):
@@ -179,8 +174,8 @@ def create_app(model: GPT, tok: FidanTokenizer, model_name: str, api_key: str | 
         return [stop] if isinstance(stop, str) else list(stop or [])
 
     async def respond(kind: str, ids: list[int], req, prompt_tokens: int):
-        sampling = params(req, budget(req.max_tokens if kind == "text" else
-                                      (req.max_completion_tokens or req.max_tokens), prompt_tokens))
+        requested = req.max_tokens if kind == "text" else (req.max_completion_tokens or req.max_tokens)
+        sampling = params(req, budget(requested, prompt_tokens))
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         obj = "chat.completion" if kind == "chat" else "text_completion"
         stops = stop_list(req.stop)
