@@ -1,7 +1,9 @@
 """Decoding speed: tokens/s at batch 1 and 8, time to first token, and KV cache against recomputing.
 
 Weights are random (speed does not depend on them); shapes come from the presets. The context is
-raised to 512 where needed so that 256 tokens can be generated after a 64-token prompt.
+raised to 512 where needed so that 256 tokens can be generated after a 64-token prompt. The
+"engine" rows run ``BatchDecoder`` as the server does: 8 prompts of different lengths (16 to 64
+tokens, left-padded), each sampled with its own seed (temperature 0.8, top-k 40).
 
     python benchmarks/decode_speed.py [--presets tiny,small] [--new 256] [--threads 2]
 """
@@ -15,6 +17,7 @@ import torch
 
 from fidan.config import build_config
 from fidan.model.gpt import GPT
+from fidan.serve.engine import BatchDecoder, SamplingParams
 
 
 @torch.no_grad()
@@ -37,6 +40,20 @@ def decode(model: GPT, batch: int, prompt: int, new: int, cached: bool) -> tuple
             logits = model(ids)[:, -1]
         nxt = logits.argmax(-1, keepdim=True)
     return first, time.perf_counter() - start
+
+
+def engine(model: GPT, batch: int, new: int) -> tuple[float, float]:
+    """(seconds to first tokens, tokens/s) for ``BatchDecoder`` on prompts of mixed lengths."""
+    lengths = [16 + (48 * i) // max(batch - 1, 1) for i in range(batch)]
+    prompts = [torch.randint(0, model.cfg.vocab_size, (n,)).tolist() for n in lengths]
+    params = [SamplingParams(temperature=0.8, top_k=40, max_tokens=new, seed=i) for i in range(batch)]
+    start = time.perf_counter()
+    decoder = BatchDecoder(model, prompts, params)
+    decoder.step()
+    first = time.perf_counter() - start
+    while not decoder.done:
+        decoder.step()
+    return first, sum(decoder.produced) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -63,6 +80,9 @@ def main() -> None:
             if slow:
                 row += f" {args.new / slow:>15.0f} {slow / total:>8.1f}x"
             print(row, flush=True)
+        for batch in (1, 8):
+            ttft, speed = engine(model, batch, args.new)
+            print(f"{name:<8} {'engine':>8} {batch:>5} {ttft * 1000:>8.1f} {speed:>9.0f}", flush=True)
 
 
 if __name__ == "__main__":

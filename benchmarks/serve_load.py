@@ -6,7 +6,7 @@ official openai client, and prints requests/s and latency percentiles (time to f
 to the last one). Every request must finish with a finish_reason; the server must still answer
 /health afterwards.
 
-    python benchmarks/serve_load.py [--run.name=demo] [--clients 32] [--requests 2] [--max-tokens 24]
+    python benchmarks/serve_load.py [--run.name=demo] [--clients 32] [--requests 2] [--max-tokens 24] [--max-batch 8]
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--max-batch", type=int, default=8, help="requests the server decodes together (1 = one at a time)")
     args = ap.parse_args()
     run = RunDir(f"runs/{args.run_name}") if args.run_name else latest_run()
     folder = model_folder(run)
@@ -42,7 +43,7 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(model, tok, "fidan"), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(model, tok, "fidan", max_batch=args.max_batch), host="127.0.0.1", port=port,
                                            log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -72,7 +73,7 @@ def main() -> None:
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1]
     ttft, latency = [r[0] for r in results], [r[1] for r in results]
     print(f"model {folder.name} of {run.path.name}; {args.clients} concurrent clients x {args.requests} requests, "
-          f"max {args.max_tokens} tokens")
+          f"max {args.max_tokens} tokens, server batches up to {args.max_batch}")
     print(f"completed {ok}/{total}; server healthy afterwards: {healthy}")
     print(f"throughput {total / wall:.2f} requests/s over {wall:.1f} s")
     print(f"time to first token p50 {q(ttft, 50):.2f} s, p95 {q(ttft, 95):.2f} s")

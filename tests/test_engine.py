@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from fidan.model.gpt import GPT, GPTConfig
-from fidan.serve.engine import SamplingParams, TextStream, filter_logits, generate
+from fidan.serve.engine import BatchDecoder, SamplingParams, TextStream, filter_logits, generate, stream_text
 from fidan.tokenizer.bpe import train_tokenizer
 
 
@@ -76,3 +77,75 @@ def test_repetition_penalty_makes_seen_tokens_less_likely():
     plain = list(generate(model, [1, 2], SamplingParams(temperature=0, max_tokens=20)))
     varied = list(generate(model, [1, 2], SamplingParams(temperature=0, max_tokens=20, repetition_penalty=3.0)))
     assert len(set(varied)) > len(set(plain))
+
+
+def _batch_model(window: int):
+    torch.manual_seed(1)
+    cfg = GPTConfig(vocab_size=64, context=48, n_layer=2, n_head=4, n_kv_head=2, d_model=32,
+                    sparse_every=2 if window else 0, window=window or 16)
+    return GPT(cfg).eval()
+
+
+def _drain(decoder: BatchDecoder, rows: int) -> list[list[int]]:
+    out = [[] for _ in range(rows)]
+    while not decoder.done:
+        for row, token in decoder.step().items():
+            if token is not None:
+                out[row].append(token)
+    return out
+
+
+@pytest.mark.parametrize("window", [0, 4])
+def test_batched_decoding_matches_one_at_a_time(window):
+    """Prompts of different lengths, left-padded into one batch, give the tokens each gives alone,
+    including rows that finish early (smaller max_tokens) and leave the batch."""
+    model = _batch_model(window)
+    prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [10], [11, 12, 13, 14], [5, 5]]
+    params = [SamplingParams(temperature=0, max_tokens=n) for n in (12, 3, 20, 7)]
+    batched = _drain(BatchDecoder(model, prompts, params), len(prompts))
+    alone = [list(generate(model, p, s)) for p, s in zip(prompts, params)]
+    assert batched == alone
+    assert [len(x) for x in batched] == [12, 3, 20, 7]
+
+
+def test_batched_rows_keep_their_own_seed_and_stop_tokens():
+    model = _batch_model(0)
+    sampled = SamplingParams(temperature=1.0, max_tokens=10, seed=5)
+    alone = list(generate(model, [3, 4], sampled))
+    stop = SamplingParams(temperature=0, max_tokens=10)
+    greedy = list(generate(model, [7], stop))
+    stopped = SamplingParams(temperature=0, max_tokens=10, stop_ids={greedy[4]})
+    out = _drain(BatchDecoder(model, [[3, 4], [7, 8, 9], [7]], [sampled, stop, stopped]), 3)
+    assert out[0] == alone
+    assert out[2] == greedy[:greedy.index(greedy[4])]
+
+
+def test_cancelled_row_ends_and_the_others_continue():
+    model = _batch_model(0)
+    decoder = BatchDecoder(model, [[1, 2], [3]], [SamplingParams(temperature=0, max_tokens=8)] * 2)
+    decoder.step()
+    decoder.cancel(0)
+    ended = decoder.step()
+    assert ended[0] is None and ended[1] is not None
+    assert decoder.rows == [1]
+
+
+def test_stop_strings_are_caught_across_token_boundaries():
+    tok = train_tokenizer(["Merhaba dünya. Hello world. " * 20], vocab_size=300)
+    ids = tok.encode("Hello world. Merhaba dünya. The end")
+    stream = TextStream(tok, ["dünya"])
+    pieces = [stream.push(i) for i in ids]
+    assert "".join(pieces) + stream.flush() == "Hello world. Merhaba "
+    assert stream.stopped
+    plain = TextStream(tok)
+    assert "".join(plain.push(i) for i in ids) + plain.flush() == "Hello world. Merhaba dünya. The end"
+
+
+def test_stream_text_applies_stop_strings():
+    tok = train_tokenizer(["abc def ghi " * 30], vocab_size=280)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context=32, n_layer=1, n_head=2, n_kv_head=2, d_model=16))
+    full = "".join(stream_text(model, tok, [tok.bos], SamplingParams(temperature=0, max_tokens=12)))
+    assert len(full) > 3
+    stop = full[2:4]
+    cut = "".join(stream_text(model, tok, [tok.bos], SamplingParams(temperature=0, max_tokens=12, stop=[stop])))
+    assert cut == full[:full.index(stop)]

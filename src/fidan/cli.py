@@ -66,11 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     im = sub.add_parser("import", help="bring a Llama-architecture Hugging Face folder into a run as its pretrain model")
     im.add_argument("folder")
     common(im)
-    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP API for a run's model")
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP API and chat page for a run's models")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: none)")
-    sv.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
+    sv.add_argument("--stage", help="the default model: pretrain, sft or rlhf (default: the newest; all are served)")
+    sv.add_argument("--preferences", help="where the page's compare mode records choices "
+                                          "(default: the run's preferences.jsonl, which the reward stage reads)")
+    sv.add_argument("--max-batch", type=int, default=8, help="requests decoded together per model")
     common(sv)
     me = sub.add_parser("methods", help="compare every fine-tuning method on one table (sft/methods.json)")
     me.add_argument("--only", default="", help="comma-separated methods (default: all)")
@@ -169,9 +172,16 @@ def _dispatch(args, cfg: Config) -> int:
         print(f"imported {args.folder} into {target}/; try: fidan chat --run.name={run.path.name}")
         return 0
     if args.command == "serve":
+        from fidan.serve.loading import load_for_inference, model_folder, STAGE_PREFERENCE
         from fidan.serve.server import serve
         run, folder, model, tok = _run_model(cfg, args.stage, cfg.train.device)
-        serve(model, tok, f"fidan-{run.path.name}-{folder.name}", args.host, args.port, args.api_key)
+        models = {f"{run.path.name}-{folder.name}": model}
+        for stage in STAGE_PREFERENCE:
+            if stage != folder.name and (run.path / stage / "model.safetensors").exists():
+                models[f"{run.path.name}-{stage}"] = load_for_inference(model_folder(run, stage), run,
+                                                                        cfg.train.device)[0]
+        prefs = Path(args.preferences) if args.preferences else run.path / "preferences.jsonl"
+        serve(models, tok, args.host, args.port, args.api_key, prefs, args.max_batch)
         return 0
     if args.command == "methods":
         from fidan.finetune.methods import METHODS, compare

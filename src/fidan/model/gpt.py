@@ -186,7 +186,7 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + t} tokens exceeds the context of {self.cfg.context}")
         cos = self.rope_cos[start:start + t].to(x.dtype)
         sin = self.rope_sin[start:start + t].to(x.dtype)
-        masks = self._masks(start, t, x.device, cache is not None)
+        masks = self._masks(start, t, x.device, cache)
         for block in self.blocks:
             x = block(x, cos, sin, masks[block.attn.window], cache)
         if cache is not None:
@@ -194,22 +194,27 @@ class GPT(nn.Module):
         h = self.norm(x[:, n_soft:])
         return h if return_hidden else self.lm_head(h)
 
-    def _masks(self, start: int, t: int, device, cached: bool) -> dict[int, torch.Tensor | None]:
+    def _masks(self, start: int, t: int, device, cache: KVCache | None) -> dict[int, torch.Tensor | None]:
         """Boolean attention masks (True = may attend), keyed by window (0 = dense).
 
         ``None`` lets SDPA use its fused causal path: dense layers without a cache, and single-
-        token decoding, where every cached position is visible.
+        token decoding, where every cached position is visible. A cache holding left-padded
+        prompts (``cache.valid``) gives per-row masks ``[batch, 1, t, keys]`` that hide the pads;
+        every position may see itself, so a pad's own row of scores is never empty.
         """
         out: dict[int, torch.Tensor | None] = {}
+        padded = cache is not None and cache.valid is not None
         q_pos = torch.arange(start, start + t, device=device)[:, None]
         k_pos = torch.arange(start + t, device=device)[None, :]
         for window in {blk.attn.window for blk in self.blocks}:
-            if window == 0 and (not cached or t == 1):
+            if window == 0 and not padded and (cache is None or t == 1):
                 out[window] = None
                 continue
             allowed = k_pos <= q_pos
             if window:
                 allowed = allowed & (q_pos - k_pos < window)
+            if padded:
+                allowed = (allowed & cache.valid[:, None, None, :start + t]) | (k_pos == q_pos)
             out[window] = allowed
         return out
 

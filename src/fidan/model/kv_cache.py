@@ -19,6 +19,9 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.max_len = max_len
         self.pos = 0  # number of positions already stored
+        # [batch, max_len] True where a stored position holds a real token; None = all real.
+        # Batched prompts of different lengths are left-padded and their pads marked False.
+        self.valid: torch.Tensor | None = None
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's keys/values for ``layer``; return all keys/values so far."""
@@ -35,3 +38,10 @@ class KVCache:
 
     def reset(self) -> None:
         self.pos = 0
+        self.valid = None
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Drop finished sequences from a batch: keep only ``rows`` (indices into the batch)."""
+        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        if self.valid is not None:
+            self.valid = self.valid[rows]

@@ -1,0 +1,1 @@
+"""RLHF: preference pairs, a reward model, and PPO / DPO / GRPO."""
