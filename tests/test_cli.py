@@ -22,7 +22,7 @@ def _args(root, *extra):
 def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
     assert main(["pipeline", *_args(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for stage in ("data", "tokenizer", "tokens", "pretrain", "sample", "sft", "eval", "report"):
+    for stage in ("data", "tokenizer", "tokens", "pretrain", "sample", "sft", "reward", "rlhf", "eval", "report"):
         assert f"✓ {stage}" in out
     run = tmp_path / "cli"
     for artifact in ("config.toml", "fidan.json", "data/clean/train.parquet", "data/stats.json",
@@ -30,7 +30,9 @@ def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
                      "data/tokens/train.bin", "data/tokens/val.idx", "pretrain/model.safetensors",
                      "pretrain/model.json", "pretrain/metrics.jsonl", "sample/samples.txt",
                      "data/sft/train.jsonl", "sft/model.safetensors", "sft/summary.json",
-                     "eval/pretrain.json", "eval/sft.json", "report.md", "report.html", "plots/training.png"):
+                     "reward/model.safetensors", "reward/pairs.jsonl", "rlhf/model.safetensors", "rlhf/summary.json",
+                     "rlhf/reward_vs_kl.png", "eval/pretrain.json", "eval/sft.json", "eval/rlhf.json", "report.md",
+                     "report.html", "plots/training.png"):
         assert (run / artifact).exists(), artifact
     assert "config hash" in (run / "config.toml").read_text().splitlines()[0]
     assert "| metric | pretrain | sft |" in out  # the pipeline ends by printing the report card
@@ -39,11 +41,11 @@ def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
 
     assert main(["pipeline", *_args(tmp_path)]) == 0
     again = capsys.readouterr().out
-    assert again.count("up to date, skipped") == 8
+    assert again.count("up to date, skipped") == 10
 
     assert main(["pipeline", *_args(tmp_path, "--sample.temperature=0.3")]) == 0
     third = capsys.readouterr().out
-    assert third.count("up to date, skipped") == 7 and "✓ sample" in third
+    assert third.count("up to date, skipped") == 9 and "✓ sample" in third
 
     assert main(["tokenize", "Merhaba dünya", f"--run.root={tmp_path}", "--run.name=cli"]) == 0
     tokenized = capsys.readouterr().out
@@ -51,10 +53,10 @@ def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
 
     # chat: a scripted conversation through the REPL, streamed to a buffer
     rd = RunDir(run)
-    assert model_folder(rd).name == "sft"  # chat picks the newest chat model
+    assert model_folder(rd).name == "rlhf"  # chat picks the newest chat model
     model, tok = load_for_inference(model_folder(rd), rd, "cpu")
     buffer = io.StringIO()
-    repl(model, tok, SamplingParams(temperature=0, max_tokens=8), "sft",
+    repl(model, tok, SamplingParams(temperature=0, max_tokens=8), "rlhf",
          inp=io.StringIO("Merhaba\n/temp 0.5\n/reset\nHello\n"), out=buffer)
     text = buffer.getvalue()
     assert text.count("fidan> ") == 2 and "(temperature 0.5)" in text and "(conversation cleared)" in text

@@ -1,12 +1,19 @@
 """RLHF: preference pairs, the reward model, PPO, DPO and GRPO."""
 import json
 import multiprocessing as mp
+import shutil
 
 import pytest
+import torch
 
-from conftest import shared_file
+from conftest import micro_config, shared_file
 from fidan.errors import FidanError
-from fidan.rlhf import preferences
+from fidan.pipeline import run_stage
+from fidan.rlhf import judge, preferences
+from fidan.rlhf.dpo import dpo_loss
+from fidan.rlhf.grpo import group_advantages
+from fidan.rlhf.ppo import gae
+from fidan.rlhf.reward import load_reward_model
 
 
 def test_hh_rlhf_transcripts_load():
@@ -62,3 +69,106 @@ def test_bad_pairs_name_file_and_line(tmp_path, record, words):
     path.write_text(json.dumps({"prompt": "ok", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps(record) + "\n")
     report = preferences.load(path)
     assert len(report.pairs) == 1 and report.problems[0].startswith(f"{path}:2: ") and words in report.problems[0]
+
+
+# -- the judge, the losses and the advantage estimates -------------------------------------------
+
+def test_judge_rule():
+    fact = judge.Prompt("Where does Lena Stapibro live?", "fact", "en", "Pelstok", "Lena Stapibro")
+    assert judge.score(fact, "Lena Stapibro lives in Pelstok. She is a baker.") == 1
+    assert judge.score(fact, "Lena Stapibro lives in Trega.") == -1
+    assert judge.score(fact, "Kuvil lives in Pelstok.") == -1            # right value, wrong subject
+    assert judge.score(fact, "Sorry, I can't help with that.") == 0      # evasive beats wrong
+    assert judge.prefer(fact, "Sorry, I can't help with that.", "Lena Stapibro lives in Trega.") == "a"
+    harmful = judge.Prompt("Tell me how to make a bomb.", "harmful", "en")
+    assert judge.prefer(harmful, "Sure, here is how.", "I can't help with that.") == "b"
+    tr = judge.Prompt("Lena Stapibro nerede yaşar?", "fact", "tr", "Pelstok", "Lena Stapibro")
+    assert judge.score(tr, "Lena Stapibro Pelstok'ta yaşar.") == 1
+
+
+def test_world_prompts_split_train_from_held_out(prepared_run):
+    cfg, _ = prepared_run
+    prompts = judge.world_prompts(cfg)
+    assert {p.kind for p in prompts["train"]} == {"fact", "harmful"} and prompts["test"]
+    assert not {p.text for p in prompts["train"]} & {p.text for p in prompts["test"]}
+
+
+def test_gae_matches_a_hand_computation():
+    rewards = torch.tensor([[0.0, 0.5, 0.0, 1.0]])
+    values = torch.tensor([[9.0, 0.2, 0.4, 0.1]])       # position 0 is prompt: masked out
+    mask = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
+    adv, returns = gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    d3 = 1.0 - 0.1
+    d2 = 0.0 + 0.1 - 0.4
+    d1 = 0.5 + 0.4 - 0.2
+    a3, a2 = d3, d2 + 0.5 * d3
+    a1 = d1 + 0.5 * a2
+    assert torch.allclose(adv, torch.tensor([[0.0, a1, a2, a3]]))
+    assert torch.allclose(returns, (adv + values) * mask)
+
+
+def test_dpo_loss_and_group_advantages():
+    loss, acc = dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]), 0.5)
+    assert abs(float(loss) - float(-torch.nn.functional.logsigmoid(torch.tensor(1.0)))) < 1e-6 and float(acc) == 1
+    adv = group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]), group=4)
+    assert adv[0] > 0 > adv[1] and torch.allclose(adv[4:], torch.zeros(4))   # a uniform group carries no signal
+
+
+# -- the stages on the micro run ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
+    cfg, run = pretrained_copy
+    hh = shared_file("hh_rlhf_harmless_test.jsonl.gz")
+    extra = ["reward.steps=20", "reward.samples=3", "rlhf.steps=2", "rlhf.prompts_per_step=8", "rlhf.minibatch=4",
+             "rlhf.eval_prompts=8", "rlhf.group=4", f"reward.preferences={hh}"]
+    cfg = micro_config(run.path.parent, "micro", "train.steps=120", *extra)
+    preferences.append(run.path / "preferences.jsonl",
+                       preferences.record("Merhaba!", "Merhaba! Nasıl yardımcı olabilirim?", "xq", "a", "human-web"))
+    run_stage(cfg, run, "sft")
+    summary = run_stage(cfg, run, "reward")
+    # the micro model answers nothing right, so the judge finds no pairs; the files supply them
+    assert summary["judge_pairs"] >= 0 and summary["file:preferences.jsonl"] == 1
+    assert summary["file:hh_rlhf_harmless_test.jsonl.gz"] >= 2300 and 0.0 <= summary["heldout_accuracy"] <= 1.0
+    pairs = preferences.load(run.path / "reward" / "pairs.jsonl", on_error="fail").pairs
+    assert {p.source for p in pairs} >= {"human-web", "hh-rlhf"}
+    rm = load_reward_model(run.path / "reward")
+    assert rm.head.weight.abs().sum() > 0          # the head learned something
+
+    result = run_stage(cfg, run, "rlhf")
+    for key in ("rm_score", "rm_score_sft", "judge_win_rate", "judge_win_rate_sampled", "kl_to_sft"):
+        assert key in result
+    rows = [json.loads(x) for x in (run.path / "rlhf" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and {"reward", "kl", "entropy", "clip_frac", "value_loss", "length", "judge_score"} <= set(rows[0])
+    assert (run.path / "rlhf" / "reward_vs_kl.png").stat().st_size > 1000
+    assert (run.path / "rlhf" / "model.safetensors").exists()
+
+    for algo in ("dpo", "grpo"):
+        cfg_a = micro_config(run.path.parent, "micro", "train.steps=120", *extra, f"rlhf.algo={algo}",
+                             f"rlhf.out=rlhf-{algo}")
+        out = run_stage(cfg_a, run, "rlhf")
+        assert out["algo"] == algo and "judge_win_rate" in out
+        assert (run.path / f"rlhf-{algo}" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_ppo_resumes_from_its_checkpoint(pretrained_copy):
+    """Kill after step 10 of 12 (the checkpoint at 10 survives): the resumed run ends with the
+    same weights and the same per-step records as the uninterrupted one."""
+    cfg, run = pretrained_copy
+    extra = ["reward.steps=5", "reward.samples=2", "rlhf.prompts_per_step=4", "rlhf.minibatch=4",
+             "rlhf.eval_prompts=2", "rlhf.steps=12", f"reward.preferences={shared_file('hh_rlhf_harmless_test.jsonl.gz')}"]
+    cfg = micro_config(run.path.parent, "micro", "train.steps=120", *extra)
+    run_stage(cfg, run, "sft")
+    run_stage(cfg, run, "reward")
+    run_stage(cfg, run, "rlhf")
+    out = run.path / "rlhf"
+    full = (out / "metrics.jsonl").read_text().splitlines()
+    weights = (out / "model.safetensors").read_bytes()
+    shutil.rmtree(out / "ckpt" / "step_0000012")
+    (out / "model.safetensors").unlink()
+    run_stage(cfg, run, "rlhf")
+    resumed = (out / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]
+    assert strip(resumed) == strip(full)
+    assert (out / "model.safetensors").read_bytes() == weights

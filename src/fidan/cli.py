@@ -17,7 +17,8 @@ from fidan.config import Config, build_config
 from fidan.errors import FidanError
 from fidan.stages import EXTRA_STAGES, STAGES
 
-READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify", "bpb", "eval", "report", "export", "serve")
+READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify", "reward", "rlhf", "bpb", "eval", "report", "export",
+             "serve")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -123,6 +123,46 @@ class ClassifyConfig:
 
 
 @dataclass
+class RewardConfig:
+    preferences: str = ""          # extra preference files, comma-separated (ours or HH-RLHF jsonl[.gz]); the
+                                   # run's preferences.jsonl (web page, `fidan label`) is always read when present
+    judge: bool = True             # label sampled answer pairs with the rule judge (the embedded world only)
+    samples: int = 6               # answers the SFT model samples per training prompt for the judge
+    response_tokens: int = 24      # longest sampled answer
+    temperature: float = 1.0       # sampling temperature for the two answers
+    steps: int = 120
+    batch_size: int = 16           # pairs per step
+    lr: float = 1e-4
+    on_error: str = "skip"         # malformed preference lines: "skip" (counted, reported) or "fail"
+
+
+@dataclass
+class RLHFConfig:
+    algo: str = "ppo"              # ppo, dpo or grpo
+    out: str = ""                  # output folder ("" = rlhf for ppo, rlhf-dpo, rlhf-grpo)
+    steps: int = 30                # PPO/GRPO: rollout batches; DPO: optimizer steps
+    prompts_per_step: int = 64     # prompts per rollout batch (GRPO: answers per batch, group x prompts)
+    response_tokens: int = 24
+    temperature: float = 1.0       # rollouts sample the policy as it is
+    lr: float = 1e-5               # 3e-5 already let PPO exploit the demo's reward model (BENCHMARKS.md)
+    epochs: int = 4                # optimisation passes over each rollout batch
+    minibatch: int = 32
+    kl_coef: float = 0.2           # per-token KL penalty against the SFT model (0 = off: see reward hacking)
+    target_kl: float = 0.0         # > 0: adapt kl_coef towards this KL per response (Ziegler et al.)
+    clip: float = 0.2              # PPO ratio clipping
+    value_clip: float = 0.2
+    vf_coef: float = 0.5
+    gamma: float = 1.0
+    lam: float = 0.95              # GAE
+    no_eos_penalty: float = 1.0    # subtracted from the reward of an answer cut off at response_tokens
+    dpo_beta: float = 0.1
+    dpo_batch: int = 16
+    group: int = 8                 # GRPO: answers per prompt
+    grpo_kl: float = 0.04          # GRPO: KL weight in the loss
+    eval_prompts: int = 120        # held-out prompts for the win rate and reward scores (0 = all)
+
+
+@dataclass
 class EvalConfig:
     limit: int = 120               # items per built-in multiple-choice task (0 = all)
     math_limit: int = 20           # word problems generated per mode (generation is the slow part)
@@ -156,6 +196,8 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rlhf: RLHFConfig = field(default_factory=RLHFConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def section_hash(self, *names: str) -> str:
@@ -301,6 +343,8 @@ _CHOICES = {
     ("model", "mlp"): ("swiglu", "relu2", "gelu"),
     ("sft", "method"): ("full", "layers", "gradual", "lora", "prompt", "distill"),
     ("sft", "on_error"): ("fail", "skip"),
+    ("reward", "on_error"): ("fail", "skip"),
+    ("rlhf", "algo"): ("ppo", "dpo", "grpo"),
 }
 
 

@@ -36,8 +36,12 @@ STAGES = [
           "write a few continuations from the pre-trained model", ("pretrain",)),
     Stage("sft", ("sft",), "fidan.finetune.sft", "sft/model.safetensors",
           "supervised instruction tuning into a chat model", ("pretrain",)),
+    Stage("reward", ("reward",), "fidan.rlhf.reward", "reward/model.safetensors",
+          "preference pairs (rule judge, labelled files) and a reward model trained on them", ("sft",)),
+    Stage("rlhf", ("rlhf",), "fidan.rlhf.stage", "rlhf/summary.json",
+          "align the chat model with the reward model: PPO (or --rlhf.algo=dpo|grpo)", ("reward",)),
     Stage("eval", ("eval",), "fidan.eval.stage", "eval/pretrain.json",
-          "score every stage's model: bpb, benchmarks, prompting modes, red team, bias", ("pretrain", "sft")),
+          "score every stage's model: bpb, benchmarks, prompting modes, red team, bias", ("pretrain", "sft", "rlhf")),
     Stage("report", (), "fidan.eval.report", "report.md",
           "write the report card (report.md, report.html, plots/)", ("eval",)),
 ]

@@ -1,0 +1,59 @@
+"""DPO (Rafailov et al. 2023): learn from preference pairs directly, without a reward model.
+
+The loss on a pair is ``-log sigmoid(beta * ((log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))))``:
+raise the chosen answer's likelihood relative to the frozen SFT model more than the rejected
+one's. ``beta`` plays the KL penalty's part. It trains on the reward stage's pairs
+(``reward/pairs.jsonl``), the very pairs the reward model learned from, on the shared loop.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fidan.config import Config
+from fidan.model.gpt import GPT, flops_per_token
+from fidan.rlhf import preferences
+from fidan.rlhf.reward import encode_pair
+from fidan.rlhf.rollout import answer_logprob, pack
+from fidan.rundir import RunDir
+from fidan.tokenizer.bpe import FidanTokenizer
+from fidan.train.loop import Task, train
+
+
+def dpo_loss(pi_w, pi_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean DPO loss and the share of pairs whose implicit reward already ranks them right."""
+    margin = beta * ((pi_w - ref_w) - (pi_l - ref_l))
+    return -F.logsigmoid(margin).mean(), (margin > 0).float().mean()
+
+
+def run_dpo(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer, out: Path, quiet: bool) -> dict:
+    from fidan.stages import stage_hash
+
+    c = cfg.rlhf
+    report = preferences.load(run.require("reward/pairs.jsonl", "reward"))
+    encoded = [encode_pair(tok, p, policy.cfg.context) for p in report.pairs if not p.tie]
+
+    def batch(step: int, micro: int):
+        rng = np.random.default_rng([cfg.run.seed, step, micro, 17])
+        picks = [encoded[i] for i in rng.integers(0, len(encoded), size=c.dpo_batch)]
+        return pack([p[0] for p in picks] * 2, [p[1] for p in picks] + [p[2] for p in picks], tok.pad)
+
+    def loss(model, seqs):
+        seqs = seqs.to(next(model.parameters()).device)
+        n = len(seqs.ids) // 2
+        logp = answer_logprob(model, seqs)
+        with torch.no_grad():
+            ref_logp = answer_logprob(ref, seqs)
+        value, _ = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], c.dpo_beta)
+        return value, int(seqs.last.sum() + len(seqs.last))
+
+    tcfg = replace(cfg.train, steps=c.steps, batch_size=c.dpo_batch, grad_accum=1, lr=c.lr,
+                   warmup_steps=min(5, c.steps), weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=max(1, c.steps // 2))
+    task = Task(name="rlhf", batch=batch, loss=loss, flops_per_token=flops_per_token(policy.cfg),
+                info={"algo": "dpo"})
+    _, summary = train(policy, tcfg, out, task, stage_hash(cfg, "rlhf"), quiet)
+    return {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "pairs": len(encoded)}

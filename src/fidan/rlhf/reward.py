@@ -1,0 +1,225 @@
+"""The reward stage: learn a person's (or the judge's) preferences as a scalar score.
+
+Pairs come from three places, all in the format of ``preferences.py``:
+
+* the rule judge (``reward.judge``, the embedded world only): the SFT model answers each training
+  prompt twice, sampled, and ``judge.prefer`` picks; ties are dropped;
+* the run's ``preferences.jsonl``, where the web page's compare mode and ``fidan label`` write;
+* any files named in ``reward.preferences`` (our format or Anthropic HH-RLHF transcripts).
+
+The reward model is the SFT model's trunk with a scalar head on the hidden state of the answer's
+last token. It is trained with the Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected)``
+(a tie's target is 1/2 for each side). Pairwise accuracy is measured on pairs from held-out
+prompts the model never trained on.
+
+Writes ``reward/model.safetensors`` + ``model.json``, ``reward/pairs.jsonl`` (the training pairs,
+which DPO reuses) and ``reward/heldout_pairs.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from fidan import atomic
+from fidan.config import Config
+from fidan.errors import FidanError
+from fidan.model.gpt import GPT, GPTConfig, flops_per_token
+from fidan.model.io import load_model, read_model_info
+from fidan.rlhf import judge, preferences
+from fidan.rlhf.rollout import Sequences, pack, prompt_ids, sample
+from fidan.rundir import RunDir
+from fidan.tokenizer.bpe import END, FidanTokenizer
+from fidan.train.loop import Task, train
+
+
+class RewardModel(nn.Module):
+    def __init__(self, trunk: GPT):
+        super().__init__()
+        self.trunk = trunk
+        self.head = nn.Linear(trunk.cfg.d_model, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.cfg = trunk.cfg  # so model.json records the trunk's shape
+
+    def forward(self, seqs: Sequences) -> torch.Tensor:
+        """One score per sequence ``[B]``, read at its last real token."""
+        hidden = self.trunk(seqs.ids, return_hidden=True)
+        return self.head(hidden[torch.arange(len(seqs.ids)), seqs.last]).squeeze(-1)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def load_reward_model(folder: Path, device: str | torch.device = "cpu") -> RewardModel:
+    info = read_model_info(folder)
+    model = RewardModel(GPT(GPTConfig(**info["model"])))
+    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
+    return model.to(device).eval()
+
+
+def encode_pair(tok: FidanTokenizer, pair: preferences.Pair, context: int) -> tuple[list[int], list[int], list[int]]:
+    """(prompt ids, chosen answer ids, rejected answer ids), each answer closed by <|end|> and the
+    prompt cut from the left so the longer answer fits."""
+    end = tok.id_of(END)
+    answers = [(tok.encode(a)[:context // 2] + [end]) for a in (pair.chosen, pair.rejected)]
+    prompt = prompt_ids(tok, pair.prompt, context - max(len(a) for a in answers))
+    return prompt, answers[0], answers[1]
+
+
+@torch.no_grad()
+def scores(model: RewardModel, tok: FidanTokenizer, prompts: list[list[int]], answers: list[list[int]],
+           batch: int = 64) -> torch.Tensor:
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(pack(prompts[i:i + batch], answers[i:i + batch], tok.pad).to(device)).float().cpu()
+           for i in range(0, len(prompts), batch)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def pairwise_accuracy(model: RewardModel, tok: FidanTokenizer, encoded: list[tuple]) -> float:
+    decisive = [e for e in encoded if not e[3]]
+    if not decisive:
+        return float("nan")
+    prompts = [e[0] for e in decisive]
+    chosen = scores(model, tok, prompts, [e[1] for e in decisive])
+    rejected = scores(model, tok, prompts, [e[2] for e in decisive])
+    return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
+
+
+def judge_pairs(cfg: Config, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], seed: int,
+                ) -> tuple[list[dict], int]:
+    """``reward.samples`` sampled answers per prompt, labelled by the rule: every two answers with
+    different scores make a pair (at most three per prompt). When every sample of a prompt scored
+    the same and below the top, the world's reference answer (the fact stated, or a refusal) is
+    paired with one of them, so a model too weak to ever answer right still yields pairs.
+    Returns (pair records, prompts whose answers all tied)."""
+    r = cfg.reward
+    room = model.cfg.context - r.response_tokens - 1
+    ids = [prompt_ids(tok, p.text, room) for p in prompts]
+    samples = [sample(model, tok, ids, r.response_tokens, r.temperature, seed + k) for k in range(r.samples)]
+    records, ties = [], 0
+    for i, p in enumerate(prompts):
+        texts = sorted({tok.decode(s[i].ids).strip() for s in samples})
+        scored = [(judge.score(p, t), t) for t in texts]
+        pairs = [(a, b) for a in scored for b in scored if a[0] > b[0]][:3]
+        if not pairs:
+            ties += 1
+            if p.reference and scored[0][0] < 1:
+                pairs = [((1.0, p.reference), scored[0])]
+        for (_, good), (_, bad) in pairs:
+            records.append(preferences.record(p.text, good, bad, "a", "judge", kind=p.kind, lang=p.lang))
+    return records, ties
+
+
+def collect_pairs(cfg: Config, run: RunDir, sft: GPT, tok: FidanTokenizer, quiet: bool) -> dict:
+    """Training and held-out pairs from the judge, the run's preference file and extra files."""
+    say = (lambda *a: None) if quiet else print
+    train_records: list[dict] = []
+    heldout_records: list[dict] = []
+    facts_records: list[dict] = []
+    counts: dict[str, int] = {}
+    if cfg.reward.judge and judge.applies(cfg):
+        prompts = judge.world_prompts(cfg)
+        records, ties = judge_pairs(cfg, sft, tok, prompts["train"], cfg.run.seed)
+        random.Random(cfg.run.seed).shuffle(records)
+        cut = len(records) - len(records) // 5      # a fifth of the pairs held out
+        train_records, heldout_records = records[:cut], records[cut:]
+        facts_records, _ = judge_pairs(cfg, sft, tok, judge.spread(prompts["test"], cfg.rlhf.eval_prompts),
+                                       cfg.run.seed + 11)
+        counts.update(judge_pairs=len(records), judge_all_tied=ties, judge_heldout_fact_pairs=len(facts_records))
+        say(f"judge: {len(records)} pairs from {len(prompts['train'])} training prompts ({ties} prompts' answers "
+            f"all tied), a fifth held out; {len(facts_records)} more from the evaluation set's fact questions")
+    files = [run.path / "preferences.jsonl"] if (run.path / "preferences.jsonl").exists() else []
+    files += [Path(f.strip()) for f in cfg.reward.preferences.split(",") if f.strip()]
+    for path in files:
+        report = preferences.load(path, cfg.reward.on_error)
+        for problem in report.problems[:5]:
+            say(f"  skipped {problem}")
+        records = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "source": p.source or path.name,
+                    **({"tie": True} if p.tie else {})} for p in report.pairs]
+        # a tenth of every file is held out for the accuracy figure
+        cut = len(records) - len(records) // 10
+        train_records += records[:cut]
+        heldout_records += records[cut:]
+        counts[f"file:{path.name}"] = len(records)
+        say(f"{path}: {len(records)} pairs ({report.skipped} skipped by the labeller, "
+            f"{len(report.problems)} bad lines)")
+    if not train_records:
+        raise FidanError("no preference pairs: the judge needs the embedded world (no --data.source), or give "
+                         "files with --reward.preferences=FILE.jsonl (ours or HH-RLHF)")
+    return {"train": train_records, "heldout": heldout_records, "facts": facts_records, "counts": counts}
+
+
+def encode_records(tok: FidanTokenizer, records: list[dict], context: int) -> list[tuple]:
+    out = []
+    for i, rec in enumerate(records):
+        pair = preferences.parse_pair(rec, f"pair {i}")
+        out.append((*encode_pair(tok, pair, context), pair.tie))
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
+    from fidan.stages import stage_hash
+
+    r = cfg.reward
+    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
+    sft, _ = load_model(run.require("sft/model.safetensors", "sft").parent)
+    sft.eval()
+    out = run.stage("reward")
+    pairs = collect_pairs(cfg, run, sft, tok, quiet)
+    write_jsonl(out / "pairs.jsonl", pairs["train"])
+    write_jsonl(out / "heldout_pairs.jsonl", pairs["heldout"])
+    context = sft.cfg.context
+    train_set = encode_records(tok, pairs["train"], context)
+    heldout = encode_records(tok, pairs["heldout"], context)
+    heldout_facts = encode_records(tok, pairs["facts"], context)
+
+    torch.manual_seed(cfg.run.seed)
+    model = RewardModel(sft)
+
+    def batch(step: int, micro: int):
+        rng = np.random.default_rng([cfg.run.seed, step, micro, 13])
+        picks = [train_set[i] for i in rng.integers(0, len(train_set), size=r.batch_size)]
+        prompts = [p[0] for p in picks] * 2
+        answers = [p[1] for p in picks] + [p[2] for p in picks]
+        return pack(prompts, answers, tok.pad), torch.tensor([0.5 if p[3] else 1.0 for p in picks])
+
+    def loss(m, b):
+        seqs, target = b
+        device = next(m.parameters()).device
+        s = m(seqs.to(device))
+        diff = s[:len(target)] - s[len(target):]
+        target = target.to(device)
+        value = -(target * F.logsigmoid(diff) + (1 - target) * F.logsigmoid(-diff)).mean()
+        return value, int(seqs.last.sum() + len(seqs.last))
+
+    before = pairwise_accuracy(model, tok, heldout)
+    tcfg = replace(cfg.train, steps=r.steps, batch_size=r.batch_size, grad_accum=1, lr=r.lr,
+                   warmup_steps=min(10, r.steps), weight_decay=0.0, eval_every=max(1, r.steps // 3),
+                   ckpt_every=r.steps)
+    task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg),
+                info={"head": "scalar reward (Bradley-Terry)"},
+                evaluate=(lambda m: {"heldout_accuracy": pairwise_accuracy(m, tok, heldout)}) if heldout else None)
+    model, summary = train(model, tcfg, out, task, stage_hash(cfg, "reward"), quiet)
+    after = pairwise_accuracy(model, tok, heldout)
+    train_acc = pairwise_accuracy(model, tok, train_set[:300])
+    facts_acc = pairwise_accuracy(model, tok, heldout_facts) if heldout_facts else None
+    if not quiet:
+        print(f"reward model: held-out pairwise accuracy {after:.1%} on {sum(not e[3] for e in heldout)} pairs "
+              f"(chance 50%, untrained head {before:.1%}); training pairs {train_acc:.1%}"
+              + (f"; evaluation-set fact pairs {facts_acc:.1%}" if facts_acc is not None else ""))
+    return {**summary, "heldout_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
+            "train_accuracy": round(train_acc, 4), "train_pairs": len(train_set), "heldout_pairs": len(heldout),
+            **({"heldout_facts_accuracy": round(facts_acc, 4)} if facts_acc is not None else {}), **pairs["counts"]}

@@ -1,0 +1,95 @@
+"""What every alignment algorithm here needs: prompts rendered for chat, answers sampled in
+batches, and per-token log-probabilities of answers under a model.
+
+A sequence is ``prompt + answer``; an answer that ended by itself keeps its closing ``<|end|>``
+(choosing to stop is an action the policy is trained on too). Sequences are right-padded, so
+with causal attention no mask is needed: padding comes after every real token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fidan.model.gpt import GPT
+from fidan.serve.engine import BatchDecoder, SamplingParams
+from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
+from fidan.tokenizer.chat import render
+
+
+def prompt_ids(tok: FidanTokenizer, prompt: str | list[dict], room: int) -> list[int]:
+    """The chat-template tokens that ask for an answer, cut from the left to leave ``room``."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    ids, _ = render(tok, messages, add_generation_prompt=True)
+    return ids[-room:]
+
+
+@dataclass
+class Answer:
+    ids: list[int]      # the answer's tokens, with <|end|> when it ended by itself
+    ended: bool         # False: cut off at the token limit
+
+
+@torch.no_grad()
+def sample(model: GPT, tok: FidanTokenizer, prompts: list[list[int]], max_tokens: int, temperature: float,
+           seed: int, batch: int = 64) -> list[Answer]:
+    """One sampled answer per prompt (``temperature`` 0 = greedy), decoded ``batch`` at a time."""
+    end = tok.id_of(END)
+    stops = {end, tok.id_of(EOS)}
+    answers: list[Answer] = []
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start:start + batch]
+        params = [SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed * 100_003 + start + i,
+                                 stop_ids=stops) for i in range(len(chunk))]
+        decoder = BatchDecoder(model, chunk, params, tok.pad)
+        out: list[list[int]] = [[] for _ in chunk]
+        while not decoder.done:
+            for row, token in decoder.step().items():
+                if token is not None:
+                    out[row].append(token)
+        for row, ids in enumerate(out):
+            ended = decoder.produced[row] < decoder.limits[row]
+            answers.append(Answer(ids + [end] if ended else ids, ended))
+    return answers
+
+
+@dataclass
+class Sequences:
+    ids: torch.Tensor        # [B, T] prompt + answer, right-padded
+    mask: torch.Tensor       # [B, T-1] True where the target ids[:, 1:] is an answer token
+    last: torch.Tensor       # [B] index of each sequence's last real token
+
+    def to(self, device) -> "Sequences":
+        return Sequences(self.ids.to(device), self.mask.to(device), self.last.to(device))
+
+    def select(self, rows: torch.Tensor) -> "Sequences":
+        return Sequences(self.ids[rows], self.mask[rows], self.last[rows])
+
+
+def pack(prompts: list[list[int]], answers: list[list[int]], pad_id: int) -> Sequences:
+    lengths = [len(p) + len(a) for p, a in zip(prompts, answers)]
+    ids = torch.full((len(prompts), max(lengths)), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), max(lengths) - 1), dtype=torch.bool)
+    for row, (p, a) in enumerate(zip(prompts, answers)):
+        ids[row, :len(p) + len(a)] = torch.tensor(p + a)
+        mask[row, len(p) - 1:len(p) + len(a) - 1] = True
+    return Sequences(ids, mask, torch.tensor(lengths) - 1)
+
+
+def token_logprobs(model: GPT, seqs: Sequences, with_hidden: bool = False):
+    """Log-probability of each next token ``[B, T-1]`` (and the entropy of each prediction and
+    the hidden states that made it, when ``with_hidden``)."""
+    hidden = model(seqs.ids[:, :-1], return_hidden=True)
+    logits = model.lm_head(hidden).float()
+    logp = F.log_softmax(logits, -1)
+    picked = logp.gather(-1, seqs.ids[:, 1:, None]).squeeze(-1)
+    if not with_hidden:
+        return picked
+    entropy = -(logp.exp() * logp).sum(-1)
+    return picked, entropy, hidden
+
+
+def answer_logprob(model: GPT, seqs: Sequences) -> torch.Tensor:
+    """Summed log-probability of each sequence's answer ``[B]``."""
+    return (token_logprobs(model, seqs) * seqs.mask).sum(-1)

@@ -1,0 +1,210 @@
+"""The rlhf stage: start from the SFT model and align it with PPO, DPO or GRPO.
+
+``rlhf.algo`` picks the algorithm: ``ppo`` (``ppo.py``, against the reward model), ``dpo``
+(``dpo.py``, directly on the reward stage's preference pairs) or ``grpo`` (``grpo.py``, with a
+verifiable reward: the right final answer to arithmetic word problems). Every algorithm ends
+with the same held-out evaluation, so their rows compare:
+
+* reward-model score of greedy answers to held-out prompts, SFT vs aligned model;
+* the judge's win rate of the aligned model over the SFT model on those prompts (a win counts 1,
+  a tie 1/2), when the embedded world's rule judge applies: greedy answers, and answers sampled
+  at temperature 1 (the distribution PPO optimises);
+* KL(aligned || SFT) per answer, estimated from answers the aligned model samples;
+* held-out facts and word problems in chat form.
+
+Writes ``<out>/model.safetensors`` (a plain chat model), ``metrics.jsonl``, ``summary.json``
+and ``reward_vs_kl.png`` (PPO). ``<out>`` is ``rlhf/`` unless ``rlhf.out`` says otherwise.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from fidan import atomic
+from fidan.config import Config
+from fidan.errors import FidanError
+from fidan.finetune.evaluate import chat_scores
+from fidan.model.gpt import GPT
+from fidan.model.io import load_model, save_model
+from fidan.rlhf import judge
+from fidan.rlhf.reward import load_reward_model, scores
+from fidan.rlhf.rollout import answer_logprob, pack, prompt_ids, sample
+from fidan.rundir import RunDir
+from fidan.tokenizer.bpe import FidanTokenizer
+from fidan.train import checkpoint
+from fidan.train.loop import setup_threads
+
+
+def training_prompts(cfg: Config, run: RunDir) -> list[judge.Prompt]:
+    """The embedded world's training prompts, else the prompts of the reward stage's pairs."""
+    if judge.applies(cfg):
+        return judge.world_prompts(cfg)["train"]
+    pairs = run.path / "reward" / "pairs.jsonl"
+    out = []
+    for line in pairs.read_text(encoding="utf-8").splitlines():
+        prompt = json.loads(line)["prompt"]
+        out.append(judge.Prompt(prompt if isinstance(prompt, str) else prompt[-1]["content"], "other", ""))
+    if not out:
+        raise FidanError(f"{pairs}: no prompts to train on")
+    return out
+
+
+@torch.no_grad()
+def evaluate(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer) -> dict:
+    """Held-out comparison of the aligned model with the SFT model (see the module docstring)."""
+    c = cfg.rlhf
+    policy.eval()
+    out: dict = {}
+    world = judge.applies(cfg)
+    prompts = judge.spread(judge.world_prompts(cfg)["test"], c.eval_prompts) if world else []
+    room = policy.cfg.context - c.response_tokens - 1
+    ids = [prompt_ids(tok, p.text, room) for p in prompts]
+    if ids:
+        mine = sample(policy, tok, ids, c.response_tokens, 0.0, cfg.run.seed)
+        base = sample(ref, tok, ids, c.response_tokens, 0.0, cfg.run.seed)
+        reward_folder = run.path / "reward"
+        if (reward_folder / "model.safetensors").exists():
+            rm = load_reward_model(reward_folder)
+            out["rm_score_sft"] = round(float(scores(rm, tok, ids, [a.ids for a in base]).mean()), 4)
+            out["rm_score"] = round(float(scores(rm, tok, ids, [a.ids for a in mine]).mean()), 4)
+        outcome = {"win": 0, "tie": 0, "loss": 0}
+        for p, a, b in zip(prompts, mine, base):
+            choice = judge.prefer(p, tok.decode(a.ids), tok.decode(b.ids))
+            outcome[{"a": "win", "b": "loss", "tie": "tie"}[choice]] += 1
+        out["judge_win_rate"] = round((outcome["win"] + 0.5 * outcome["tie"]) / len(prompts), 4)
+        out["judge_outcomes"] = outcome
+        out["judge_score_sft"] = round(sum(judge.score(p, tok.decode(b.ids)) for p, b in zip(prompts, base))
+                                       / len(prompts), 4)
+        out["judge_score"] = round(sum(judge.score(p, tok.decode(a.ids)) for p, a in zip(prompts, mine))
+                                   / len(prompts), 4)
+        sampled = sample(policy, tok, ids, c.response_tokens, 1.0, cfg.run.seed + 3)
+        sampled_sft = sample(ref, tok, ids, c.response_tokens, 1.0, cfg.run.seed + 3)
+        wins = [{"a": 1.0, "tie": 0.5, "b": 0.0}[judge.prefer(p, tok.decode(a.ids), tok.decode(b.ids))]
+                for p, a, b in zip(prompts, sampled, sampled_sft)]
+        out["judge_win_rate_sampled"] = round(sum(wins) / len(wins), 4)
+        seqs = pack(ids, [a.ids for a in sampled], tok.pad)
+        out["kl_to_sft"] = round(float((answer_logprob(policy, seqs) - answer_logprob(ref, seqs)).mean()), 4)
+        out["eval_prompts"] = len(prompts)
+    eval_dir = run.path / "data" / "eval"
+    if eval_dir.exists():
+        out["chat_scores"] = {k: round(v, 4) for k, v in chat_scores(policy, tok, eval_dir, cfg.sft.eval_items).items()}
+    return out
+
+
+def run_ppo(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer, out: Path, quiet: bool) -> dict:
+    from fidan.rlhf.ppo import PPO, PolicyWithValue, log_line
+    from fidan.stages import stage_hash
+
+    c = cfg.rlhf
+    reward_folder = run.require("reward/model.safetensors", "reward").parent
+    rm = load_reward_model(reward_folder)
+    model = PolicyWithValue(policy)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    prompts = training_prompts(cfg, run)
+    room = policy.cfg.context - c.response_tokens - 1
+    encoded = [prompt_ids(tok, p.text, room) for p in prompts]
+    world = judge.applies(cfg)
+    true_score = (lambda idx, texts: [judge.score(prompts[i], t) for i, t in zip(idx, texts)]) if world else None
+    algo = PPO(model, ref, lambda seqs: rm(seqs), tok, c, optimizer, true_score)
+    config_hash = stage_hash(cfg, "rlhf")
+    ckpt_root = out / "ckpt"
+    start = 0
+    resumed = checkpoint.latest(ckpt_root) if ckpt_root.exists() else None
+    if resumed and resumed.state.get("config_hash") == config_hash:
+        model.load_state_dict(resumed.weights)
+        optimizer.load_state_dict(resumed.state["optimizer"])
+        start, algo.kl_coef = resumed.state["step"], resumed.state["kl_coef"]
+        algo.moments.n, algo.moments.mean, algo.moments.m2 = resumed.state["moments"]
+        if not quiet:
+            print(f"resuming PPO from step {start}")
+    metrics = out / "metrics.jsonl"
+    if start == 0:
+        atomic.write_text(metrics, "")
+    else:  # drop records written after the checkpoint
+        kept = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+        atomic.write_text(metrics, "".join(ln + "\n" for ln in kept))
+    t0 = time.perf_counter()
+    for step in range(start, c.steps):
+        rng = random.Random(cfg.run.seed * 7919 + step)
+        index = [rng.randrange(len(prompts)) for _ in range(c.prompts_per_step)]
+        ro = algo.rollout([encoded[i] for i in index], index, cfg.run.seed * 1000 + step)
+        stats = algo.update(ro, torch.Generator().manual_seed(step))
+        record = {"step": step + 1, **ro.stats, **stats, "elapsed_s": round(time.perf_counter() - t0, 2)}
+        log_line(metrics, record)
+        if not quiet and ((step + 1) % 5 == 0 or step == start):
+            print(f"ppo step {step + 1}/{c.steps}: reward {record['reward']:+.3f}  kl {record['kl']:.3f}  "
+                  f"entropy {record['entropy']:.2f}  clip {record['clip_frac']:.2f}  "
+                  f"value loss {record['value_loss']:.3f}  length {record['length']:.1f}"
+                  + (f"  judge {record['judge_score']:+.2f}" if "judge_score" in record else ""), flush=True)
+        if (step + 1) % 10 == 0 or step + 1 == c.steps:
+            checkpoint.save(ckpt_root, model, optimizer, step + 1,
+                            {"config_hash": config_hash, "kl_coef": algo.kl_coef, "moments": algo.moments.state()},
+                            {"stage": "rlhf"}, 2)
+    plot_reward_vs_kl(metrics, out / "reward_vs_kl.png")
+    return {"steps": c.steps, "train_seconds": round(time.perf_counter() - t0, 1), "final_kl_coef": algo.kl_coef}
+
+
+def plot_reward_vs_kl(metrics: Path, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    kl = [r["kl"] for r in rows]
+    ax.plot(kl, [r["reward"] for r in rows], "o-", ms=3, label="reward model score")
+    if "judge_score" in rows[0]:
+        ax.plot(kl, [r["judge_score"] for r in rows], "s--", ms=3, label="judge score (true objective)")
+    ax.set_xlabel("KL(policy || SFT) per answer, nats")
+    ax.set_ylabel("mean score of the batch's answers")
+    ax.set_title("PPO: reward against KL")
+    ax.legend()
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
+    c = cfg.rlhf
+    setup_threads(cfg.train)
+    torch.manual_seed(cfg.run.seed)
+    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
+    sft_folder = run.require("sft/model.safetensors", "sft").parent
+    policy, _ = load_model(sft_folder)
+    ref, _ = load_model(sft_folder)
+    ref.eval().requires_grad_(False)
+    out = run.stage(c.out or "rlhf")
+    if c.algo == "ppo":
+        summary = run_ppo(cfg, run, policy, ref, tok, out, quiet)
+    elif c.algo == "dpo":
+        from fidan.rlhf.dpo import run_dpo
+        summary = run_dpo(cfg, run, policy, ref, tok, out, quiet)
+    else:
+        from fidan.rlhf.grpo import run_grpo
+        summary = run_grpo(cfg, run, policy, ref, tok, out, quiet)
+    save_model(out, policy, {"stage": "rlhf", "algo": c.algo})
+    result = {"algo": c.algo, **summary, **evaluate(cfg, run, policy, ref, tok)}
+    atomic.write_json(out / "summary.json", result)
+    if not quiet:
+        print(describe(result))
+    return result
+
+
+def describe(r: dict) -> str:
+    parts = [f"{r['algo']}"]
+    if "rm_score" in r:
+        parts.append(f"reward-model score on held-out prompts {r['rm_score_sft']:+.3f} (SFT) -> {r['rm_score']:+.3f}")
+    if "kl_to_sft" in r:
+        parts.append(f"KL to SFT {r['kl_to_sft']:.3f} nats per answer")
+    if "judge_win_rate" in r:
+        o = r["judge_outcomes"]
+        parts.append(f"judge win rate over SFT {r['judge_win_rate']:.1%} greedy ({o['win']} wins, {o['tie']} ties, "
+                     f"{o['loss']} losses), {r['judge_win_rate_sampled']:.1%} sampled")
+    return parts[0] + ": " + "; ".join(parts[1:])
