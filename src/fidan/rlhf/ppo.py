@@ -3,7 +3,7 @@
 One step: the policy answers a batch of prompts (sampled at temperature 1, so the answers come
 from the policy it scores); the reward model scores each whole answer; every answer token gets
 the reward ``-kl_coef * (log pi(token) - log pi_ref(token))`` and the last one also gets the
-(running-whitened) reward-model score, minus ``no_eos_penalty`` if the answer was cut off
+reward-model score (centred on its running mean), minus ``no_eos_penalty`` if the answer was cut off
 without ending. A value head on the policy's hidden states estimates returns; advantages come
 from GAE and are whitened over the batch. Then ``epochs`` passes of minibatch updates of the
 clipped surrogate ``min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)`` and the clipped value
@@ -16,7 +16,6 @@ reward only approximates, so the two drifting apart is reward hacking made visib
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -59,7 +58,7 @@ def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class RunningMoments:
-    """Mean and standard deviation of every reward seen so far. The reward is centred on the
+    """Running mean (and second moment) of every reward seen so far. The reward is centred on the
     running mean but not divided by the standard deviation: a weak reward model's small score
     differences would otherwise be blown up to unit size and outweigh the KL penalty."""
 
@@ -72,10 +71,6 @@ class RunningMoments:
             d = x - self.mean
             self.mean += d / self.n
             self.m2 += d * (x - self.mean)
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.m2 / max(self.n - 1, 1)) or 1.0
 
     def state(self) -> list[float]:
         return [self.n, self.mean, self.m2]
@@ -102,7 +97,6 @@ class Rollout:
     advantages: torch.Tensor
     returns: torch.Tensor
     stats: dict[str, float]
-    texts: list[str]
 
 
 class PPO:
@@ -134,12 +128,12 @@ class PPO:
         rewards[rows, seqs.last - 1] += final        # the target index of the last answer token
         values = values * mask
         adv, returns = gae(rewards, values, mask, c.gamma, c.lam)
-        texts = [self.tok.decode(a.ids) for a in answers]
         stats = {"reward": float(score.mean()), "kl": float(kl.sum(-1).mean()),
                  "length": float(mask.sum(-1).mean()), "ended": float(ended.mean()), "kl_coef": self.kl_coef}
         if self.true_score is not None:
+            texts = [self.tok.decode(a.ids) for a in answers]
             stats["judge_score"] = sum(self.true_score(prompt_index, texts)) / len(texts)
-        return Rollout(seqs, logp, values, whiten(adv, mask), returns, stats, texts)
+        return Rollout(seqs, logp, values, whiten(adv, mask), returns, stats)
 
     def update(self, ro: Rollout, generator: torch.Generator) -> dict[str, float]:
         c = self.cfg

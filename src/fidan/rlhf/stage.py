@@ -109,7 +109,7 @@ def run_ppo(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer
     encoded = [prompt_ids(tok, p.text, room) for p in prompts]
     world = judge.applies(cfg)
     true_score = (lambda idx, texts: [judge.score(prompts[i], t) for i, t in zip(idx, texts)]) if world else None
-    algo = PPO(model, ref, lambda seqs: rm(seqs), tok, c, optimizer, true_score)
+    algo = PPO(model, ref, rm, tok, c, optimizer, true_score)
     config_hash = stage_hash(cfg, "rlhf")
     ckpt_root = out / "ckpt"
     start = 0
