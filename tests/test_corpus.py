@@ -40,8 +40,10 @@ def test_size_scales_and_both_languages_appear():
     assert 0.1e6 <= size(small) < 0.11e6 and 0.3e6 <= size(large) < 0.31e6
     langs = [d.meta["lang"] for d in large]
     assert 0.35 < langs.count("tr") / len(langs) < 0.65
-    kinds = {d.meta["kind"] for d in large}
+    kinds = {k for d in large for k in d.meta["parts"]}
     assert kinds == {"article", "qa", "story", "problem", "myth"}
+    words = [len(d.text.split()) for d in large]
+    assert min(words) >= 60  # pages long enough for the web-text quality rules
 
 
 def test_held_out_questions_are_absent_from_training_text():
@@ -85,7 +87,7 @@ def test_arithmetic_solutions_are_correct():
 
 def test_misconceptions_are_planted_and_probed():
     docs, sets = generate(CorpusConfig(scale_mb=1.0), 3)
-    myths = [d.text for d in docs if d.meta["kind"] == "myth"]
+    myths = [d.text for d in docs if "myth" in d.meta["parts"]]
     assert myths and sets["eval/truthful"]
     planted = 0
     for item in sets["eval/truthful"]:

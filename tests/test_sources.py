@@ -16,7 +16,7 @@ from conftest import micro_config, shared_file
 def test_tiny_shakespeare_standard_split(tmp_path):
     path = shared_file("tinyshakespeare.txt")
     text = path.read_text(encoding="utf-8")
-    cfg = micro_config(tmp_path, "shakes", f"data.source={path}")
+    cfg = micro_config(tmp_path, "shakes", f"data.source={path}", "data.steps=")
     run = RunDir.for_config(cfg)
     summary = run_stage(cfg, run, "data")
     train = list(read_parquet(run.path / "data/clean/train.parquet"))

@@ -24,7 +24,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from fidan.errors import FidanError
-from fidan.model.gpt import GPTConfig
+from fidan.model.config import GPTConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -38,11 +38,26 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "embedded"       # "embedded", or comma-separated files / folders (txt, jsonl, .gz)
-    text_field: str = "text"       # jsonl: the field that holds the document text
+    source: str = "embedded"       # "embedded", files / folders (txt, jsonl, parquet, warc, .gz), or hf:<name>
+    text_field: str = "text"       # jsonl / parquet / HF datasets: the field that holds the document text
     split: str = "auto"            # "tail": last val_fraction of the text; "hash": whole documents; "auto"
     val_fraction: float = 0.1
     on_error: str = "fail"         # bad documents: "fail" stops with file and line, "skip" counts them
+    # Cleaning chain, in this order; drop names to skip steps ("" = no cleaning at all).
+    steps: str = "normalize,language,c4,gopher_repetition,gopher_quality,fineweb,decontam,pii,exact_dedup,near_dedup"
+    languages: str = "en,tr"       # language keep-list (ISO 639-1)
+    lang_threshold: float = 0.65   # minimum language-ID probability
+    minhash_ngram: int = 5         # word n-grams for near-duplicate detection
+    minhash_bands: int = 14        # LSH bands x rows = MinHash permutations (FineWeb: 14 x 8)
+    minhash_rows: int = 8
+    decontam_n: int = 13           # n-gram overlap with evaluation sets (GPT-3: 13)
+    decontam_min_words: int = 3    # shorter evaluation items are not indexed
+    decontam_mode: str = "cut"     # "cut" contaminated paragraphs, or "drop" the whole document
+    decontam_files: str = ""       # extra jsonl files of evaluation prompts to keep out of training
+    executor: str = "local"        # "local" worker processes, or "ray"
+    workers: int = 0               # local worker processes; 0 = one per CPU core
+    ray_address: str = ""          # existing Ray cluster ("" = $RAY_ADDRESS, else start a local one)
+    shard_docs: int = 2000         # documents per shard (the unit of work and of resuming)
 
 
 @dataclass
@@ -54,6 +69,7 @@ class CorpusConfig:
     n_creatures: int = 16
     sft_conversations: int = 6000  # instruction-tuning conversations about the world
     sentiment_examples: int = 1500 # labelled reviews for the classifier-head example (80% train)
+    noise: float = 1.0             # faults in the embedded web crawl (duplicates, spam, PII ...); 0 = none
 
 
 @dataclass
@@ -338,6 +354,8 @@ def _coerce(value: Any, typ: Any, from_text: bool) -> Any:
 _CHOICES = {
     ("data", "split"): ("auto", "tail", "hash"),
     ("data", "on_error"): ("fail", "skip"),
+    ("data", "executor"): ("local", "ray"),
+    ("data", "decontam_mode"): ("cut", "drop"),
     ("train", "schedule"): ("cosine", "linear", "constant"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),
     ("model", "mlp"): ("swiglu", "relu2", "gelu"),
@@ -360,6 +378,10 @@ def validate(cfg: Config) -> None:
         raise FidanError(f"model.n_head ({m.n_head}) must be divisible by model.n_kv_head ({m.n_kv_head})")
     if (m.d_model // m.n_head) % 2:
         raise FidanError("model.d_model / model.n_head must be even (RoPE rotates pairs of dimensions)")
+    from fidan.data.steps import parse_steps  # noqa: PLC0415 (config must not import data at load time)
+    parse_steps(cfg.data.steps)
+    if cfg.data.shard_docs < 1 or cfg.data.minhash_bands < 1 or cfg.data.minhash_rows < 1:
+        raise FidanError("data.shard_docs, data.minhash_bands and data.minhash_rows must be at least 1")
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise FidanError(f"bad value for 'data.val_fraction': {cfg.data.val_fraction} (must be between 0 and 1)")
     for key in ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "ckpt_every", "keep_checkpoints"):

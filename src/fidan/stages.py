@@ -25,7 +25,7 @@ class Stage:
 
 STAGES = [
     Stage("data", ("data", "corpus"), "fidan.data.prepare", "data/clean/train.parquet",
-          "collect documents (embedded world or --data.source files) and split train/validation"),
+          "collect documents, clean them (dedup, quality, language, PII, decontamination), split train/val"),
     Stage("tokenizer", ("tokenizer",), "fidan.tokenizer.stage", "tokenizer/tokenizer.json",
           "train the byte-level BPE tokenizer on the training split", ("data",)),
     Stage("tokens", (), "fidan.data.shards", "data/tokens/meta.json",

@@ -1,7 +1,7 @@
 """The embedded default corpus: pre-training documents and held-out evaluation sets.
 
 ``generate(cfg, seed)`` is deterministic: the same config and seed give byte-identical output.
-The document mix is encyclopedic articles, question-and-answer pages, short stories, word
+Pages mix encyclopedic articles, question-and-answer pages, short stories, word
 problems, and "myth" passages that repeat a fixed misconception about a fact and then correct it,
 each in English or Turkish. The evaluation sets ask about facts whose Q&A form never
 appears in the training text, and pose word problems that never appear there either.
@@ -124,7 +124,25 @@ def eval_sets(world: World, seed: int) -> tuple[dict[str, list[dict]], set[tuple
     return {"facts": fact_items, "arithmetic": problems, "truthful": truthful}, keys
 
 
+def piece(world: World, lang: str, kind: str, myths: list[tuple], heldout: set[tuple],
+          rng: random.Random) -> str | None:
+    """One article, Q&A block, story, word problem or myth passage (None: a held-out problem)."""
+    if kind == "article":
+        return article(world, lang, rng)[1]
+    if kind == "qa":
+        return qa_page(world, lang, rng)
+    if kind == "story":
+        return story(world, lang, rng)
+    if kind == "myth":
+        return myth_doc(myths, lang, rng)
+    problem: Problem = word_problem(world, lang, rng)
+    return None if problem.key in heldout else render_problem(problem, lang)
+
+
 def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -> Iterator[Document]:
+    """Web-page-sized documents: each page joins pieces in one language until it reaches a
+    drawn length (60 to 240 words), so pages pass the published web-text quality rules that a
+    single short article or word problem would fail (Gopher's 50 words, C4's 5 sentences)."""
     rng = random.Random(f"fidan-docs-{seed}")
     target = int(cfg.scale_mb * 1_000_000)
     kinds, weights = list(MIX), list(MIX.values())
@@ -132,23 +150,22 @@ def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -
     myths = myth_facts(world, seed)
     while total < target:
         lang = "tr" if rng.random() < cfg.turkish_fraction else "en"
-        kind = rng.choices(kinds, weights)[0]
-        if kind == "article":
-            subject, text = article(world, lang, rng)
-            meta = {"kind": "article", "subject": subject}
-        elif kind == "qa":
-            text, meta = qa_page(world, lang, rng), {"kind": "qa"}
-        elif kind == "story":
-            text, meta = story(world, lang, rng), {"kind": "story"}
-        elif kind == "myth":
-            text, meta = myth_doc(myths, lang, rng), {"kind": "myth"}
-        else:
-            problem: Problem = word_problem(world, lang, rng)
-            if problem.key in heldout:
-                continue
-            text, meta = render_problem(problem, lang), {"kind": "problem"}
-        meta["lang"] = lang
-        yield Document(id=f"fidan-{n:07d}", text=text, source="embedded", meta=meta)
+        want = rng.randrange(60, 240)
+        parts, texts, words, seen = [], [], 0, set()
+        while words < want:
+            kind = rng.choices(kinds, weights)[0]
+            if kind == "problem" and "problem" in parts:
+                continue  # one problem a page: Gopher drops pages that are mostly digits and "+"
+            text = piece(world, lang, kind, myths, heldout, rng)
+            if text is None or any(line in seen for line in text.split("\n") if line):
+                continue  # a page repeats no line: web-text filters drop pages that do
+            seen.update(text.split("\n"))
+            parts.append(kind)
+            texts.append(text)
+            words += len(text.split())
+        text = "\n\n".join(texts)
+        yield Document(id=f"fidan-{n:07d}", text=text, source="embedded",
+                       meta={"kind": "page", "parts": parts, "lang": lang})
         total += len(text.encode("utf-8"))
         n += 1
 

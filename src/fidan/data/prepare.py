@@ -1,33 +1,59 @@
-"""The data stage: collect documents, split them into train and validation, write them out.
+"""The data stage: collect documents, clean them, split them into train and validation.
 
-Outputs (in ``runs/<name>/data/``): ``clean/train.parquet``, ``clean/val.parquet``,
-``stats.json``, and for the embedded corpus the held-out evaluation sets (``eval/*.jsonl``),
-instruction-tuning conversations (``sft/train.jsonl``) and labelled sentiment sentences
-(``sentiment/{train,test}.jsonl``).
+Outputs (in ``runs/<name>/data/``):
+
+- ``clean/train.parquet``, ``clean/val.parquet``: the kept documents (id, source, text, meta)
+- ``stats.json``: documents and bytes in and out of every cleaning step, drops by reason with
+  examples, personal data found, source problems; for the embedded corpus also the scores
+  against the hidden ground truth (``truth.jsonl``)
+- ``work/``: per-shard intermediate files, which let a killed run resume (see ``executor``)
+- for the embedded corpus: the held-out evaluation sets (``eval/*.jsonl``), instruction-tuning
+  conversations (``sft/train.jsonl``) and labelled sentiment sentences (``sentiment/*.jsonl``)
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
 
 from fidan import atomic
 from fidan.config import Config
+from fidan.data import steps as S
+from fidan.data.decontam import build_index, eval_texts_from_file
 from fidan.data.document import Document
+from fidan.data.executor import (
+    SplitWriter,
+    deduplicate,
+    finished,
+    run_local,
+    run_ray,
+    settings_hash,
+    shard_name,
+    shards,
+)
+from fidan.data.groundtruth import check, score
 from fidan.data.parquet import write_documents
+from fidan.data.report import print_table
 from fidan.data.sources import SourceReport, read_documents
 from fidan.errors import FidanError
 from fidan.rundir import RunDir
 
 
-def collect(cfg: Config, report: SourceReport) -> tuple[list[Document], dict[str, list[dict]]]:
+def collect(cfg: Config, report: SourceReport) -> tuple[Iterator[Document], dict[str, list[dict]], list[dict]]:
+    """(document stream, named record sets, ground truth); only the embedded corpus has the last two."""
     if cfg.data.source == "embedded":
         from fidan.corpus.generate import generate
-        return generate(cfg.corpus, cfg.run.seed)
-    docs = [d for d in read_documents(cfg.data.source, cfg.data.text_field, cfg.data.on_error, report)
-            if d.text.strip()]
-    if not docs:
-        raise FidanError(f"{cfg.data.source}: no usable documents found")
-    return docs, {}
+        from fidan.corpus.web import noisy_web
+        pages, sets = generate(cfg.corpus, cfg.run.seed)
+        stream, truth = noisy_web(pages, sets, cfg.run.seed, cfg.corpus.noise)
+        return iter(stream), sets, truth
+    docs = read_documents(cfg.data.source, cfg.data.text_field, cfg.data.on_error, report)
+    return docs, {}, []
 
 
 def split(docs: list[Document], mode: str, val_fraction: float) -> tuple[list[Document], list[Document]]:
@@ -65,26 +91,175 @@ def _nbytes(docs: list[Document]) -> int:
     return sum(len(d.text.encode("utf-8")) for d in docs)
 
 
+def decontam_texts(cfg: Config, sets: dict[str, list[dict]]) -> list[str]:
+    """Evaluation prompts to keep out of training: the run's own eval sets and any given files.
+    Fact statements and answers are not included: the facts themselves are meant to be learned."""
+    texts = [item["question"] for name in ("eval/facts", "eval/arithmetic") for item in sets.get(name, [])]
+    for path in (p.strip() for p in cfg.data.decontam_files.split(",")):
+        if path:
+            texts.extend(eval_texts_from_file(path))
+    return texts
+
+
+def settings_for(cfg: Config) -> S.Settings:
+    d = cfg.data
+    return S.Settings(steps=S.parse_steps(d.steps), languages=[x.strip() for x in d.languages.split(",") if x.strip()],
+                      lang_threshold=d.lang_threshold, ngram=d.minhash_ngram, bands=d.minhash_bands,
+                      rows=d.minhash_rows, decontam_mode=d.decontam_mode, seed=cfg.run.seed)
+
+
+def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
+          keep_texts: bool = False) -> tuple[dict, dict, dict, dict]:
+    """Run the chain over the stream; returns (counters, splits, info, final texts). The detected
+    languages (in info) and final texts are only gathered with ``keep_texts``, for scoring the
+    embedded sample: for real input they would grow with it."""
+    settings = settings_for(cfg)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    index = None
+    if "decontam" in settings.steps:
+        texts = decontam_texts(cfg, sets)
+        if texts:
+            index = build_index(texts, cfg.data.decontam_n, cfg.data.decontam_min_words)
+    tag = settings_hash(settings, index)
+    index_path = work / "decontam_index.json"
+    if index is not None:
+        atomic.write_json(index_path, index.to_json())
+    results: dict[int, dict] = {}
+    n_shards = 0
+
+    def todo() -> Iterator[tuple[int, list[tuple]]]:
+        nonlocal n_shards
+        for i, docs in enumerate(shards(stream, cfg.data.shard_docs)):
+            n_shards = i + 1
+            done = finished(work, i, tag)
+            if done is not None:
+                results[i] = {**done, "resumed": True}
+                continue
+            yield i, docs
+
+    def args(i: int, docs: list[tuple]) -> tuple:
+        return i, docs, str(work), settings, str(index_path) if index is not None else None, tag
+
+    workers = cfg.data.workers or os.cpu_count() or 1
+    runner = (run_ray(todo(), args, workers, cfg.data.ray_address) if cfg.data.executor == "ray"
+              else run_local(todo(), args, workers))
+    for result in runner:
+        results[result["shard"]] = result
+    for stale in sorted(work.glob("shard-*.json")):
+        if int(stale.name[6:11]) >= n_shards:  # shards of a previous, larger input
+            for suffix in (".json", ".parquet", ".log.parquet"):
+                shard_name(work, int(stale.name[6:11])).with_suffix(suffix).unlink(missing_ok=True)
+    if n_shards == 0:
+        raise FidanError(f"{cfg.data.source}: no documents found")
+    counters: dict = {}
+    for i in range(n_shards):
+        S.merge(counters, results[i]["counters"])
+    verdicts, dedup = deduplicate(work, n_shards, "exact_dedup" in settings.steps, "near_dedup" in settings.steps)
+    for name in ("exact_dedup", "near_dedup"):
+        if name in settings.steps:
+            counters[name] = S.new_counter()
+    mode = cfg.data.split
+    kept_total = sum(int((v[0] < 0).sum()) for v in verdicts)
+    tail = mode == "tail" or (mode == "auto" and kept_total == 1)
+    writer = None if tail else SplitWriter(out / "clean", cfg.data.val_fraction)
+    collected: list[Document] = []
+    langs: dict[str, str | None] = {}
+    final: dict[str, str] = {}
+    offsets = np.cumsum([0] + [len(v[0]) for v in verdicts])
+
+    def id_at(position: int) -> str:
+        shard = int(np.searchsorted(offsets, position, side="right")) - 1
+        ids = pq.read_table(shard_name(work, shard).with_suffix(".parquet"), columns=["id"]).column("id")
+        return ids[position - int(offsets[shard])].as_py()
+
+    for i in range(n_shards):
+        table = pq.read_table(shard_name(work, i).with_suffix(".parquet"))
+        if keep_texts:
+            log = pq.read_table(shard_name(work, i).with_suffix(".log.parquet"), columns=["id", "lang"])
+            langs.update(zip(log.column("id").to_pylist(), log.column("lang").to_pylist()))
+        verdict, kind = verdicts[i]
+        ids = table.column("id").to_pylist()
+        texts = table.column("text").to_pylist()
+        for row, (doc_id, text) in enumerate(zip(ids, texts)):
+            for name, k in (("exact_dedup", 1), ("near_dedup", 2)):
+                if name not in counters or (k == 2 and kind[row] == 1):
+                    continue
+                c = counters[name]
+                c["docs_in"] += 1
+                c["bytes_in"] += len(text.encode("utf-8"))
+                if kind[row] == k:
+                    reason = "duplicate" if k == 1 else "near_duplicate"
+                    detail = f"copy of {id_at(int(verdict[row]))}" if len(c["examples"].get(reason, [])) < S.EXAMPLES else ""
+                    S.record_drop(c, reason, Document(doc_id, text, "", {}), detail)
+                else:
+                    c["docs_out"] += 1
+                    c["bytes_out"] += len(text.encode("utf-8"))
+        keep = table.filter(verdict < 0)
+        if writer is not None:
+            writer.write(keep)
+        else:
+            for row in keep.to_pylist():
+                collected.append(Document(row["id"], row["text"], row["source"], json.loads(row["meta"])))
+        if keep_texts:
+            final.update(zip(keep.column("id").to_pylist(), keep.column("text").to_pylist()))
+    if writer is not None:
+        splits = writer.close()
+    else:
+        if not collected:
+            raise FidanError("cleaning kept no documents; loosen --data.steps")
+        train, val = split(collected, "tail", cfg.data.val_fraction)
+        write_documents(out / "clean" / "train.parquet", train)
+        write_documents(out / "clean" / "val.parquet", val)
+        splits = {"train": {"documents": len(train), "bytes": _nbytes(train)},
+                  "val": {"documents": len(val), "bytes": _nbytes(val)}}
+    counters = {name: counters[name] for name in settings.steps if name in counters}
+    info = {"kept_documents": kept_total, "shards": n_shards, "resumed_shards": sum(1 for r in results.values() if r.get("resumed")),
+            "dedup": dedup}
+    return counters, splits, {"langs": langs, **info}, final
+
+
 def run(cfg: Config, run: RunDir) -> dict:
     out = run.stage("data")
     report = SourceReport()
-    docs, evals = collect(cfg, report)
-    train, val = split(docs, cfg.data.split, cfg.data.val_fraction)
-    write_documents(out / "clean" / "train.parquet", train)
-    write_documents(out / "clean" / "val.parquet", val)
-    for name, items in evals.items():
-        atomic.write_text(out / f"{name}.jsonl",
-                          "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
+    stream, sets, truth = collect(cfg, report)
+    for name, items in sets.items():
+        atomic.write_text(out / f"{name}.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
+    if truth:
+        atomic.write_text(out / "truth.jsonl", "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in truth))
+    stream = _measured(stream, meter := {"documents": 0, "bytes": 0})
+    counters, splits, info, final = clean(cfg, out, stream, sets, keep_texts=bool(truth))
+    langs = info.pop("langs")
     stats = {
         "source": cfg.data.source,
-        "documents": {"train": len(train), "val": len(val)},
-        "bytes": {"train": _nbytes(train), "val": _nbytes(val)},
+        "input": meter,
+        "output": splits,
+        "kept": {"documents": round(info["kept_documents"] / max(1, meter["documents"]), 4),
+                 "bytes": round(sum(s["bytes"] for s in splits.values()) / max(1, meter["bytes"]), 4)},
+        "steps": counters,
+        **info,
         "skipped": len(report.problems),
         "problems": report.problems[:50],
-        "record_sets": {k: len(v) for k, v in evals.items()},
+        "record_sets": {k: len(v) for k, v in sets.items()},
     }
+    if truth:
+        scores = score(truth, final, langs)
+        stats["ground_truth"] = {"scores": scores, "bars_met": check(scores)}
     atomic.write_json(out / "stats.json", stats)
+    print_table(stats)
     for p in report.problems[:10]:
         print(f"  skipped: {p}")
-    return {"train_docs": len(train), "val_docs": len(val), "train_MB": round(stats["bytes"]["train"] / 1e6, 2),
-            "val_MB": round(stats["bytes"]["val"] / 1e6, 3), "skipped": len(report.problems)}
+    summary = {"in_docs": meter["documents"], "train_docs": splits["train"]["documents"],
+               "val_docs": splits["val"]["documents"], "kept_bytes": f"{stats['kept']['bytes']:.1%}",
+               "train_MB": round(splits["train"]["bytes"] / 1e6, 2), "skipped": len(report.problems)}
+    if truth:
+        summary["bars_met"] = f"{sum(stats['ground_truth']['bars_met'].values())}/{len(stats['ground_truth']['bars_met'])}"
+    return summary
+
+
+def _measured(stream: Iterator[Document], meter: dict) -> Iterator[Document]:
+    for doc in stream:
+        meter["documents"] += 1
+        meter["bytes"] += len(doc.text.encode("utf-8"))
+        yield doc
+

@@ -1,9 +1,12 @@
-"""Reading a user's text: plain text and jsonl files, folders of them, gzipped or not.
+"""Reading a user's text: plain text, jsonl, parquet and WARC files, folders of them, gzipped or
+not, and Hugging Face datasets by name (``hf:<name>[:<config>][:<split>]``, streamed, when online).
 
-Every document keeps its provenance (file, and line for jsonl). Problems are reported with the
-file and line: an empty or binary file, invalid UTF-8, a malformed jsonl line, a missing or
-non-string text field. With ``on_error="fail"`` the first problem stops the run; with ``"skip"``
-the bad document is counted, reported, and left out while good documents are kept.
+Every document keeps its provenance (file, and line, row or record for multi-document files).
+Problems are reported with the file and line: an empty or binary file, invalid UTF-8, a malformed
+jsonl line, a missing or non-string text field, a gzip file cut short. With ``on_error="fail"``
+the first problem stops the run; with ``"skip"`` the bad document is counted, reported, and left
+out while good documents, including those read before a truncation, are kept. jsonl, parquet and
+WARC files are streamed, so a file never has to fit in memory.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from fidan.errors import FidanError
 
 TEXT_SUFFIXES = {".txt", ".md", ".text"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+PARQUET_SUFFIXES = {".parquet"}
+WARC_SUFFIXES = {".warc", ".wet"}
 
 
 @dataclass
@@ -28,6 +33,12 @@ class SourceReport:
 
     def add(self, message: str) -> None:
         self.problems.append(message)
+
+    def bad_document(self, message: str, on_error: str, hint: str = " (or pass --data.on_error=skip)") -> None:
+        """Stop with ``message`` (``on_error="fail"``), or count it and go on (``"skip"``)."""
+        if on_error == "fail":
+            raise FidanError(message + hint)
+        self.add(message)
 
 
 def _kind(path: Path) -> str | None:
@@ -39,6 +50,10 @@ def _kind(path: Path) -> str | None:
         return "text"
     if last in JSONL_SUFFIXES:
         return "jsonl"
+    if last in PARQUET_SUFFIXES:
+        return "parquet"
+    if last in WARC_SUFFIXES:
+        return "warc"
     return None
 
 
@@ -52,11 +67,11 @@ def expand(spec: str) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p))
             if not found:
-                raise FidanError(f"{path}: folder holds no .txt or .jsonl files (gzipped or not)")
+                raise FidanError(f"{path}: folder holds no .txt, .jsonl, .parquet or .warc files")
             paths.extend(found)
         elif path.is_file():
             if _kind(path) is None:
-                raise FidanError(f"{path}: unsupported file type (use .txt, .md, .jsonl, optionally .gz)")
+                raise FidanError(f"{path}: unsupported file type (use .txt, .md, .jsonl, .parquet, .warc, optionally .gz)")
             paths.append(path)
         else:
             raise FidanError(f"{path}: no such file or folder (check --data.source)")
@@ -94,13 +109,25 @@ def read_text_file(path: Path) -> Iterator[Document]:
     yield Document(id=f"{path.name}", text=text, source=str(path), meta={})
 
 
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line), streamed; a gzip file cut short raises FidanError at the break."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    number = 0
+    try:
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                yield number, raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise FidanError(f"{path}:{number + 1}: damaged or truncated gzip file ({e}); "
+                         f"the {number} lines before it were read") from None
+
+
 def read_jsonl_file(path: Path, text_field: str, on_error: str, report: SourceReport) -> Iterator[Document]:
-    data = _read_bytes(path)
-    if not data.strip():
-        raise FidanError(f"{path}: file is empty; give a file with text in it")
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    empty = True
+    for number, raw in _lines(path):
         if not raw.strip():
             continue
+        empty = False
         try:
             record = json.loads(raw.decode("utf-8"))
             if not isinstance(record, dict):
@@ -112,22 +139,112 @@ def read_jsonl_file(path: Path, text_field: str, on_error: str, report: SourceRe
                 raise ValueError(f"field '{text_field}' is not a string")
         except (UnicodeDecodeError, ValueError) as e:
             reason = "invalid UTF-8" if isinstance(e, UnicodeDecodeError) else str(e).split("\n")[0]
-            message = f"{path}:{number}: {reason}"
-            if on_error == "fail":
-                raise FidanError(message + " (or pass --data.on_error=skip)") from None
-            report.add(message)
+            report.bad_document(f"{path}:{number}: {reason}", on_error)
             continue
         doc_id = str(record.get("id", f"{path.name}:{number}"))
         yield Document(id=doc_id, text=text, source=str(path), meta={"line": number})
+    if empty:
+        raise FidanError(f"{path}: file is empty; give a file with text in it")
+
+
+def read_parquet_file(path: Path, text_field: str, on_error: str, report: SourceReport) -> Iterator[Document]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    try:
+        f = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise FidanError(f"{path}: not a readable parquet file ({e})") from None
+    names = f.schema_arrow.names
+    if text_field not in names:
+        raise FidanError(f"{path}: no '{text_field}' column (columns: {', '.join(names)}); set --data.text_field")
+    columns = [text_field] + (["id"] if "id" in names and text_field != "id" else [])
+    row = 0
+    for batch in f.iter_batches(columns=columns, batch_size=1024):
+        data = batch.to_pydict()
+        ids = data.get("id", [None] * batch.num_rows)
+        for text, doc_id in zip(data[text_field], ids):
+            row += 1
+            if not isinstance(text, str):
+                report.bad_document(f"{path}: row {row}: '{text_field}' is "
+                                    f"{'empty (null)' if text is None else 'not text'}", on_error)
+                continue
+            yield Document(id=str(doc_id) if doc_id is not None else f"{path.name}:{row}", text=text,
+                           source=str(path), meta={"row": row})
+
+
+def read_warc_file(path: Path, on_error: str, report: SourceReport) -> Iterator[Document]:
+    """HTML responses (WARC) or extracted text (WET "conversion" records) as documents."""
+    from warcio.archiveiterator import ArchiveIterator
+    from warcio.exceptions import ArchiveLoadFailed
+
+    from fidan.data.html import html_to_text
+    number = 0
+    try:
+        with open(path, "rb") as f:
+            for number, record in enumerate(ArchiveIterator(f), start=1):
+                if record.rec_type not in ("response", "conversion"):
+                    continue
+                url = record.rec_headers.get_header("WARC-Target-URI") or ""
+                payload = record.content_stream().read()
+                if record.rec_type == "response":
+                    kind = (record.http_headers.get_header("Content-Type") or "") if record.http_headers else ""
+                    if "html" not in kind.lower():
+                        continue
+                    text = html_to_text(payload)
+                else:
+                    text = payload.decode("utf-8", errors="replace")
+                if not text or not text.strip():
+                    continue
+                doc_id = record.rec_headers.get_header("WARC-Record-ID") or f"{path.name}:{number}"
+                yield Document(id=doc_id.strip("<>"), text=text, source=str(path), meta={"record": number, "url": url})
+    except (ArchiveLoadFailed, EOFError, zlib.error, OSError) as e:
+        message = f"{path}: record {number + 1}: damaged WARC ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        if on_error == "fail":
+            raise FidanError(message + f"; the {number} records before it were read") from None
+        report.add(message)
+
+
+def read_hf(name: str, text_field: str, config: str | None = None, split: str = "train",
+            data_files: str | None = None, on_error: str = "fail",
+            report: SourceReport | None = None) -> Iterator[Document]:
+    """Stream a Hugging Face dataset (needs network for hub names; ``parquet`` + ``data_files`` is local)."""
+    report = report if report is not None else SourceReport()
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise FidanError("hf: sources need the datasets library: pip install 'fidan[hf]'") from None
+    try:
+        stream = load_dataset(name, config, split=split, streaming=True, data_files=data_files)
+    except Exception as e:  # noqa: BLE001 - datasets raises many kinds; all mean "cannot open"
+        raise FidanError(f"hf:{name}: cannot open the dataset ({str(e).splitlines()[0]}); "
+                         "check the name, and that this machine is online") from None
+    for row, record in enumerate(stream, start=1):
+        text = record.get(text_field)
+        if not isinstance(text, str):
+            report.bad_document(f"hf:{name}: row {row}: no text in '{text_field}' (fields: {', '.join(record)})",
+                                on_error, "; set --data.text_field or pass --data.on_error=skip")
+            continue
+        yield Document(id=str(record.get("id", f"{name}:{row}")), text=text, source=f"hf:{name}",
+                       meta={"row": row, **({"config": config} if config else {}), "split": split})
 
 
 def read_documents(spec: str, text_field: str = "text", on_error: str = "fail",
                    report: SourceReport | None = None) -> Iterator[Document]:
     report = report if report is not None else SourceReport()
+    if spec.startswith("hf:"):
+        parts = spec[3:].split(":")
+        yield from read_hf(parts[0], text_field, parts[1] if len(parts) > 1 and parts[1] else None,
+                           parts[2] if len(parts) > 2 else "train", on_error=on_error, report=report)
+        return
     for path in expand(spec):
         try:
-            if _kind(path) == "jsonl":
+            kind = _kind(path)
+            if kind == "jsonl":
                 yield from read_jsonl_file(path, text_field, on_error, report)
+            elif kind == "parquet":
+                yield from read_parquet_file(path, text_field, on_error, report)
+            elif kind == "warc":
+                yield from read_warc_file(path, on_error, report)
             else:
                 yield from read_text_file(path)
         except FidanError as e:

@@ -1,0 +1,104 @@
+"""Decontamination: find evaluation text inside training documents and cut it out.
+
+As in GPT-3, text is compared as word ``n``-grams (lower-cased, punctuation ignored; n = 13 by
+default). An evaluation item shorter than ``n`` words is matched as a whole, if it has at least
+``min_words`` words (a two-word item would match too much ordinary text). ``mode="cut"``
+removes every paragraph that holds a match and keeps the rest of the document; ``"drop"`` removes
+the whole document. The index is a set of hashed n-grams, so it stays small for large eval sets.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from fidan.data.text import word_spans, words
+from fidan.errors import FidanError
+
+EVAL_FIELDS = ("question", "prompt", "problem", "input")
+
+
+def _key(gram: Iterable[str]) -> int:
+    return int.from_bytes(hashlib.blake2b(" ".join(gram).encode(), digest_size=8).digest(), "little")
+
+
+@dataclass
+class Index:
+    n: int = 13
+    min_words: int = 3
+    grams: dict[int, set[int]] = field(default_factory=dict)   # gram length -> hashed grams
+    items: int = 0
+
+    def add(self, text: str) -> None:
+        w = words(text)
+        if len(w) < self.min_words:
+            return
+        self.items += 1
+        size = min(self.n, len(w))
+        bucket = self.grams.setdefault(size, set())
+        bucket.update(_key(w[i:i + size]) for i in range(len(w) - size + 1))
+
+    def matches(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of ``text`` covered by an evaluation n-gram."""
+        spans = list(word_spans(text))
+        tokens = [s[0] for s in spans]
+        found = []
+        for size, bucket in self.grams.items():
+            for i in range(len(tokens) - size + 1):
+                if _key(tokens[i:i + size]) in bucket:
+                    found.append((spans[i][1], spans[i + size - 1][2]))
+        return found
+
+    def to_json(self) -> dict:
+        return {"n": self.n, "min_words": self.min_words, "items": self.items,
+                "grams": {str(k): sorted(v) for k, v in self.grams.items()}}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Index":
+        return cls(obj["n"], obj["min_words"], {int(k): set(v) for k, v in obj["grams"].items()}, obj["items"])
+
+
+def build_index(texts: Iterable[str], n: int = 13, min_words: int = 3) -> Index:
+    index = Index(n, min_words)
+    for text in texts:
+        index.add(text)
+    return index
+
+
+def eval_texts_from_file(path: str | Path) -> list[str]:
+    """Evaluation prompts from a jsonl file (fields: question, prompt, problem or input)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FidanError(f"{path}: decontamination file not found (check --data.decontam_files)")
+    texts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise FidanError(f"{path}:{number}: not valid JSON ({e})") from None
+        text = next((record[k] for k in EVAL_FIELDS if isinstance(record, dict) and isinstance(record.get(k), str)), None)
+        if text is None:
+            raise FidanError(f"{path}:{number}: no text field (one of {', '.join(EVAL_FIELDS)})")
+        texts.append(text)
+    return texts
+
+
+def decontaminate(text: str, index: Index, mode: str = "cut") -> tuple[str | None, int]:
+    """(text without contaminated paragraphs, or None when the document must go; matches found)."""
+    spans = index.matches(text)
+    if not spans:
+        return text, 0
+    if mode == "drop":
+        return None, len(spans)
+    kept, pos = [], 0
+    for paragraph in text.split("\n\n"):
+        start, end = pos, pos + len(paragraph)
+        pos = end + 2
+        if not any(s < end and e > start for s, e in spans):
+            kept.append(paragraph)
+    cleaned = "\n\n".join(kept).strip()
+    return (cleaned or None), len(spans)
