@@ -2,11 +2,13 @@
 import json
 import multiprocessing as mp
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import micro_config, shared_file
+from conftest import ROOT, micro_config, shared_file
 from fidan.errors import FidanError
 from fidan.pipeline import run_stage
 from fidan.rlhf import judge, preferences
@@ -172,3 +174,35 @@ def test_ppo_resumes_from_its_checkpoint(pretrained_copy):
     strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]
     assert strip(resumed) == strip(full)
     assert (out / "model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.slow
+def test_label_command_records_choices_and_resumes(pretrained_copy, tmp_path):
+    """The real `fidan label` in a terminal session fed from stdin: a, b, a typo, tie, skip, quit."""
+    cfg, run = pretrained_copy
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Where does Ayla live?\nWhat is 2 + 3?\nMerhaba!\nTell me a story.\nWho are you?\n")
+    out = tmp_path / "prefs.jsonl"
+    cmd = [sys.executable, "-m", "fidan.cli", "label", f"--run.root={run.path.parent}", "--run.name=micro",
+           "--stage=pretrain", f"--prompts={prompts}", f"--out={out}"]
+    done = subprocess.run(cmd, input="a\nb\nzz\nt\ns\nq\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "type a, b, t (tie), s (skip) or q (quit)" in done.stdout
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["prompt"] for x in lines] == ["Where does Ayla live?", "What is 2 + 3?", "Merhaba!", "Tell me a story."]
+    assert "tie" not in lines[0] and lines[2]["tie"] is True and lines[3]["skip"] is True
+    assert all(x["source"] == "human-cli" and x["model"] == "micro-pretrain" for x in lines)
+    loaded = preferences.load(out, on_error="fail")
+    assert len(loaded.pairs) == 3  # the skip is kept in the file but not trained on
+    again = subprocess.run(cmd, input="b\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0 and "1 prompts to label (4 already" in again.stdout
+    assert json.loads(out.read_text().splitlines()[-1])["prompt"] == "Who are you?"
+
+
+def test_balanced_prompts_reach_the_harmful_share():
+    facts = [judge.Prompt(f"q{i}", "fact", "en") for i in range(90)]
+    harmful = [judge.Prompt(f"h{i}", "harmful", "en") for i in range(4)]
+    mixed = judge.balanced(facts + harmful, 0.25)
+    share = sum(p.kind == "harmful" for p in mixed) / len(mixed)
+    assert abs(share - 0.25) < 0.01 and {p.text for p in mixed if p.kind == "harmful"} == {f"h{i}" for i in range(4)}
+    assert judge.balanced(facts + harmful, 0.0) == facts + harmful

@@ -17,7 +17,7 @@ from fidan.config import Config, build_config
 from fidan.errors import FidanError
 from fidan.stages import EXTRA_STAGES, STAGES
 
-READS_RUN = ("sample", "chat", "tokenize", "methods", "sft", "classify", "reward", "rlhf", "bpb", "eval", "report", "export",
+READS_RUN = ("sample", "chat", "label", "tokenize", "methods", "sft", "classify", "reward", "rlhf", "bpb", "eval", "report", "export",
              "serve")
 
 
@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     me = sub.add_parser("methods", help="compare every fine-tuning method on one table (sft/methods.json)")
     me.add_argument("--only", default="", help="comma-separated methods (default: all)")
     common(me)
+    lb = sub.add_parser("label", help="pick the better of two sampled answers per prompt (writes preferences)")
+    lb.add_argument("--stage", help="which model answers: sft or rlhf (default: the newest)")
+    lb.add_argument("--prompts", help=".txt (one per line) or .jsonl (prompt/question); default: the world's prompts")
+    lb.add_argument("--out", help="preference file (default: the run's preferences.jsonl, read by `fidan reward`)")
+    lb.add_argument("--limit", type=int, default=0, help="stop after this many prompts (0 = all)")
+    common(lb)
     ch = sub.add_parser("chat", help="chat with the newest model of a run")
     ch.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
     ch.add_argument("--show-probs", action="store_true", help="print the top next-token candidates at each step")
@@ -202,6 +208,20 @@ def _dispatch(args, cfg: Config) -> int:
         print(f"pieces: {tok.pieces(ids)}")
         print(f"{len(args.text.encode('utf-8'))} bytes -> {len(ids)} tokens; decodes back exactly: "
               f"{tok.decode(ids) == args.text}")
+        return 0
+    if args.command == "label":
+        from fidan.rlhf import judge
+        from fidan.rlhf.label import label, read_prompts
+        run, folder, model, tok = _run_model(cfg, args.stage, cfg.train.device)
+        if args.prompts:
+            prompts = read_prompts(args.prompts)
+        elif judge.applies(cfg):
+            prompts = [p.text for p in judge.world_prompts(cfg)["train"]]
+        else:
+            raise FidanError("give --prompts FILE (.txt, one prompt per line, or .jsonl with a 'prompt' field)")
+        out = Path(args.out) if args.out else run.path / "preferences.jsonl"
+        label(model, tok, prompts, out, max_tokens=cfg.reward.response_tokens, temperature=cfg.reward.temperature,
+              seed=cfg.run.seed, model_name=f"{run.path.name}-{folder.name}", limit=args.limit)
         return 0
     if args.command == "chat":
         from fidan.serve.chat import repl

@@ -150,6 +150,8 @@ class RewardConfig:
     batch_size: int = 16           # pairs per step
     lr: float = 1e-4
     on_error: str = "skip"         # malformed preference lines: "skip" (counted, reported) or "fail"
+    harmful_share: float = 0.25    # embedded world: harmful requests repeated to this share of the
+                                   # judge's and PPO's training prompts (0 = as they come, about 3%)
 
 
 @dataclass

@@ -79,6 +79,19 @@ def world_prompts(cfg: Config) -> dict[str, list[Prompt]]:
     return split
 
 
+def balanced(prompts: list[Prompt], harmful_share: float) -> list[Prompt]:
+    """Repeat the harmful requests until they are ``harmful_share`` of the list. The world asks
+    hundreds of fact questions but has few harmful requests; without this the reward model
+    learns mostly that refusing loses (facts), and PPO trains the SFT model's refusals away."""
+    harmful = [p for p in prompts if p.kind == "harmful"]
+    other = [p for p in prompts if p.kind != "harmful"]
+    if not harmful or not other or harmful_share <= 0:
+        return list(prompts)
+    want = round(harmful_share * len(other) / (1 - harmful_share))
+    extra = [harmful[i % len(harmful)] for i in range(max(0, want - len(harmful)))]
+    return list(prompts) + extra
+
+
 def spread(items: list, n: int) -> list:
     """``n`` items evenly spread over the list (all of them when ``n`` is 0 or larger)."""
     if not n or n >= len(items):

@@ -128,14 +128,16 @@ def collect_pairs(cfg: Config, run: RunDir, sft: GPT, tok: FidanTokenizer, quiet
     counts: dict[str, int] = {}
     if cfg.reward.judge and judge.applies(cfg):
         prompts = judge.world_prompts(cfg)
-        records, ties = judge_pairs(cfg, sft, tok, prompts["train"], cfg.run.seed)
+        asked = judge.balanced(prompts["train"], cfg.reward.harmful_share)
+        records, ties = judge_pairs(cfg, sft, tok, asked, cfg.run.seed)
         random.Random(cfg.run.seed).shuffle(records)
         cut = len(records) - len(records) // 5      # a fifth of the pairs held out
         train_records, heldout_records = records[:cut], records[cut:]
         facts_records, _ = judge_pairs(cfg, sft, tok, judge.spread(prompts["test"], cfg.rlhf.eval_prompts),
                                        cfg.run.seed + 11)
         counts.update(judge_pairs=len(records), judge_all_tied=ties, judge_heldout_fact_pairs=len(facts_records))
-        say(f"judge: {len(records)} pairs from {len(prompts['train'])} training prompts ({ties} prompts' answers "
+        say(f"judge: {len(records)} pairs from {len(asked)} training prompts ({len(asked) - len(prompts['train'])} "
+            f"of them repeated harmful requests; {ties} prompts' answers "
             f"all tied), a fifth held out; {len(facts_records)} more from the evaluation set's fact questions")
     files = [run.path / "preferences.jsonl"] if (run.path / "preferences.jsonl").exists() else []
     files += [Path(f.strip()) for f in cfg.reward.preferences.split(",") if f.strip()]

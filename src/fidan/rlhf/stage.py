@@ -42,7 +42,7 @@ from fidan.train.loop import setup_threads
 def training_prompts(cfg: Config, run: RunDir) -> list[judge.Prompt]:
     """The embedded world's training prompts, else the prompts of the reward stage's pairs."""
     if judge.applies(cfg):
-        return judge.world_prompts(cfg)["train"]
+        return judge.balanced(judge.world_prompts(cfg)["train"], cfg.reward.harmful_share)
     pairs = run.path / "reward" / "pairs.jsonl"
     out = []
     for line in pairs.read_text(encoding="utf-8").splitlines():

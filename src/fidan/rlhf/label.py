@@ -1,0 +1,98 @@
+"""``fidan label``: a person compares two sampled answers per prompt in the terminal.
+
+For each prompt the chat model samples two answers (two seeds). The person types ``a`` or ``b``
+for the better one, ``t`` for a tie, ``s`` to skip, ``q`` to stop. Every choice is appended to the
+preference file at once (locked, whole line, fsynced: see ``preferences.append``), so stopping or
+a crash loses nothing already chosen, and prompts already in the file are not asked again. The
+reward stage reads the run's ``preferences.jsonl`` by default.
+
+Prompts come from a file (``.txt``: one per line; ``.jsonl``: a ``prompt`` or ``question`` field)
+or, for the embedded world, from the reward stage's training prompts.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from fidan.errors import FidanError
+from fidan.rlhf import preferences
+from fidan.rlhf.rollout import prompt_ids, sample
+
+KEYS = {"a": "a", "1": "a", "b": "b", "2": "b", "t": "tie", "tie": "tie", "s": "skip", "skip": "skip"}
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FidanError(f"{path}: prompt file not found")
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                record = json.loads(line)
+                text = record.get("prompt") or record.get("question")
+            except (ValueError, AttributeError):
+                raise FidanError(f"{path}:{number}: not a JSON object") from None
+            if not isinstance(text, str):
+                raise FidanError(f"{path}:{number}: no 'prompt' or 'question' text")
+            out.append(text)
+        else:
+            out.append(line.strip())
+    if not out:
+        raise FidanError(f"{path}: no prompts in the file")
+    return out
+
+
+def already_labelled(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    done = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            prompt = json.loads(line).get("prompt")
+        except (ValueError, AttributeError):
+            continue  # a torn last line is reported by the reward stage's loader
+        if isinstance(prompt, str):
+            done.add(prompt)
+    return done
+
+
+def label(model, tok, prompts: list[str], out: Path, *, max_tokens: int, temperature: float, seed: int,
+          model_name: str, ask: Callable[[str], str] = input, say: Callable[[str], None] = print,
+          limit: int = 0) -> Counter:
+    """Run the labelling loop; returns how many of each choice were recorded."""
+    seen = already_labelled(out)
+    todo = [p for p in prompts if p not in seen]
+    if limit:
+        todo = todo[:limit]
+    say(f"{len(todo)} prompts to label ({sum(p in seen for p in prompts)} already in {out}). "
+        "Keys: a / b = better answer, t = tie, s = skip, q = quit.")
+    counts: Counter = Counter()
+    room = model.cfg.context - max_tokens
+    for n, prompt in enumerate(todo, start=1):
+        ids = prompt_ids(tok, prompt, room)
+        first, second = sample(model, tok, [ids, ids], max_tokens, temperature, seed + n)
+        a, b = (tok.decode(ans.ids, skip_special=True).strip() for ans in (first, second))
+        say(f"\n[{n}/{len(todo)}] {prompt}\n  a: {a}\n  b: {b}")
+        while True:
+            try:
+                key = ask("better? [a/b/t/s/q] ").strip().lower()
+            except (EOFError, KeyboardInterrupt):
+                key = "q"
+            if key in ("q", "quit"):
+                say(f"stopped; recorded {dict(counts)} in {out}")
+                return counts
+            if key in KEYS:
+                break
+            say("  type a, b, t (tie), s (skip) or q (quit)")
+        choice = KEYS[key]
+        preferences.append(out, preferences.record(prompt, a, b, choice, "human-cli", model=model_name,
+                                                   time=int(time.time())))
+        counts[choice] += 1
+    say(f"done; recorded {dict(counts)} in {out}")
+    return counts
