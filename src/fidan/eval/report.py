@@ -133,8 +133,11 @@ def facts(run: RunDir) -> list[tuple[str, str]]:
     stats = _read(run.path / "data" / "stats.json")
     stamps = {s: _read(run.path / "stages" / f"{s}.json").get("summary", {}) for s in ("tokens", "pretrain", "sft")}
     pre = stamps["pretrain"]
-    out = [("data", f"{stats.get('documents', {}).get('train', '?')} training documents, "
-                    f"{stats.get('bytes', {}).get('train', 0) / 1e6:.2f} MB; source {stats.get('source', '?')}"),
+    train = stats.get("output", {}).get("train", {})
+    read = stats.get("input", {})
+    out = [("data", f"{train.get('documents', '?')} training documents, {train.get('bytes', 0) / 1e6:.2f} MB, "
+                    f"kept by cleaning from {read.get('documents', '?')} documents "
+                    f"({stats.get('kept', {}).get('bytes', 0):.0%} of bytes); source {stats.get('source', '?')}"),
            ("tokens", f"{stamps['tokens'].get('train_tokens', '?')} training tokens, "
                       f"{stamps['tokens'].get('bytes_per_token', '?')} bytes per token"),
            ("model", f"{pre.get('params', 0) / 1e6:.2f}M parameters"),
