@@ -182,6 +182,11 @@ def deduplicate(work: Path, n_shards: int, exact: bool, near: bool) -> tuple[lis
     return out, {"documents": n, "exact": int((kinds == 1).sum()), "near": int((kinds == 2).sum())}
 
 
+def in_validation(doc_id: str, val_fraction: float) -> bool:
+    """Whole documents go to validation by a hash of their id (stable across runs and machines)."""
+    return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:4], "big") < val_fraction * 2**32
+
+
 class SplitWriter:
     """Streams documents into train and validation parquet files, chosen by a hash of the id."""
 
@@ -194,12 +199,9 @@ class SplitWriter:
         self.writers = {s: pq.ParquetWriter(self.tmp[s], SCHEMA, compression="zstd") for s in self.paths}
         self.counts = {s: [0, 0] for s in self.paths}
 
-    def is_val(self, doc_id: str) -> bool:
-        return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:4], "big") < self.val_fraction * 2**32
-
     def write(self, table: pa.Table) -> None:
         ids = table.column("id").to_pylist()
-        mask = np.array([self.is_val(i) for i in ids], dtype=bool)
+        mask = np.array([in_validation(i, self.val_fraction) for i in ids], dtype=bool)
         for split, m in (("val", mask), ("train", ~mask)):
             part = table.filter(pa.array(m)).select(SCHEMA.names)
             if part.num_rows:

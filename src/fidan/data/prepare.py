@@ -12,7 +12,6 @@ Outputs (in ``runs/<name>/data/``):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,6 +29,7 @@ from fidan.data.executor import (
     SplitWriter,
     deduplicate,
     finished,
+    in_validation,
     run_local,
     run_ray,
     settings_hash,
@@ -63,10 +63,8 @@ def split(docs: list[Document], mode: str, val_fraction: float) -> tuple[list[Do
     if mode == "auto":
         mode = "tail" if len(docs) == 1 else "hash"
     if mode == "hash":
-        def is_val(d: Document) -> bool:
-            return int.from_bytes(hashlib.sha256(d.id.encode()).digest()[:4], "big") < val_fraction * 2**32
-        train = [d for d in docs if not is_val(d)]
-        val = [d for d in docs if is_val(d)]
+        train = [d for d in docs if not in_validation(d.id, val_fraction)]
+        val = [d for d in docs if in_validation(d.id, val_fraction)]
     else:
         total = sum(len(d.text) for d in docs)
         cut = int(total * (1 - val_fraction))
