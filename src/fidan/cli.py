@@ -17,7 +17,7 @@ from fidan.config import Config, build_config
 from fidan.errors import FidanError
 from fidan.stages import EXTRA_STAGES, STAGES
 
-READS_RUN = ("sample", "chat", "label", "tokenize", "methods", "sft", "classify", "reward", "rlhf", "bpb", "eval", "report", "export",
+READS_RUN = ("sample", "chat", "label", "tokenize", "methods", "rlhf-compare", "sft", "classify", "reward", "rlhf", "bpb", "eval", "report", "export",
              "serve")
 
 
@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     me = sub.add_parser("methods", help="compare every fine-tuning method on one table (sft/methods.json)")
     me.add_argument("--only", default="", help="comma-separated methods (default: all)")
     common(me)
+    rc = sub.add_parser("rlhf-compare", help="PPO, PPO without KL, DPO and GRPO on one table (rlhf-compare.md)")
+    rc.add_argument("--only", default="", help="comma-separated variants: ppo, ppo-kl0, dpo, grpo (default: all)")
+    common(rc)
     lb = sub.add_parser("label", help="pick the better of two sampled answers per prompt (writes preferences)")
     lb.add_argument("--stage", help="which model answers: sft or rlhf (default: the newest)")
     lb.add_argument("--prompts", help=".txt (one per line) or .jsonl (prompt/question); default: the world's prompts")
@@ -193,6 +196,11 @@ def _dispatch(args, cfg: Config) -> int:
     if args.command == "methods":
         from fidan.finetune.methods import METHODS, compare
         names = [n.strip() for n in args.only.split(",") if n.strip()] or list(METHODS)
+        compare(cfg, RunDir.for_config(cfg, create=False), names)
+        return 0
+    if args.command == "rlhf-compare":
+        from fidan.rlhf.compare import VARIANTS, compare
+        names = [n.strip() for n in args.only.split(",") if n.strip()] or list(VARIANTS)
         compare(cfg, RunDir.for_config(cfg, create=False), names)
         return 0
     if args.command == "pipeline":

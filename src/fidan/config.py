@@ -143,15 +143,15 @@ class RewardConfig:
     preferences: str = ""          # extra preference files, comma-separated (ours or HH-RLHF jsonl[.gz]); the
                                    # run's preferences.jsonl (web page, `fidan label`) is always read when present
     judge: bool = True             # label sampled answer pairs with the rule judge (the embedded world only)
-    samples: int = 6               # answers the SFT model samples per training prompt for the judge
-    response_tokens: int = 24      # longest sampled answer
+    samples: int = 4               # answers the SFT model samples per training prompt for the judge
+    response_tokens: int = 64      # longest sampled answer (the SFT refusals are 34-55 tokens)
     temperature: float = 1.0       # sampling temperature for the two answers
     steps: int = 120
     batch_size: int = 16           # pairs per step
     lr: float = 1e-4
     on_error: str = "skip"         # malformed preference lines: "skip" (counted, reported) or "fail"
-    harmful_share: float = 0.25    # embedded world: harmful requests repeated to this share of the
-                                   # judge's and PPO's training prompts (0 = as they come, about 3%)
+    harmful_share: float = 0.5     # embedded world: harmful requests repeated to this share of the
+                                   # judge's and PPO's training prompts (0 = as they come, 14%)
 
 
 @dataclass
@@ -160,9 +160,9 @@ class RLHFConfig:
     out: str = ""                  # output folder ("" = rlhf for ppo, rlhf-dpo, rlhf-grpo)
     steps: int = 30                # PPO/GRPO: rollout batches; DPO: optimizer steps
     prompts_per_step: int = 64     # prompts per rollout batch (GRPO: answers per batch, group x prompts)
-    response_tokens: int = 24
+    response_tokens: int = 64      # an answer cut off here is penalised (no_eos_penalty): keep refusals whole
     temperature: float = 1.0       # rollouts sample the policy as it is
-    lr: float = 1e-5               # 3e-5 already let PPO exploit the demo's reward model (BENCHMARKS.md)
+    lr: float = 3e-5
     epochs: int = 4                # optimisation passes over each rollout batch
     minibatch: int = 32
     kl_coef: float = 0.2           # per-token KL penalty against the SFT model (0 = off: see reward hacking)
@@ -170,6 +170,7 @@ class RLHFConfig:
     clip: float = 0.2              # PPO ratio clipping
     value_clip: float = 0.2
     vf_coef: float = 0.5
+    value_lr: float = 1e-3         # the value head's learning rate (it starts from zero and must catch up fast)
     gamma: float = 1.0
     lam: float = 0.95              # GAE
     no_eos_penalty: float = 1.0    # subtracted from the reward of an answer cut off at response_tokens
@@ -177,7 +178,9 @@ class RLHFConfig:
     dpo_batch: int = 16
     group: int = 8                 # GRPO: answers per prompt
     grpo_kl: float = 0.04          # GRPO: KL weight in the loss
-    eval_prompts: int = 120        # held-out prompts for the win rate and reward scores (0 = all)
+    eval_prompts: int = 120        # held-out fact questions for the win rate and reward scores (0 = all), plus
+                                   # every red-team request
+    eval_samples: int = 4          # sampled answers per held-out prompt and model for the sampled win rate
 
 
 @dataclass

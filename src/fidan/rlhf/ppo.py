@@ -32,7 +32,8 @@ class PolicyWithValue(nn.Module):
 
     The value head reads detached hidden states: its loss trains only the head, so a critic that
     starts out wrong cannot push the policy's weights around (on the tiny demo, a shared trunk
-    drifted several nats of KL from the SFT model with no gain in reward)."""
+    drifted several nats of KL from the SFT model with no gain in reward). The head has its own,
+    larger learning rate (``rlhf.value_lr``): it starts from zero and must catch up quickly."""
 
     def __init__(self, policy: GPT):
         super().__init__()

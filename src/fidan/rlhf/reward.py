@@ -34,7 +34,7 @@ from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig, flops_per_token
 from fidan.model.io import load_model, read_model_info
 from fidan.rlhf import judge, preferences
-from fidan.rlhf.rollout import Sequences, pack, prompt_ids, sample
+from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
 from fidan.rundir import RunDir
 from fidan.tokenizer.bpe import END, FidanTokenizer
 from fidan.train.loop import Task, train
@@ -99,12 +99,13 @@ def judge_pairs(cfg: Config, model: GPT, tok: FidanTokenizer, prompts: list[judg
     """``reward.samples`` sampled answers per prompt, labelled by the rule: every two answers with
     different scores make a pair (at most three per prompt). When every sample of a prompt scored
     the same and below the top, the world's reference answer (the fact stated, or a refusal) is
-    paired with one of them, so a model too weak to ever answer right still yields pairs.
+    paired with one of them, so a model too weak to ever answer right still yields pairs. A
+    harmful request adds a pair (refusal, written compliance) for each of its written compliant answers.
     Returns (pair records, prompts whose answers all tied)."""
     r = cfg.reward
-    room = model.cfg.context - r.response_tokens - 1
-    ids = [prompt_ids(tok, p.text, room) for p in prompts]
-    samples = [sample(model, tok, ids, r.response_tokens, r.temperature, seed + k) for k in range(r.samples)]
+    tokens = answer_tokens(model.cfg.context, r.response_tokens)
+    ids = [prompt_ids(tok, p.text, model.cfg.context - tokens - 1) for p in prompts]
+    samples = [sample(model, tok, ids, tokens, r.temperature, seed + k) for k in range(r.samples)]
     records, ties = [], 0
     for i, p in enumerate(prompts):
         texts = sorted({tok.decode(s[i].ids).strip() for s in samples})
@@ -114,6 +115,9 @@ def judge_pairs(cfg: Config, model: GPT, tok: FidanTokenizer, prompts: list[judg
             ties += 1
             if p.reference and scored[0][0] < 1:
                 pairs = [((1.0, p.reference), scored[0])]
+        # a harmful request: a refusal (the model's own if it gave one) over each written compliance
+        refusal = next((t for s, t in scored if s > 0), p.reference)
+        pairs += [((1.0, refusal), (-1.0, bad)) for bad in p.rejected]
         for (_, good), (_, bad) in pairs:
             records.append(preferences.record(p.text, good, bad, "a", "judge", kind=p.kind, lang=p.lang))
     return records, ties
@@ -124,7 +128,7 @@ def collect_pairs(cfg: Config, run: RunDir, sft: GPT, tok: FidanTokenizer, quiet
     say = (lambda *a: None) if quiet else print
     train_records: list[dict] = []
     heldout_records: list[dict] = []
-    facts_records: list[dict] = []
+    prompt_records: list[dict] = []
     counts: dict[str, int] = {}
     if cfg.reward.judge and judge.applies(cfg):
         prompts = judge.world_prompts(cfg)
@@ -133,12 +137,11 @@ def collect_pairs(cfg: Config, run: RunDir, sft: GPT, tok: FidanTokenizer, quiet
         random.Random(cfg.run.seed).shuffle(records)
         cut = len(records) - len(records) // 5      # a fifth of the pairs held out
         train_records, heldout_records = records[:cut], records[cut:]
-        facts_records, _ = judge_pairs(cfg, sft, tok, judge.spread(prompts["test"], cfg.rlhf.eval_prompts),
-                                       cfg.run.seed + 11)
-        counts.update(judge_pairs=len(records), judge_all_tied=ties, judge_heldout_fact_pairs=len(facts_records))
+        prompt_records, _ = judge_pairs(cfg, sft, tok, judge.held_out(cfg, cfg.rlhf.eval_prompts), cfg.run.seed + 11)
+        counts.update(judge_pairs=len(records), judge_all_tied=ties, judge_heldout_prompt_pairs=len(prompt_records))
         say(f"judge: {len(records)} pairs from {len(asked)} training prompts ({len(asked) - len(prompts['train'])} "
             f"of them repeated harmful requests; {ties} prompts' answers "
-            f"all tied), a fifth held out; {len(facts_records)} more from the evaluation set's fact questions")
+            f"all tied), a fifth held out; {len(prompt_records)} more from held-out prompts (evaluation facts, red team)")
     files = [run.path / "preferences.jsonl"] if (run.path / "preferences.jsonl").exists() else []
     files += [Path(f.strip()) for f in cfg.reward.preferences.split(",") if f.strip()]
     for path in files:
@@ -157,7 +160,7 @@ def collect_pairs(cfg: Config, run: RunDir, sft: GPT, tok: FidanTokenizer, quiet
     if not train_records:
         raise FidanError("no preference pairs: the judge needs the embedded world (no --data.source), or give "
                          "files with --reward.preferences=FILE.jsonl (ours or HH-RLHF)")
-    return {"train": train_records, "heldout": heldout_records, "facts": facts_records, "counts": counts}
+    return {"train": train_records, "heldout": heldout_records, "prompts": prompt_records, "counts": counts}
 
 
 def encode_records(tok: FidanTokenizer, records: list[dict], context: int) -> list[tuple]:
@@ -186,7 +189,7 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
     context = sft.cfg.context
     train_set = encode_records(tok, pairs["train"], context)
     heldout = encode_records(tok, pairs["heldout"], context)
-    heldout_facts = encode_records(tok, pairs["facts"], context)
+    heldout_prompts = encode_records(tok, pairs["prompts"], context)
 
     torch.manual_seed(cfg.run.seed)
     model = RewardModel(sft)
@@ -217,11 +220,11 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
     model, summary = train(model, tcfg, out, task, stage_hash(cfg, "reward"), quiet)
     after = pairwise_accuracy(model, tok, heldout)
     train_acc = pairwise_accuracy(model, tok, train_set[:300])
-    facts_acc = pairwise_accuracy(model, tok, heldout_facts) if heldout_facts else None
+    prompts_acc = pairwise_accuracy(model, tok, heldout_prompts) if heldout_prompts else None
     if not quiet:
         print(f"reward model: held-out pairwise accuracy {after:.1%} on {sum(not e[3] for e in heldout)} pairs "
               f"(chance 50%, untrained head {before:.1%}); training pairs {train_acc:.1%}"
-              + (f"; evaluation-set fact pairs {facts_acc:.1%}" if facts_acc is not None else ""))
+              + (f"; pairs from held-out prompts {prompts_acc:.1%}" if prompts_acc is not None else ""))
     return {**summary, "heldout_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
             "train_accuracy": round(train_acc, 4), "train_pairs": len(train_set), "heldout_pairs": len(heldout),
-            **({"heldout_facts_accuracy": round(facts_acc, 4)} if facts_acc is not None else {}), **pairs["counts"]}
+            **({"heldout_prompts_accuracy": round(prompts_acc, 4)} if prompts_acc is not None else {}), **pairs["counts"]}

@@ -25,6 +25,12 @@ def prompt_ids(tok: FidanTokenizer, prompt: str | list[dict], room: int) -> list
     return ids[-room:]
 
 
+def answer_tokens(context: int, wanted: int) -> int:
+    """The answer length to sample: ``wanted``, but never more than half the context, so the
+    prompt keeps room (a small test model's context can be shorter than the configured answers)."""
+    return max(1, min(wanted, context // 2))
+
+
 @dataclass
 class Answer:
     ids: list[int]      # the answer's tokens, with <|end|> when it ended by itself

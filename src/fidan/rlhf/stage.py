@@ -5,10 +5,12 @@
 verifiable reward: the right final answer to arithmetic word problems). Every algorithm ends
 with the same held-out evaluation, so their rows compare:
 
-* reward-model score of greedy answers to held-out prompts, SFT vs aligned model;
+* reward-model score of greedy answers to held-out prompts (``judge.held_out``: evaluation-set
+  fact questions and every red-team request), SFT vs aligned model;
 * the judge's win rate of the aligned model over the SFT model on those prompts (a win counts 1,
-  a tie 1/2), when the embedded world's rule judge applies: greedy answers, and answers sampled
-  at temperature 1 (the distribution PPO optimises);
+  a tie 1/2), overall and per prompt kind, when the embedded world's rule judge applies: for
+  ``eval_samples`` answers per prompt sampled at temperature 1 (the distribution PPO optimises),
+  and for greedy answers;
 * KL(aligned || SFT) per answer, estimated from answers the aligned model samples;
 * held-out facts and word problems in chat form.
 
@@ -17,6 +19,7 @@ and ``reward_vs_kl.png`` (PPO). ``<out>`` is ``rlhf/`` unless ``rlhf.out`` says 
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
@@ -32,7 +35,7 @@ from fidan.model.gpt import GPT
 from fidan.model.io import load_model, save_model
 from fidan.rlhf import judge
 from fidan.rlhf.reward import load_reward_model, scores
-from fidan.rlhf.rollout import answer_logprob, pack, prompt_ids, sample
+from fidan.rlhf.rollout import answer_logprob, answer_tokens, pack, prompt_ids, sample
 from fidan.rundir import RunDir
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.train import checkpoint
@@ -60,7 +63,7 @@ def evaluate(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenize
     policy.eval()
     out: dict = {}
     world = judge.applies(cfg)
-    prompts = judge.spread(judge.world_prompts(cfg)["test"], c.eval_prompts) if world else []
+    prompts = judge.held_out(cfg, c.eval_prompts) if world else []
     room = policy.cfg.context - c.response_tokens - 1
     ids = [prompt_ids(tok, p.text, room) for p in prompts]
     if ids:
@@ -71,28 +74,42 @@ def evaluate(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenize
             rm = load_reward_model(reward_folder)
             out["rm_score_sft"] = round(float(scores(rm, tok, ids, [a.ids for a in base]).mean()), 4)
             out["rm_score"] = round(float(scores(rm, tok, ids, [a.ids for a in mine]).mean()), 4)
-        outcome = {"win": 0, "tie": 0, "loss": 0}
-        for p, a, b in zip(prompts, mine, base):
-            choice = judge.prefer(p, tok.decode(a.ids), tok.decode(b.ids))
-            outcome[{"a": "win", "b": "loss", "tie": "tie"}[choice]] += 1
-        out["judge_win_rate"] = round((outcome["win"] + 0.5 * outcome["tie"]) / len(prompts), 4)
-        out["judge_outcomes"] = outcome
-        out["judge_score_sft"] = round(sum(judge.score(p, tok.decode(b.ids)) for p, b in zip(prompts, base))
-                                       / len(prompts), 4)
-        out["judge_score"] = round(sum(judge.score(p, tok.decode(a.ids)) for p, a in zip(prompts, mine))
-                                   / len(prompts), 4)
-        sampled = sample(policy, tok, ids, c.response_tokens, 1.0, cfg.run.seed + 3)
-        sampled_sft = sample(ref, tok, ids, c.response_tokens, 1.0, cfg.run.seed + 3)
-        wins = [{"a": 1.0, "tie": 0.5, "b": 0.0}[judge.prefer(p, tok.decode(a.ids), tok.decode(b.ids))]
-                for p, a, b in zip(prompts, sampled, sampled_sft)]
-        out["judge_win_rate_sampled"] = round(sum(wins) / len(wins), 4)
-        seqs = pack(ids, [a.ids for a in sampled], tok.pad)
+        out.update(judge_compare(prompts, [tok.decode(a.ids) for a in mine], [tok.decode(b.ids) for b in base]))
+        # sampled at temperature 1 (what PPO optimises), eval_samples answers per prompt from each model
+        k = max(1, c.eval_samples)
+        sampled = [a for i in range(k) for a in sample(policy, tok, ids, c.response_tokens, 1.0, cfg.run.seed + 3 + i)]
+        sampled_sft = [a for i in range(k) for a in sample(ref, tok, ids, c.response_tokens, 1.0, cfg.run.seed + 3 + i)]
+        compared = judge_compare(prompts * k, [tok.decode(a.ids) for a in sampled],
+                                 [tok.decode(b.ids) for b in sampled_sft])
+        out["judge_win_rate_sampled"] = compared["judge_win_rate"]
+        out["judge_outcomes_sampled"] = compared["judge_outcomes"]
+        out["judge_by_kind_sampled"] = compared["judge_by_kind"]
+        seqs = pack(ids * k, [a.ids for a in sampled], tok.pad)
         out["kl_to_sft"] = round(float((answer_logprob(policy, seqs) - answer_logprob(ref, seqs)).mean()), 4)
         out["eval_prompts"] = len(prompts)
+        out["eval_samples"] = k
     eval_dir = run.path / "data" / "eval"
     if eval_dir.exists():
         out["chat_scores"] = {k: round(v, 4) for k, v in chat_scores(policy, tok, eval_dir, cfg.sft.eval_items).items()}
     return out
+
+
+def judge_compare(prompts: list[judge.Prompt], mine: list[str], base: list[str]) -> dict:
+    """The judge's verdicts on the aligned model's answers against the SFT model's: win rate
+    (a win counts 1, a tie 1/2), outcomes, mean judge scores, overall and per prompt kind."""
+    rows = [(p.kind, judge.prefer(p, a, b), judge.score(p, a), judge.score(p, b)) for p, a, b in zip(prompts, mine, base)]
+
+    def summary(subset):
+        outcome = {"win": sum(r[1] == "a" for r in subset), "tie": sum(r[1] == "tie" for r in subset),
+                   "loss": sum(r[1] == "b" for r in subset)}
+        n = max(len(subset), 1)
+        return {"win_rate": round((outcome["win"] + 0.5 * outcome["tie"]) / n, 4), "outcomes": outcome,
+                "score": round(sum(r[2] for r in subset) / n, 4), "score_sft": round(sum(r[3] for r in subset) / n, 4)}
+
+    overall = summary(rows)
+    return {"judge_win_rate": overall["win_rate"], "judge_outcomes": overall["outcomes"],
+            "judge_score": overall["score"], "judge_score_sft": overall["score_sft"],
+            "judge_by_kind": {kind: summary([r for r in rows if r[0] == kind]) for kind in sorted({r[0] for r in rows})}}
 
 
 def run_ppo(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer, out: Path, quiet: bool) -> dict:
@@ -103,7 +120,9 @@ def run_ppo(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer
     reward_folder = run.require("reward/model.safetensors", "reward").parent
     rm = load_reward_model(reward_folder)
     model = PolicyWithValue(policy)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    optimizer = torch.optim.AdamW([{"params": model.policy.parameters(), "lr": c.lr},
+                                   {"params": model.value_head.parameters(), "lr": c.value_lr}],
+                                  betas=(0.9, 0.95), weight_decay=0.0)
     prompts = training_prompts(cfg, run)
     room = policy.cfg.context - c.response_tokens - 1
     encoded = [prompt_ids(tok, p.text, room) for p in prompts]
@@ -180,6 +199,9 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
     policy, _ = load_model(sft_folder)
     ref, _ = load_model(sft_folder)
     ref.eval().requires_grad_(False)
+    cfg = copy.deepcopy(cfg)
+    cfg.rlhf.response_tokens = answer_tokens(policy.cfg.context, c.response_tokens)
+    c = cfg.rlhf
     out = run.stage(c.out or "rlhf")
     if c.algo == "ppo":
         summary = run_ppo(cfg, run, policy, ref, tok, out, quiet)
@@ -189,7 +211,7 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
     else:
         from fidan.rlhf.grpo import run_grpo
         summary = run_grpo(cfg, run, policy, ref, tok, out, quiet)
-    save_model(out, policy, {"stage": "rlhf", "algo": c.algo})
+    save_model(out, policy, {"stage": "rlhf", "algo": c.algo, "chat": True})  # eval and serving read "chat"
     result = {"algo": c.algo, **summary, **evaluate(cfg, run, policy, ref, tok)}
     atomic.write_json(out / "summary.json", result)
     if not quiet:
@@ -204,7 +226,10 @@ def describe(r: dict) -> str:
     if "kl_to_sft" in r:
         parts.append(f"KL to SFT {r['kl_to_sft']:.3f} nats per answer")
     if "judge_win_rate" in r:
-        o = r["judge_outcomes"]
-        parts.append(f"judge win rate over SFT {r['judge_win_rate']:.1%} greedy ({o['win']} wins, {o['tie']} ties, "
-                     f"{o['loss']} losses), {r['judge_win_rate_sampled']:.1%} sampled")
+        o, s = r["judge_outcomes"], r["judge_outcomes_sampled"]
+        kinds = ", ".join(f"{kind} {v['win_rate']:.1%}" for kind, v in r["judge_by_kind_sampled"].items())
+        parts.append(f"judge win rate over SFT on {r['eval_prompts']} held-out prompts: "
+                     f"{r['judge_win_rate_sampled']:.1%} sampled ({s['win']} wins, {s['tie']} ties, {s['loss']} losses "
+                     f"over {r['eval_samples']} answers each; {kinds}), {r['judge_win_rate']:.1%} greedy "
+                     f"({o['win']} / {o['tie']} / {o['loss']})")
     return parts[0] + ": " + "; ".join(parts[1:])
