@@ -157,7 +157,7 @@ class RewardConfig:
 @dataclass
 class RLHFConfig:
     algo: str = "ppo"              # ppo, dpo or grpo
-    out: str = ""                  # output folder ("" = rlhf for ppo, rlhf-dpo, rlhf-grpo)
+    out: str = ""                  # output folder ("" = rlhf/, whatever the algo)
     steps: int = 30                # PPO/GRPO: rollout batches; DPO: optimizer steps
     prompts_per_step: int = 64     # prompts per rollout batch (GRPO: answers per batch, group x prompts)
     response_tokens: int = 64      # an answer cut off here is penalised (no_eos_penalty): keep refusals whole

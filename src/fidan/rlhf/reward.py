@@ -115,9 +115,9 @@ def judge_pairs(cfg: Config, model: GPT, tok: FidanTokenizer, prompts: list[judg
             ties += 1
             if p.reference and scored[0][0] < 1:
                 pairs = [((1.0, p.reference), scored[0])]
-        # a harmful request: a refusal (the model's own if it gave one) over each written compliance
-        refusal = next((t for s, t in scored if s > 0), p.reference)
-        pairs += [((1.0, refusal), (-1.0, bad)) for bad in p.rejected]
+        if p.rejected:  # a harmful request: a refusal (the model's own if it gave one) over each written compliance
+            refusal = next((t for s, t in scored if s > 0), p.reference)
+            pairs += [((1.0, refusal), (-1.0, bad)) for bad in p.rejected]
         for (_, good), (_, bad) in pairs:
             records.append(preferences.record(p.text, good, bad, "a", "judge", kind=p.kind, lang=p.lang))
     return records, ties

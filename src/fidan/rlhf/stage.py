@@ -196,7 +196,7 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
     torch.manual_seed(cfg.run.seed)
     tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
     sft_folder = run.require("sft/model.safetensors", "sft").parent
-    policy, _ = load_model(sft_folder)
+    policy, sft_info = load_model(sft_folder)
     ref, _ = load_model(sft_folder)
     ref.eval().requires_grad_(False)
     cfg = copy.deepcopy(cfg)
@@ -211,7 +211,9 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
     else:
         from fidan.rlhf.grpo import run_grpo
         summary = run_grpo(cfg, run, policy, ref, tok, out, quiet)
-    save_model(out, policy, {"stage": "rlhf", "algo": c.algo, "chat": True})  # eval and serving read "chat"
+    # still the SFT model's kind of model: eval and serving read "chat" (use the chat template) and "tokenizer"
+    inherited = {k: sft_info[k] for k in ("tokenizer",) if k in sft_info}
+    save_model(out, policy, {**inherited, "chat": True, "stage": "rlhf", "algo": c.algo})
     result = {"algo": c.algo, **summary, **evaluate(cfg, run, policy, ref, tok)}
     atomic.write_json(out / "summary.json", result)
     if not quiet:
