@@ -164,8 +164,9 @@ def test_truncated_gzip_keeps_the_lines_before_the_break(tmp_path):
 
 
 def test_unknown_step_is_refused(tmp_path):
+    from fidan.pipeline import check
     with pytest.raises(FidanError, match="unknown step"):
-        micro_config(tmp_path, "x", "data.steps=normalize,dedupe")
+        check(micro_config(tmp_path, "x", "data.steps=normalize,dedupe"), ["data"])
 
 
 @pytest.mark.slow

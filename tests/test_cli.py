@@ -39,9 +39,18 @@ def test_pipeline_end_to_end_then_skips(tmp_path, capsys):
     pre = json.loads((run / "stages" / "pretrain.json").read_text())["summary"]
     assert pre["val_bpb"] < pre["unigram_bpb"]
 
-    assert main(["pipeline", *_args(tmp_path)]) == 0
+    assert main(["pipeline", *_args(tmp_path, "--data.workers=2", "--run.threads=2")]) == 0
     again = capsys.readouterr().out
-    assert again.count("up to date, skipped") == 10
+    assert again.count("up to date, skipped") == 10   # execution settings re-run nothing
+
+    # one new human label: the reward model and everything downstream of it re-run, nothing else
+    with open(run / "preferences.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"prompt": "Merhaba!", "chosen": "Merhaba! Nasılsın?", "rejected": "Git."}) + "\n")
+    assert main(["pipeline", *_args(tmp_path)]) == 0
+    relabelled = capsys.readouterr().out
+    assert {line.split()[1] for line in relabelled.splitlines() if line.startswith("✓")} == \
+        {"reward", "rlhf", "eval", "report"}
+    assert "preferences.jsonl: 1 pairs" in relabelled
 
     assert main(["pipeline", *_args(tmp_path, "--sample.temperature=0.3")]) == 0
     third = capsys.readouterr().out

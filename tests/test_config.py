@@ -1,6 +1,6 @@
 import pytest
 
-from fidan.config import CONFIG_DIR, build_config, load_toml, to_toml
+from fidan.config import PRESET_DIR, build_config, load_toml, to_toml
 from fidan.errors import FidanError
 
 
@@ -51,7 +51,7 @@ def test_invalid_toml_and_unknown_preset(tmp_path):
 def test_hash_is_stable_and_ignores_execution_settings():
     a = build_config("tiny")
     assert a.section_hash("model", "train") == build_config("tiny").section_hash("train", "model")
-    assert a.section_hash("train") == build_config("tiny", None, ["train.threads=1"]).section_hash("train")
+    assert a.section_hash("train") == build_config("tiny", None, ["run.threads=1"]).section_hash("train")
     assert a.section_hash("train") != build_config("tiny", None, ["train.lr=1e-5"]).section_hash("train")
 
 
@@ -64,7 +64,7 @@ def test_saved_config_reloads_identically(tmp_path):
 
 
 def test_presets_exist_for_the_documented_names():
-    assert {"tiny", "small", "gpt2-124m"} <= {p.stem for p in CONFIG_DIR.glob("*.toml")}
+    assert {"tiny", "small", "gpt2-124m"} <= {p.stem for p in PRESET_DIR.glob("*.toml")}
 
 
 def test_stage_hashes_follow_real_dependencies():

@@ -49,7 +49,7 @@ def test_chinchilla_optimal():
 def test_plan_from_a_preset_matches_the_model():
     cfg = build_config("tiny")
     plan = est.plan_from_config(cfg)
-    model_cfg = resolve_model_config(cfg, cfg.tokenizer.vocab_size)
+    model_cfg = resolve_model_config(cfg.model, cfg.tokenizer.vocab_size)
     assert plan.tokens == cfg.train.steps * cfg.train.batch_size * cfg.model.context
     d, L, V = model_cfg.d_model, model_cfg.n_layer, model_cfg.vocab_size
     assert plan.params == 2 * V * d + L * (4 * d * d + 3 * d * model_cfg.hidden + 2 * d) + d

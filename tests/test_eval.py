@@ -111,7 +111,7 @@ def test_bpb_and_perplexity_on_any_text_file(pretrained_run, tmp_path, capsys):
     from fidan.model.io import load_model
     from fidan.tokenizer.bpe import FidanTokenizer
     cfg, run = pretrained_run
-    model, _ = load_model(run.path / "pretrain")
+    model, _ = load_model(run.path / "pretrain", "cpu")
     tok = FidanTokenizer.load(run.path / "tokenizer")
     world = tmp_path / "world.txt"
     world.write_text("Question: Where does the baker live?\nAnswer: The baker lives in town.\n" * 20)

@@ -53,7 +53,7 @@ def test_import_round_trip(tok, tmp_path, kw):
     model = small(tok, **kw)
     export_hf(model, tok, tmp_path / "hf")
     import_hf(tmp_path / "hf", tmp_path / "back")
-    again, info = load_model(tmp_path / "back")
+    again, info = load_model(tmp_path / "back", "cpu")
     ids = torch.tensor([tok.encode("Hello world, how are you today?")])
     assert again.cfg.sparse_every == model.cfg.sparse_every and again.cfg.window == model.cfg.window
     with torch.no_grad():

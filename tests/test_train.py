@@ -42,7 +42,7 @@ def test_pretraining_learns(run_copy):
     assert summary["val_bpb"] < 0.75 * summary["unigram_bpb"]
     evals = [m["val_bpb"] for m in _metrics(run.path) if "val_bpb" in m]
     assert evals[-1] < evals[0] / 2
-    model, info = load_model(run.path / "pretrain")
+    model, info = load_model(run.path / "pretrain", "cpu")
     assert info["step"] == cfg.train.steps
 
 
@@ -75,7 +75,7 @@ def test_damaged_checkpoint_is_reported_and_previous_is_used(tmp_path):
     resumed = checkpoint.latest(root, warn=warnings.append)
     assert resumed.state["step"] == 10 and "step_0000020" in warnings[0]
     with pytest.raises(FidanError, match="damaged weights"):
-        load_model(newest)
+        load_model(newest, "cpu")
 
 
 def test_corrupted_bytes_are_detected(tmp_path):
@@ -122,6 +122,6 @@ def test_sigkill_and_resume_reproduces_the_uninterrupted_run(prepared_run, tmp_p
     resumed = {m["step"]: m for m in _metrics(paths["killed"] / "micro") if "loss" in m}
     assert sorted(resumed) == sorted(straight) == list(range(1, 201))
     assert [resumed[s]["loss"] for s in range(1, 201)] == [straight[s]["loss"] for s in range(1, 201)]
-    a, _ = load_model(paths["straight"] / "micro" / "pretrain")
-    b, _ = load_model(paths["killed"] / "micro" / "pretrain")
+    a, _ = load_model(paths["straight"] / "micro" / "pretrain", "cpu")
+    b, _ = load_model(paths["killed"] / "micro" / "pretrain", "cpu")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -10,29 +10,78 @@ Overrides are dotted config keys: ``--train.lr=3e-4 --model.n_layer=6``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import textwrap
+import typing
 from pathlib import Path
 
-from fidan.config import Config, build_config
+from fidan.config import PRESET_DIR, Config, build_config
+from fidan.context import StageSpec
 from fidan.errors import FidanError
+from fidan.settings import comments
 from fidan.stages import EXTRA_STAGES, STAGES
 
 READS_RUN = ("sample", "chat", "label", "tokenize", "methods", "rlhf-compare", "sft", "classify", "reward", "rlhf", "bpb", "eval", "report", "export",
              "serve")
 
 
+def settings_help(sections: dict[str, frozenset[str] | None], title: str) -> str:
+    """Every setting a command reads: ``--section.key`` TYPE (default, choices, when it matters)
+    and its one-line comment, generated from the config dataclasses."""
+    cfg = Config()
+    lines = [title]
+    for section, keys in sections.items():
+        values = getattr(cfg, section)
+        notes = comments(type(values))
+        hints = typing.get_type_hints(type(values))
+        fields = [f for f in dataclasses.fields(values) if keys is None or f.name in keys]
+        if not fields:
+            continue
+        lines.append(f"\n  [{section}]")
+        for f in fields:
+            typ = getattr(hints[f.name], "__name__", str(hints[f.name]))
+            bits = [f"default {getattr(values, f.name)!r}"]
+            if f.metadata.get("choices"):
+                bits.append("one of " + ", ".join(f.metadata["choices"]))
+            if f.metadata.get("when"):
+                bits.append(f"used when {f.metadata['when']}")
+            if f.metadata.get("exec_only"):
+                bits.append("not hashed: changes how it runs, not what it makes")
+            head = f"    --{section}.{f.name}={typ.upper()}  ({'; '.join(bits)})"
+            lines.append(head)
+            if notes.get(f.name):
+                lines.extend(textwrap.wrap(notes[f.name], 96, initial_indent=" " * 8, subsequent_indent=" " * 8))
+    return "\n".join(lines)
+
+
+def stage_epilog(spec: StageSpec) -> str:
+    reads = spec.allowed()
+    text = settings_help(reads, f"settings `fidan {spec.name}` reads (its hash covers those that can change "
+                                f"its output):")
+    if spec.after:
+        text += f"\n\nruns after: {', '.join(spec.after)}; writes {spec.out or 'the run directory'}/"
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
+    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
     p = argparse.ArgumentParser(prog="fidan", description="Grow a small chat model from raw text, stage by stage.",
-                                epilog="Any config key can be overridden: --section.key=value (see configs/*.toml).")
+                                epilog="Any setting can be overridden: --section.key=value; `fidan <stage> --help` "
+                                       "lists the settings a stage reads.")
     sub = p.add_subparsers(dest="command", required=True)
+    raw = argparse.RawDescriptionHelpFormatter
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--preset", help="a preset from configs/ (tiny, small, gpt2-124m, shakespeare)")
+        sp.add_argument("--preset", help=f"a preset shipped with fidan ({presets})")
         sp.add_argument("--config", help="a TOML config file")
 
-    common(sub.add_parser("pipeline", help="run every stage in order, skipping finished ones"))
+    every = {f.name: None for f in dataclasses.fields(Config)}
+    common(sub.add_parser("pipeline", help="run every stage in order, skipping finished ones", formatter_class=raw,
+                          epilog=settings_help(every, "settings (every stage's):")))
     for stage in STAGES + EXTRA_STAGES:
-        common(sub.add_parser(stage.name, help=stage.help))
+        common(sub.add_parser(stage.name, help=stage.help, description=stage.help, formatter_class=raw,
+                              epilog=stage_epilog(stage)))
     tk = sub.add_parser("tokenize", help="show the ids and pieces of a text")
     tk.add_argument("text")
     tk.add_argument("--tokenizer", help="a tokenizer.json (default: the run's)")
@@ -112,16 +161,17 @@ def _split_overrides(extra: list[str]) -> list[str]:
 
 
 def _config(args, overrides: list[str]) -> Config:
-    """For commands on an existing run, the run's saved config is the base the overrides apply to."""
+    """For commands on an existing run (``fidan pipeline`` included), the run's saved config is
+    the base the overrides apply to; a preset or ``--config`` replaces it."""
     names = [o.split("=", 1)[1] for o in overrides if o.startswith("run.name=")]
     config_file = args.config
-    if not args.preset and not config_file and args.command != "pipeline":
+    if not args.preset and not config_file:
         root = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.root=")), "runs")
         if names:
             saved = Path(root) / names[-1] / "config.toml"
         elif args.command in READS_RUN:
-            from fidan.serve.loading import latest_run
-            saved = latest_run(root).path / "config.toml"
+            from fidan.rundir import latest
+            saved = latest(root).path / "config.toml"
             overrides = [f"run.name={saved.parent.name}"] + overrides
         else:
             saved = None
@@ -133,7 +183,9 @@ def _config(args, overrides: list[str]) -> Config:
 def main(argv: list[str] | None = None) -> int:
     args, extra = _parser().parse_known_args(argv)
     try:
-        cfg = _config(args, _split_overrides(extra))
+        overrides = _split_overrides(extra)
+        cfg = _config(args, overrides)
+        args.overrides = tuple(overrides)
         return _dispatch(args, cfg)
     except FidanError as e:
         print(f"fidan: error: {e}", file=sys.stderr)
@@ -160,7 +212,7 @@ def _dispatch(args, cfg: Config) -> int:
         return _estimate(args, cfg)
     if args.command == "bpb":
         from fidan.eval.bpb import text_bpb
-        run, folder, model, tok = _run_model(cfg, args.stage, cfg.train.device)
+        run, folder, model, tok = _run_model(cfg, args.stage, cfg.run.device)
         r = text_bpb(model, tok, args.file)
         print(f"{args.file}: {r['bpb']:.4f} bits per byte, perplexity {r['perplexity']:.2f} per token "
               f"({r['tokens']:,} tokens, {folder.name} model of {run.path.name})")
@@ -178,34 +230,39 @@ def _dispatch(args, cfg: Config) -> int:
         target = run.path / "pretrain"
         if (target / "model.safetensors").exists():
             raise FidanError(f"{target} already holds a model; import into a new run with --run.name=<name>")
-        import_hf(args.folder, target)
+        with run.lock():
+            import_hf(args.folder, target)
         print(f"imported {args.folder} into {target}/; try: fidan chat --run.name={run.path.name}")
         return 0
     if args.command == "serve":
         from fidan.serve.loading import load_for_inference, model_folder, STAGE_PREFERENCE
         from fidan.serve.server import serve
-        run, folder, model, tok = _run_model(cfg, args.stage, cfg.train.device)
+        run, folder, model, tok = _run_model(cfg, args.stage, cfg.run.device)
         models = {f"{run.path.name}-{folder.name}": model}
         for stage in STAGE_PREFERENCE:
             if stage != folder.name and (run.path / stage / "model.safetensors").exists():
                 models[f"{run.path.name}-{stage}"] = load_for_inference(model_folder(run, stage), run,
-                                                                        cfg.train.device)[0]
+                                                                        cfg.run.device)[0]
         prefs = Path(args.preferences) if args.preferences else run.path / "preferences.jsonl"
         serve(models, tok, args.host, args.port, args.api_key, prefs, args.max_batch)
         return 0
     if args.command == "methods":
         from fidan.finetune.methods import METHODS, compare
         names = [n.strip() for n in args.only.split(",") if n.strip()] or list(METHODS)
-        compare(cfg, RunDir.for_config(cfg, create=False), names)
+        run = RunDir.for_config(cfg, create=False)
+        with run.lock():
+            compare(cfg, run, names)
         return 0
     if args.command == "rlhf-compare":
         from fidan.rlhf.compare import VARIANTS, compare
         names = [n.strip() for n in args.only.split(",") if n.strip()] or list(VARIANTS)
-        compare(cfg, RunDir.for_config(cfg, create=False), names)
+        run = RunDir.for_config(cfg, create=False)
+        with run.lock():
+            compare(cfg, run, names)
         return 0
     if args.command == "pipeline":
         from fidan.pipeline import run_pipeline
-        run_pipeline(cfg)
+        run_pipeline(cfg, overrides=args.overrides)
         return 0
     if args.command == "tokenize":
         from fidan.tokenizer.bpe import FidanTokenizer
@@ -220,7 +277,7 @@ def _dispatch(args, cfg: Config) -> int:
     if args.command == "label":
         from fidan.rlhf import judge
         from fidan.rlhf.label import label, read_prompts
-        run, folder, model, tok = _run_model(cfg, args.stage, cfg.train.device)
+        run, folder, model, tok = _run_model(cfg, args.stage, cfg.run.device)
         if args.prompts:
             prompts = read_prompts(args.prompts)
         elif judge.applies(cfg):
@@ -234,14 +291,14 @@ def _dispatch(args, cfg: Config) -> int:
     if args.command == "chat":
         from fidan.serve.chat import repl
         from fidan.serve.engine import SamplingParams
-        run, folder, model, tok = _run_model(cfg, args.stage, cfg.train.device)
+        run, folder, model, tok = _run_model(cfg, args.stage, cfg.run.device)
         s = cfg.sample
         repl(model, tok, SamplingParams(s.temperature, s.top_k, s.top_p, s.max_tokens, None,
                                         repetition_penalty=s.repetition_penalty), folder.name,
              show_probs=args.show_probs)
         return 0
     from fidan.pipeline import run_stage
-    run_stage(cfg, RunDir.for_config(cfg), args.command)
+    run_stage(cfg, RunDir.for_config(cfg), args.command, overrides=args.overrides)
     return 0
 
 

@@ -1,10 +1,13 @@
 """Typed configuration for every stage.
 
-A config is built in three layers: the dataclass defaults below, a TOML preset from
-``configs/`` (or any file given with ``--config``), and dotted command-line overrides such as
-``--train.lr=3e-4``. Unknown keys and values of the wrong type are refused with a message that
-names them. Each stage hashes the sections it depends on, so the pipeline can tell whether a
-stage's outputs are still valid.
+A config is built in three layers: the dataclass defaults below, a TOML preset shipped in
+``fidan/presets/`` (or any file given with ``--config``), and dotted command-line overrides such
+as ``--train.lr=3e-4``. Unknown keys and values of the wrong type are refused with a message that
+names them.
+
+Each setting is one line: name, type, default and a comment, which ``fidan <stage> --help``
+prints. Settings made with ``setting()`` say whether a stage hash covers them and which values
+they accept (``fidan/settings.py``). Old names keep working for a while (``ALIASES``).
 """
 from __future__ import annotations
 
@@ -25,38 +28,42 @@ else:  # pragma: no cover
 
 from fidan.errors import FidanError
 from fidan.model.config import GPTConfig
+from fidan.settings import hashed_values, if_step, only_if, setting
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"   # shipped inside the package
 
 
 @dataclass
 class RunConfig:
-    name: str = "default"          # run directory is <root>/<name>
-    root: str = "runs"
+    name: str = setting("default", exec_only=True)   # run directory is <root>/<name>
+    root: str = setting("runs", exec_only=True)
     seed: int = 1337
+    device: str = setting("auto", exec_only=True, choices=("auto", "cpu", "cuda", "mps"))  # every stage's device
+    threads: int = setting(0, exec_only=True)        # CPU threads; 0 = all cores
+    compile: bool = setting(False, exec_only=True)   # torch.compile the training loops' models
 
 
 @dataclass
 class DataConfig:
     source: str = "embedded"       # "embedded", files / folders (txt, jsonl, parquet, warc, .gz), or hf:<name>
     text_field: str = "text"       # jsonl / parquet / HF datasets: the field that holds the document text
-    split: str = "auto"            # "tail": last val_fraction of the text; "hash": whole documents; "auto"
+    split: str = setting("auto", choices=("auto", "tail", "hash"))  # "tail": last val_fraction of the text; "hash": whole documents
     val_fraction: float = 0.1
-    on_error: str = "fail"         # bad documents: "fail" stops with file and line, "skip" counts them
+    on_error: str = setting("fail", choices=("fail", "skip"))  # bad documents: "fail" stops with file and line, "skip" counts them
     # Cleaning chain, in this order; drop names to skip steps ("" = no cleaning at all).
     steps: str = "normalize,language,c4,gopher_repetition,gopher_quality,fineweb,decontam,pii,exact_dedup,near_dedup"
-    languages: str = "en,tr"       # language keep-list (ISO 639-1)
-    lang_threshold: float = 0.65   # minimum language-ID probability
-    minhash_ngram: int = 5         # word n-grams for near-duplicate detection
-    minhash_bands: int = 14        # LSH bands x rows = MinHash permutations (FineWeb: 14 x 8)
-    minhash_rows: int = 8
-    decontam_n: int = 13           # n-gram overlap with evaluation sets (GPT-3: 13)
-    decontam_min_words: int = 3    # shorter evaluation items are not indexed
-    decontam_mode: str = "cut"     # "cut" contaminated paragraphs, or "drop" the whole document
-    decontam_files: str = ""       # extra jsonl files of evaluation prompts to keep out of training
-    executor: str = "local"        # "local" worker processes, or "ray"
-    workers: int = 0               # local worker processes; 0 = one per CPU core
-    ray_address: str = ""          # existing Ray cluster ("" = $RAY_ADDRESS, else start a local one)
+    languages: str = setting("en,tr", when=if_step("language"))  # language keep-list (ISO 639-1)
+    lang_threshold: float = setting(0.65, when=if_step("language"))  # minimum language-ID probability
+    minhash_ngram: int = setting(5, when=if_step("near_dedup"))  # word n-grams for near-duplicate detection
+    minhash_bands: int = setting(14, when=if_step("near_dedup"))  # LSH bands x rows = MinHash permutations (FineWeb: 14 x 8)
+    minhash_rows: int = setting(8, when=if_step("near_dedup"))
+    decontam_n: int = setting(13, when=if_step("decontam"))  # n-gram overlap with evaluation sets (GPT-3: 13)
+    decontam_min_words: int = setting(3, when=if_step("decontam"))  # shorter evaluation items are not indexed
+    decontam_mode: str = setting("cut", when=if_step("decontam"), choices=("cut", "drop"))  # "cut" contaminated paragraphs, or "drop" the whole document
+    decontam_files: str = setting("", when=if_step("decontam"))  # extra jsonl files of evaluation prompts to keep out of training
+    executor: str = setting("local", exec_only=True, choices=("local", "ray"))  # "local" worker processes, or "ray"
+    workers: int = setting(0, exec_only=True)        # local worker processes; 0 = one per CPU core
+    ray_address: str = setting("", exec_only=True)   # existing Ray cluster ("" = $RAY_ADDRESS, else start a local one)
     shard_docs: int = 2000         # documents per shard (the unit of work and of resuming)
 
 
@@ -80,53 +87,57 @@ class TokenizerConfig:
 
 @dataclass
 class TrainConfig:
+    """Pre-training's optimiser and loop; the other training stages state what they take from it."""
     steps: int = 1000
     batch_size: int = 16           # sequences per micro-batch
     grad_accum: int = 1            # micro-batches per optimizer step
     lr: float = 3e-3
     min_lr_ratio: float = 0.1      # final learning rate as a fraction of lr
     warmup_steps: int = 50
-    schedule: str = "cosine"       # "cosine", "linear" or "constant" after warm-up
+    schedule: str = setting("cosine", choices=("cosine", "linear", "constant"))  # decay after warm-up
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0         # 0 disables clipping
-    eval_every: int = 100
-    eval_tokens: int = 0           # validation tokens per periodic eval; 0 = the whole split
-    log_every: int = 10
-    ckpt_every: int = 200
-    keep_checkpoints: int = 2
-    device: str = "auto"           # "auto", "cpu", "cuda", "mps"
-    threads: int = 0               # CPU threads; 0 = all cores
-    compile: bool = False
+    eval_every: int = setting(100, exec_only=True)   # steps between validation evaluations
+    eval_tokens: int = setting(0, exec_only=True)    # validation tokens per periodic eval; 0 = the whole split
+    log_every: int = setting(10, exec_only=True)     # steps between metrics.jsonl records
+    ckpt_every: int = setting(200, exec_only=True)   # steps between checkpoints
+    keep_checkpoints: int = setting(2, exec_only=True)
+
+
+# The settings of [train] that every other training stage (sft, classify, reward, dpo) inherits:
+# the optimiser's shape and the loop's cadence. Their own sections set steps, batch and lr.
+INHERITED_TRAIN = ("beta1", "beta2", "grad_clip", "schedule", "min_lr_ratio", "log_every", "ckpt_every",
+                   "keep_checkpoints")
 
 
 @dataclass
 class SFTConfig:
     data: str = ""                 # "" = the run's generated conversations; else jsonl (messages, ShareGPT, Alpaca, prompt/completion)
-    on_error: str = "fail"         # malformed rows: "fail" names file and line, "skip" counts them
-    method: str = "full"           # full, layers, gradual, lora, prompt, distill
-    out: str = "sft"               # output folder inside the run directory
+    on_error: str = setting("fail", choices=("fail", "skip"))  # malformed rows: "fail" names file and line, "skip" counts them
+    method: str = setting("full", choices=("full", "layers", "gradual", "lora", "prompt", "distill"))  # what trains
+    out: str = setting("sft", exec_only=True)  # output folder inside the run directory (later stages read it)
     steps: int = 200
     batch_size: int = 16
     lr: float = 5e-4               # gentle: 2e-3 overwrote what pre-training learned (BENCHMARKS.md)
     warmup_steps: int = 10
     weight_decay: float = 0.0
     eval_items: int = 60           # held-out fact questions scored (and a third as many word problems)
-    layers: str = "-1,lm_head"     # method=layers: block indices (negative from the top) or name patterns
-    unfreeze_every: int = 40       # method=gradual: steps between thawing the next block down
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-    prompt_tokens: int = 16        # method=prompt: learned soft-prompt vectors
-    teacher: str = ""              # method=distill: teacher model folder ("" = this run's sft/, else pretrain/)
-    student_layers: int = 2        # method=distill: student keeps this many of the teacher's blocks
-    distill_temperature: float = 2.0
-    distill_alpha: float = 0.5
+    layers: str = setting("-1,lm_head", when=only_if("method", "layers"))  # block indices (negative from the top) or name patterns
+    unfreeze_every: int = setting(40, when=only_if("method", "gradual"))  # steps between thawing the next block down
+    lora_rank: int = setting(8, when=only_if("method", "lora"))
+    lora_alpha: float = setting(16.0, when=only_if("method", "lora"))
+    lora_dropout: float = setting(0.0, when=only_if("method", "lora"))
+    lora_targets: str = setting("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", when=only_if("method", "lora"))
+    prompt_tokens: int = setting(16, when=only_if("method", "prompt"))  # learned soft-prompt vectors
+    teacher: str = setting("", when=only_if("method", "distill"))  # teacher model folder ("" = this run's sft/, else pretrain/)
+    student_layers: int = setting(2, when=only_if("method", "distill"))  # the student keeps this many of the teacher's blocks
+    distill_temperature: float = setting(2.0, when=only_if("method", "distill"))
+    distill_alpha: float = setting(0.5, when=only_if("method", "distill"))
     reweight: float = 0.0          # instance reweighting temperature (0 = off)
     adversarial: float = 0.0       # ALUM perturbation size in embedding space (0 = off)
-    adversarial_weight: float = 1.0
+    adversarial_weight: float = 1.0  # weight of the ALUM term (used when adversarial > 0)
 
 
 @dataclass
@@ -149,38 +160,43 @@ class RewardConfig:
     steps: int = 120
     batch_size: int = 16           # pairs per step
     lr: float = 1e-4
-    on_error: str = "skip"         # malformed preference lines: "skip" (counted, reported) or "fail"
+    on_error: str = setting("skip", choices=("fail", "skip"))  # malformed preference lines: "skip" (counted, reported) or "fail"
     harmful_share: float = 0.5     # embedded world: harmful requests repeated to this share of the
                                    # judge's and PPO's training prompts (0 = as they come, 14%)
 
 
+PPO, DPO, GRPO = only_if("algo", "ppo"), only_if("algo", "dpo"), only_if("algo", "grpo")
+ROLLOUTS = only_if("algo", "ppo", "grpo")
+
+
 @dataclass
 class RLHFConfig:
-    algo: str = "ppo"              # ppo, dpo or grpo
-    out: str = ""                  # output folder ("" = rlhf/, whatever the algo)
+    algo: str = setting("ppo", choices=("ppo", "dpo", "grpo"))  # ppo, dpo or grpo
+    out: str = setting("rlhf", exec_only=True)  # output folder inside the run directory (eval reads it)
     steps: int = 30                # PPO/GRPO: rollout batches; DPO: optimizer steps
-    prompts_per_step: int = 64     # prompts per rollout batch (GRPO: answers per batch, group x prompts)
+    prompts_per_step: int = setting(64, when=ROLLOUTS)  # prompts per rollout batch (GRPO: answers per batch, group x prompts)
     response_tokens: int = 64      # an answer cut off here is penalised (no_eos_penalty): keep refusals whole
-    temperature: float = 1.0       # rollouts sample the policy as it is
+    temperature: float = setting(1.0, when=ROLLOUTS)  # rollouts sample the policy as it is
     lr: float = 3e-5
-    epochs: int = 4                # optimisation passes over each rollout batch
-    minibatch: int = 32
-    kl_coef: float = 0.2           # per-token KL penalty against the SFT model (0 = off: see reward hacking)
-    target_kl: float = 0.0         # > 0: adapt kl_coef towards this KL per response (Ziegler et al.)
-    clip: float = 0.2              # PPO ratio clipping
-    value_clip: float = 0.2
-    vf_coef: float = 0.5
-    value_lr: float = 1e-3         # the value head's learning rate (it starts from zero and must catch up fast)
-    gamma: float = 1.0
-    lam: float = 0.95              # GAE
-    no_eos_penalty: float = 1.0    # subtracted from the reward of an answer cut off at response_tokens
-    dpo_beta: float = 0.1
-    dpo_batch: int = 16
-    group: int = 8                 # GRPO: answers per prompt
-    grpo_kl: float = 0.04          # GRPO: KL weight in the loss
+    epochs: int = setting(4, when=ROLLOUTS)  # optimisation passes over each rollout batch
+    minibatch: int = setting(32, when=PPO)
+    kl_coef: float = setting(0.2, when=PPO)  # per-token KL penalty against the SFT model (0 = off: see reward hacking)
+    target_kl: float = setting(0.0, when=PPO)  # > 0: adapt kl_coef towards this KL per response (Ziegler et al.)
+    clip: float = setting(0.2, when=ROLLOUTS)  # PPO ratio clipping
+    value_clip: float = setting(0.2, when=PPO)
+    vf_coef: float = setting(0.5, when=PPO)
+    value_lr: float = setting(1e-3, when=PPO)  # the value head's learning rate (it starts from zero and must catch up fast)
+    gamma: float = setting(1.0, when=PPO)
+    lam: float = setting(0.95, when=PPO)  # GAE
+    no_eos_penalty: float = setting(1.0, when=PPO)  # subtracted from the reward of an answer cut off at response_tokens
+    dpo_beta: float = setting(0.1, when=DPO)
+    dpo_batch: int = setting(16, when=DPO)
+    group: int = setting(8, when=GRPO)  # GRPO: answers per prompt
+    grpo_kl: float = setting(0.04, when=GRPO)  # GRPO: KL weight in the loss
     eval_prompts: int = 120        # held-out fact questions for the win rate and reward scores (0 = all), plus
                                    # every red-team request
     eval_samples: int = 4          # sampled answers per held-out prompt and model for the sampled win rate
+    ckpt_every: int = setting(10, exec_only=True)  # PPO/GRPO: rollout batches between checkpoints
 
 
 @dataclass
@@ -222,10 +238,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def section_hash(self, *names: str) -> str:
-        """A short, stable hash of the named sections (order-insensitive), leaving out settings
-        that change how a stage runs but not what it produces (threads, logging cadence ...)."""
-        payload = {n: {k: v for k, v in dataclasses.asdict(getattr(self, n)).items()
-                       if (n, k) not in NOT_HASHED} for n in sorted(names)}
+        """A short, stable hash of the named sections (order-insensitive), leaving out the settings
+        that cannot change what a stage produces (``settings.matters``)."""
+        payload = {n: hashed_values(getattr(self, n)) for n in sorted(names)}
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -233,17 +248,18 @@ class Config:
         return dataclasses.asdict(self)
 
 
-NOT_HASHED = {("train", k) for k in ("device", "threads", "compile", "log_every", "eval_every", "eval_tokens",
-                                     "ckpt_every", "keep_checkpoints")}
+# Old setting names -> their new place (kept so saved configs and scripts still load).
+ALIASES = {("train", "device"): ("run", "device"), ("train", "threads"): ("run", "threads"),
+           ("train", "compile"): ("run", "compile")}
 
 
 # ---------------------------------------------------------------------------------------------
 # Building a config
 
 def preset_path(name: str) -> Path:
-    path = CONFIG_DIR / f"{name}.toml"
+    path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))) or "none"
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml"))) or "none"
         raise FidanError(f"unknown preset '{name}' (known presets: {known})")
     return path
 
@@ -276,11 +292,11 @@ def build_config(preset: str | None = None, config_file: str | None = None,
 
 def apply_dict(cfg: Config, data: dict[str, Any], origin: str) -> None:
     for section, values in data.items():
-        target = _section(cfg, section, origin)
         if not isinstance(values, dict):
             raise FidanError(f"{origin}: [{section}] must be a table of settings")
         for key, value in values.items():
-            _set(target, section, key, value, origin, from_text=False)
+            where, name = ALIASES.get((section, key), (section, key))
+            _set(_section(cfg, where, origin), where, name, value, origin, from_text=False)
 
 
 def apply_override(cfg: Config, item: str) -> None:
@@ -292,6 +308,10 @@ def apply_override(cfg: Config, item: str) -> None:
     if dotted.count(".") != 1:
         raise FidanError(f"{origin}: override '{item}' must look like section.key=value")
     section, key = dotted.split(".")
+    if (section, key) in ALIASES:
+        new = ".".join(ALIASES[(section, key)])
+        print(f"fidan: note: '{section}.{key}' is now '{new}'; the old name still works for now", file=sys.stderr)
+        section, key = ALIASES[(section, key)]
     _set(_section(cfg, section, origin), section, key, raw, origin, from_text=True)
 
 
@@ -356,26 +376,14 @@ def _coerce(value: Any, typ: Any, from_text: bool) -> Any:
     raise ValueError(f"unsupported setting type {typ}")  # pragma: no cover
 
 
-_CHOICES = {
-    ("data", "split"): ("auto", "tail", "hash"),
-    ("data", "on_error"): ("fail", "skip"),
-    ("data", "executor"): ("local", "ray"),
-    ("data", "decontam_mode"): ("cut", "drop"),
-    ("train", "schedule"): ("cosine", "linear", "constant"),
-    ("train", "device"): ("auto", "cpu", "cuda", "mps"),
-    ("model", "mlp"): ("swiglu", "relu2", "gelu"),
-    ("sft", "method"): ("full", "layers", "gradual", "lora", "prompt", "distill"),
-    ("sft", "on_error"): ("fail", "skip"),
-    ("reward", "on_error"): ("fail", "skip"),
-    ("rlhf", "algo"): ("ppo", "dpo", "grpo"),
-}
-
-
 def validate(cfg: Config) -> None:
-    for (section, key), allowed in _CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise FidanError(f"bad value for '{section}.{key}': {value!r} (choose one of: {', '.join(allowed)})")
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        for f in dataclasses.fields(values):
+            allowed = f.metadata.get("choices")
+            if allowed and getattr(values, f.name) not in allowed:
+                raise FidanError(f"bad value for '{section.name}.{f.name}': {getattr(values, f.name)!r} "
+                                 f"(choose one of: {', '.join(allowed)})")
     m = cfg.model
     if m.d_model % m.n_head:
         raise FidanError(f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head})")
@@ -383,8 +391,6 @@ def validate(cfg: Config) -> None:
         raise FidanError(f"model.n_head ({m.n_head}) must be divisible by model.n_kv_head ({m.n_kv_head})")
     if (m.d_model // m.n_head) % 2:
         raise FidanError("model.d_model / model.n_head must be even (RoPE rotates pairs of dimensions)")
-    from fidan.data.steps import parse_steps  # noqa: PLC0415 (config must not import data at load time)
-    parse_steps(cfg.data.steps)
     if cfg.data.shard_docs < 1 or cfg.data.minhash_bands < 1 or cfg.data.minhash_rows < 1:
         raise FidanError("data.shard_docs, data.minhash_bands and data.minhash_rows must be at least 1")
     if not 0.0 < cfg.data.val_fraction < 1.0:

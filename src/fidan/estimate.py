@@ -22,26 +22,7 @@ from fidan.errors import FidanError
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
 
-@dataclass(frozen=True)
-class Accelerator:
-    name: str
-    peak_flops: float       # dense peak in the training precision, FLOP/s
-    tdp_watts: float
-    precision: str
-    source: str
-
-
-ACCELERATORS = {
-    # NVIDIA Tesla V100 SXM2 datasheet: 125 TFLOPS fp16 tensor-core peak, 300 W.
-    "V100": Accelerator("V100", 125e12, 300, "fp16", "NVIDIA V100 datasheet (SXM2)"),
-    # NVIDIA A100 datasheet: 312 TFLOPS bf16 dense (624 with sparsity), 400 W (SXM).
-    "A100": Accelerator("A100", 312e12, 400, "bf16", "NVIDIA A100 datasheet (SXM, dense)"),
-    # NVIDIA H100 datasheet: 989 TFLOPS bf16 dense (1979 with sparsity), up to 700 W (SXM).
-    "H100": Accelerator("H100", 989e12, 700, "bf16", "NVIDIA H100 datasheet (SXM, dense)"),
-    # NVIDIA H200 datasheet: same compute as the H100 SXM (989 TFLOPS bf16 dense), up to 700 W.
-    "H200": Accelerator("H200", 989e12, 700, "bf16", "NVIDIA H200 datasheet (SXM, dense)"),
-}
-CPU_WATTS_PER_CORE = 10.0   # assumption for "this CPU": a desktop/server core under full load
+from fidan.train.energy import ACCELERATORS, CPU_WATTS_PER_CORE, Accelerator, run_energy_kwh  # noqa: F401 (re-exported)
 
 
 def this_cpu() -> Accelerator:
@@ -157,17 +138,19 @@ def plan_from_config(cfg, **kw) -> Plan:
                 context=model_cfg.context, **kw)
 
 
-def run_energy_kwh(device_type: str, seconds: float, pue: float = 1.0) -> float:
-    """Energy a finished training run used, estimated from its device's rated power."""
-    if device_type == "cuda":
-        import torch
-        name = torch.cuda.get_device_name().upper()
-        watts = next((a.tdp_watts for k, a in ACCELERATORS.items() if k in name), 400.0)
-        watts *= max(1, torch.cuda.device_count())
-    else:
-        import os
-        watts = CPU_WATTS_PER_CORE * (os.cpu_count() or 1)
-    return watts * pue * seconds / 3.6e6
+def predicted_vs_actual(model_info: dict, actual: dict) -> str:
+    """The planner's forecast for a finished pre-training run (its model shape and the tokens it
+    saw) beside what the run really took."""
+    shape = model_info.get("model", {})
+    gpu = "cpu" if actual.get("device", "cpu") != "cuda" else "H100"
+    plan = Plan(params=actual.get("params", 0), tokens=actual.get("tokens", 0), n_layer=shape.get("n_layer", 0),
+                d_model=shape.get("d_model", 0), context=shape.get("context", 0), gpu=gpu)
+    forecast = estimate(plan)
+    seconds = forecast["gpu_hours"] * 3600
+    return (f"predicted {forecast['flops_total']:.3g} FLOPs in {seconds:.0f} s at 40% MFU "
+            f"({forecast['accelerator']}); actual {actual.get('flops', 0):.3g} FLOPs in "
+            f"{actual.get('train_seconds', 0):.0f} s at {actual.get('mfu', 0):.0%} MFU, about "
+            f"{actual.get('energy_kwh', 0) * 1000:.2g} Wh")
 
 
 def _si(x: float) -> str:

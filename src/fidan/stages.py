@@ -1,63 +1,109 @@
-"""The stages in pipeline order, what each reads, and the hash that says whether a stage's outputs
-are still valid: its own config sections plus the hashes of the stages it reads from, so that
-changing the sampling temperature re-runs sampling and nothing else."""
+"""The stage table: every stage in pipeline order, each declared once (``context.StageSpec``).
+
+A declaration says which settings the stage reads, which upstream outputs and outside files,
+and where it writes; the stage's hash is made from exactly that (``context.stage_hash``), and
+``ctx.cfg`` refuses anything else. Changing the sampling temperature re-runs sampling and
+nothing else; appending a labelled pair to ``preferences.jsonl`` re-runs reward and what reads
+it; ``--data.workers`` re-runs nothing.
+"""
 from __future__ import annotations
 
-import hashlib
-import importlib
-from dataclasses import dataclass
+from pathlib import Path
 
-from fidan.config import Config
+from fidan.config import INHERITED_TRAIN, Config
+from fidan.context import ConfigView, StageContext, StageSpec, paths_in
+from fidan.context import stage_hash as _stage_hash
+
+TRAIN_INHERITED = tuple(f"train.{k}" for k in INHERITED_TRAIN)  # what sft, classify, reward and dpo take from [train]
+TOKENIZER = ("tokenizer", "tokenizer", "tokenizer/tokenizer.json")
+EVAL_SETS = ("eval_sets", "data", "data/eval")           # held-out questions the data stage wrote
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    sections: tuple[str, ...]     # config sections the stage reads
-    module: str                   # has run(cfg, run_dir) -> summary dict
-    output: str                   # a file the stage writes last-but-one (the stamp is last)
-    help: str
-    after: tuple[str, ...] = ()   # stages whose outputs it reads
+def _data_files(cfg, run: Path) -> list[Path]:
+    files = paths_in(cfg.data.source)
+    if "decontam" in cfg.data.steps:
+        files += paths_in(cfg.data.decontam_files)
+    return files
 
-    def run(self, cfg: Config, run, **kwargs) -> dict:
-        return importlib.import_module(self.module).run(cfg, run, **kwargs)
+
+def _sft_files(cfg, run: Path) -> list[Path]:
+    files = paths_in(cfg.sft.data)
+    if cfg.sft.method == "distill" and cfg.sft.teacher:
+        files.append(Path(cfg.sft.teacher) / "model.safetensors")
+    return files
+
+
+def _reward_files(cfg, run: Path) -> list[Path]:
+    """The run's own preference file (the chat page, ``fidan label``) and any given files."""
+    return [run / "preferences.jsonl"] + paths_in(cfg.reward.preferences)
 
 
 STAGES = [
-    Stage("data", ("data", "corpus"), "fidan.data.prepare", "data/clean/train.parquet",
-          "collect documents, clean them (dedup, quality, language, PII, decontamination), split train/val"),
-    Stage("tokenizer", ("tokenizer",), "fidan.tokenizer.stage", "tokenizer/tokenizer.json",
-          "train the byte-level BPE tokenizer on the training split", ("data",)),
-    Stage("tokens", (), "fidan.data.shards", "data/tokens/meta.json",
-          "encode the documents into token shards", ("data", "tokenizer")),
-    Stage("pretrain", ("model", "train"), "fidan.train.pretrain", "pretrain/model.safetensors",
-          "pre-train the GPT by next-token prediction", ("tokens",)),
-    Stage("sample", ("sample",), "fidan.serve.sample", "sample/samples.txt",
-          "write a few continuations from the pre-trained model", ("pretrain",)),
-    Stage("sft", ("sft",), "fidan.finetune.sft", "sft/model.safetensors",
-          "supervised instruction tuning into a chat model", ("pretrain",)),
-    Stage("reward", ("reward",), "fidan.rlhf.reward", "reward/model.safetensors",
-          "preference pairs (rule judge, labelled files) and a reward model trained on them", ("sft",)),
-    Stage("rlhf", ("rlhf",), "fidan.rlhf.stage", "rlhf/summary.json",
-          "align the chat model with the reward model: PPO (or --rlhf.algo=dpo|grpo)", ("reward",)),
-    Stage("eval", ("eval",), "fidan.eval.stage", "eval/pretrain.json",
-          "score every stage's model: bpb, benchmarks, prompting modes, red team, bias", ("pretrain", "sft", "rlhf")),
-    Stage("report", (), "fidan.eval.report", "report.md",
-          "write the report card (report.md, report.html, plots/)", ("eval",)),
+    StageSpec("data", "fidan.data.prepare",
+              "collect documents, clean them (dedup, quality, language, PII, decontamination), split train/val",
+              reads=("data", "corpus"), files=_data_files, out="data", done="clean/train.parquet"),
+    StageSpec("tokenizer", "fidan.tokenizer.stage", "train the byte-level BPE tokenizer on the training split",
+              reads=("tokenizer",), after=("data",), inputs=(("train", "data", "data/clean/train.parquet"),),
+              out="tokenizer", done="tokenizer.json"),
+    StageSpec("tokens", "fidan.data.shards", "encode the documents into token shards",
+              after=("data", "tokenizer"), out="data/tokens", done="meta.json",
+              inputs=(TOKENIZER, ("train", "data", "data/clean/train.parquet"),
+                      ("val", "data", "data/clean/val.parquet"))),
+    StageSpec("pretrain", "fidan.train.pretrain", "pre-train the GPT by next-token prediction",
+              reads=("model", "train"), after=("tokens",), out="pretrain", done="model.safetensors",
+              inputs=(TOKENIZER, ("tokens", "tokens", "data/tokens/meta.json"))),
+    StageSpec("sample", "fidan.serve.sample", "write a few continuations from the pre-trained model",
+              reads=("sample", "data.source"), after=("pretrain",), out="sample", done="samples.txt",
+              inputs=(TOKENIZER, ("model", "pretrain", "pretrain/model.safetensors"))),
+    StageSpec("sft", "fidan.finetune.sft", "supervised instruction tuning into a chat model",
+              reads=("sft", *TRAIN_INHERITED), after=("pretrain",), files=_sft_files,
+              out="{sft.out}", done="model.safetensors",
+              inputs=(TOKENIZER, ("base", "pretrain", "pretrain/model.safetensors"),
+                      ("conversations", "data", "data/sft/train.jsonl"), EVAL_SETS,
+                      ("teacher", "sft", "sft/model.safetensors"))),
+    StageSpec("reward", "fidan.rlhf.reward",
+              "preference pairs (rule judge, labelled files) and a reward model trained on them",
+              reads=("reward", *TRAIN_INHERITED, "rlhf.eval_prompts", "data.source", "corpus"),
+              after=("sft",), files=_reward_files, out="reward", done="model.safetensors",
+              inputs=(TOKENIZER, ("sft", "sft", "{sft.out}/model.safetensors"))),
+    StageSpec("rlhf", "fidan.rlhf.stage",
+              "align the chat model with the reward model: PPO (or --rlhf.algo=dpo|grpo)",
+              reads=("rlhf", *TRAIN_INHERITED, "reward.harmful_share", "sft.eval_items", "data.source", "corpus"),
+              after=("reward",), out="{rlhf.out}", done="summary.json",
+              inputs=(TOKENIZER, ("sft", "sft", "{sft.out}/model.safetensors"),
+                      ("reward_model", "reward", "reward/model.safetensors"),
+                      ("pairs", "reward", "reward/pairs.jsonl"), EVAL_SETS)),
+    StageSpec("eval", "fidan.eval.stage",
+              "score every stage's model: bpb, benchmarks, prompting modes, red team, bias",
+              reads=("eval",), after=("pretrain", "sft", "rlhf"), out="eval", done="pretrain.json",
+              files=lambda cfg, run: paths_in(cfg.eval.suites, named=True),
+              inputs=(TOKENIZER, ("tokens", "tokens", "data/tokens/meta.json"), EVAL_SETS,
+                      ("pretrain", "pretrain", "pretrain/model.safetensors"),
+                      ("sft", "sft", "{sft.out}/model.safetensors"),
+                      ("rlhf", "rlhf", "{rlhf.out}/model.safetensors"))),
+    StageSpec("report", "fidan.eval.report", "write the report card (report.md, report.html, plots/)",
+              after=("eval",), done="report.md",
+              inputs=(("eval", "eval", "eval"), ("pretrain", "pretrain", "pretrain/model.json"))),
 ]
 # Stages that run on request, not in the default pipeline.
 EXTRA_STAGES = [
-    Stage("classify", ("classify",), "fidan.finetune.classify", "classify/model.safetensors",
-          "transfer learning: the pre-trained trunk with a sentiment classifier head", ("pretrain",)),
+    StageSpec("classify", "fidan.finetune.classify",
+              "transfer learning: the pre-trained trunk with a sentiment classifier head",
+              reads=("classify", *TRAIN_INHERITED), after=("pretrain",), out="classify", done="model.safetensors",
+              files=lambda cfg, run: paths_in(cfg.classify.data),
+              inputs=(TOKENIZER, ("base", "pretrain", "pretrain/model.safetensors"),
+                      ("sentiment", "data", "data/sentiment"))),
 ]
 BY_NAME = {s.name: s for s in STAGES + EXTRA_STAGES}
 
 
-def stage_hash(cfg: Config, name: str) -> str:
-    stage = BY_NAME[name]
-    h = hashlib.sha256(f"{cfg.run.seed}:{name}".encode())
-    if stage.sections:
-        h.update(cfg.section_hash(*stage.sections).encode())
-    for upstream in stage.after:  # upstream stages' hashes already cover their own upstream
-        h.update(stage_hash(cfg, upstream).encode())
-    return h.hexdigest()[:16]
+def stage_hash(cfg: Config, name: str, run_path: Path | None = None) -> str:
+    return _stage_hash(cfg, BY_NAME[name], BY_NAME, run_path)
+
+
+def context(cfg: Config, run, name: str, quiet: bool = False, overrides: tuple[str, ...] = ()) -> StageContext:
+    """What stage ``name`` gets to see of this config and run directory."""
+    spec = BY_NAME[name]
+    return StageContext(spec=spec, cfg=ConfigView(cfg, spec.allowed(), name), run=run,
+                        hash=stage_hash(cfg, name, run.path), quiet=quiet, overrides=tuple(overrides),
+                        inputs=spec.input_paths(cfg))

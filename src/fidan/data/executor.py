@@ -45,9 +45,10 @@ LOG_SCHEMA = pa.schema([("id", pa.string()), ("lang", pa.string()), ("lang_score
                         ("dropped_by", pa.string()), ("reason", pa.string())])
 
 
-def settings_hash(settings: S.Settings, index: Index | None) -> str:
+def settings_hash(settings: S.Settings, index: Index | None, inputs_key: str = "") -> str:
+    """The tag a finished shard carries: it is reused only under the same tag."""
     blob = json.dumps(asdict(settings), sort_keys=True) + (json.dumps(index.to_json(), sort_keys=True)
-                                                           if index else "")
+                                                           if index else "") + inputs_key
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

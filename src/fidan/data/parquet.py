@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from fidan import atomic
 from fidan.data.document import Document
 from fidan.errors import FidanError
+from fidan.records import read_texts  # noqa: F401 (the data stage's readers live here too)
 
 SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("meta", pa.string())])
 
@@ -31,10 +32,3 @@ def read_documents(path: str | Path) -> Iterator[Document]:
         raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None
     for row in table.to_pylist():
         yield Document(id=row["id"], text=row["text"], source=row["source"], meta=json.loads(row["meta"] or "{}"))
-
-
-def read_texts(path: str | Path) -> list[str]:
-    try:
-        return pq.read_table(path, columns=["text"]).column("text").to_pylist()
-    except (OSError, pa.ArrowException) as e:
-        raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None

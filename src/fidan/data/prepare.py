@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from fidan import atomic
 from fidan.config import Config
+from fidan.context import StageContext
 from fidan.data import steps as S
 from fidan.data.decontam import build_index, eval_texts_from_file
 from fidan.data.document import Document
@@ -36,12 +37,11 @@ from fidan.data.executor import (
     shard_name,
     shards,
 )
-from fidan.data.groundtruth import check, score
+from fidan.data.groundtruth import check as bars_met, score
 from fidan.data.parquet import write_documents
 from fidan.data.report import print_table
 from fidan.data.sources import SourceReport, read_documents
 from fidan.errors import FidanError
-from fidan.rundir import RunDir
 
 
 def collect(cfg: Config, report: SourceReport) -> tuple[Iterator[Document], dict[str, list[dict]], list[dict]]:
@@ -107,10 +107,12 @@ def settings_for(cfg: Config) -> S.Settings:
 
 
 def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
-          keep_texts: bool = False) -> tuple[dict, dict, dict, dict]:
+          keep_texts: bool = False, inputs_key: str = "") -> tuple[dict, dict, dict, dict]:
     """Run the chain over the stream; returns (counters, splits, info, final texts). The detected
     languages (in info) and final texts are only gathered with ``keep_texts``, for scoring the
-    embedded sample: for real input they would grow with it."""
+    embedded sample: for real input they would grow with it. A finished shard is reused only
+    when its tag matches: the cleaning settings, the decontamination index and ``inputs_key``
+    (the stage hash, which covers the sources' content and the corpus settings)."""
     settings = settings_for(cfg)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -119,7 +121,7 @@ def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
         texts = decontam_texts(cfg, sets)
         if texts:
             index = build_index(texts, cfg.data.decontam_n, cfg.data.decontam_min_words)
-    tag = settings_hash(settings, index)
+    tag = settings_hash(settings, index, inputs_key)
     index_path = work / "decontam_index.json"
     if index is not None:
         atomic.write_json(index_path, index.to_json())
@@ -217,8 +219,13 @@ def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
     return counters, splits, {"langs": langs, **info}, final
 
 
-def run(cfg: Config, run: RunDir) -> dict:
-    out = run.stage("data")
+def check(cfg: Config) -> None:
+    """Validation before work: the cleaning steps must exist."""
+    S.parse_steps(cfg.data.steps)
+
+
+def run(ctx: StageContext) -> dict:
+    cfg, out = ctx.cfg, ctx.out
     report = SourceReport()
     stream, sets, truth = collect(cfg, report)
     for name, items in sets.items():
@@ -226,7 +233,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     if truth:
         atomic.write_text(out / "truth.jsonl", "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in truth))
     stream = _measured(stream, meter := {"documents": 0, "bytes": 0})
-    counters, splits, info, final = clean(cfg, out, stream, sets, keep_texts=bool(truth))
+    counters, splits, info, final = clean(cfg, out, stream, sets, keep_texts=bool(truth), inputs_key=ctx.hash)
     langs = info.pop("langs")
     stats = {
         "source": cfg.data.source,
@@ -242,7 +249,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     }
     if truth:
         scores = score(truth, final, langs)
-        stats["ground_truth"] = {"scores": scores, "bars_met": check(scores)}
+        stats["ground_truth"] = {"scores": scores, "bars_met": bars_met(scores)}
     atomic.write_json(out / "stats.json", stats)
     print_table(stats)
     for p in report.problems[:10]:

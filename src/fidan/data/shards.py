@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from fidan import atomic
-from fidan.config import Config
-from fidan.data.parquet import read_texts
+from fidan.context import StageContext
+from fidan.records import read_texts
 from fidan.errors import FidanError
-from fidan.rundir import RunDir
 from fidan.tokenizer.bpe import FidanTokenizer
 
 BATCH = 512
@@ -54,9 +53,9 @@ def load_tokens(path: str | Path, meta: dict) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r")
 
 
-def load_meta(run: RunDir) -> dict:
-    path = run.require("data/tokens/meta.json", "tokens")
-    return json.loads(path.read_text())
+def load_meta(path: Path) -> dict:
+    """``data/tokens/meta.json`` (a stage gets its path from ``ctx.input``)."""
+    return json.loads(Path(path).read_text())
 
 
 def unigram_bpb(train: np.ndarray, val: np.ndarray, token_bytes: np.ndarray, vocab_size: int) -> float:
@@ -68,12 +67,12 @@ def unigram_bpb(train: np.ndarray, val: np.ndarray, token_bytes: np.ndarray, voc
     return float(-logp[val[scored]].sum() / token_bytes[val].sum())
 
 
-def run(cfg: Config, run: RunDir) -> dict:
-    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
-    out = run.stage("data") / "tokens"
+def run(ctx: StageContext) -> dict:
+    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    out = ctx.out
     meta: dict = {"dtype": dtype_for(tok.vocab_size).name, "vocab_size": tok.vocab_size}
     for split in ("train", "val"):
-        texts = read_texts(run.require(f"data/clean/{split}.parquet", "data"))
+        texts = read_texts(ctx.input(split))
         n_tokens, n_bytes = encode_split(tok, texts, out / split)
         meta[split] = {"tokens": n_tokens, "bytes": n_bytes, "documents": len(texts)}
     train = load_tokens(out / "train.bin", meta)
@@ -83,5 +82,3 @@ def run(cfg: Config, run: RunDir) -> dict:
     atomic.write_json(out / "meta.json", meta)
     return {"train_tokens": meta["train"]["tokens"], "val_tokens": meta["val"]["tokens"],
             "bytes_per_token": meta["bytes_per_token"], "unigram_bpb": meta["unigram_bpb"]}
-
-

@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 
 from fidan import atomic
-from fidan.config import Config
+from fidan.context import StageContext
 from fidan.rundir import RunDir
 
 STAGES = ("pretrain", "sft", "rlhf")
@@ -150,12 +150,13 @@ def facts(run: RunDir) -> list[tuple[str, str]]:
     return out
 
 
-def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
-    from fidan.pipeline import predicted_vs_actual
+def run(ctx: StageContext) -> dict:
+    from fidan.estimate import predicted_vs_actual
+    run = ctx.run
     header, rows = table(run)
     made = plots(run)
     pre = _read(run.path / "stages" / "pretrain.json").get("summary")
-    info = facts(run) + ([("cost", predicted_vs_actual(cfg, pre).removeprefix("cost: "))] if pre else [])
+    info = facts(run) + ([("cost", predicted_vs_actual(_read(ctx.input("pretrain")), pre))] if pre else [])
     md = [f"# fidan report card: {run.path.name}", "", markdown_table(header, rows), "",
           "## The run", ""] + [f"- **{k}**: {v}" for k, v in info] + ["", "## Plots", ""] + \
          [f"![{p.stem}](plots/{p.name})" for p in made]
@@ -172,6 +173,5 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
             + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in info)
             + f"</ul><h2>Plots</h2>{images}")
     atomic.write_text(run.path / "report.html", page)
-    if not quiet:
-        print("\n" + markdown_table(header, rows) + "\n")
+    ctx.say("\n" + markdown_table(header, rows) + "\n")
     return {"report": str(run.path / "report.md"), "html": str(run.path / "report.html"), "rows": len(rows)}

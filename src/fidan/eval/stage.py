@@ -1,32 +1,35 @@
-"""The eval stage: score every model the run has (pretrain, sft, rlhf) and write ``eval/<stage>.json``."""
+"""The eval stage: score every model the run has (pretrain, sft, rlhf) and write ``eval/<stage>.json``.
+
+The models are the stage's declared inputs (``sft.out`` and ``rlhf.out`` say which folders), each
+loaded on the context's device and scored under its precision.
+"""
 from __future__ import annotations
 
 from fidan import atomic
-from fidan.config import Config
+from fidan.context import StageContext
 from fidan.data.shards import load_meta, load_tokens
 from fidan.eval.harness import evaluate_model
 from fidan.model.io import load_model
-from fidan.rundir import RunDir
 from fidan.tokenizer.bpe import FidanTokenizer
 
 MODEL_STAGES = ("pretrain", "sft", "rlhf")
 
 
-def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
+def run(ctx: StageContext) -> dict:
     from fidan.train.pretrain import bits_per_byte, token_bytes_for
-    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
-    meta = load_meta(run)
-    val = load_tokens(run.path / "data/tokens/val.bin", meta)
+    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    meta = load_meta(ctx.input("tokens"))
+    val = load_tokens(ctx.input("tokens").parent / "val.bin", meta)
     summary = {}
     for stage in MODEL_STAGES:
-        if not (run.path / stage / "model.safetensors").exists():
+        if not ctx.has_input(stage):
             continue
-        model, info = load_model(run.path / stage)
+        model, info = load_model(ctx.input(stage).parent, ctx.device)
         model.eval()
-        bpb = bits_per_byte(model, val, token_bytes_for(tok, model.cfg.vocab_size), 32)["val_bpb"]
-        scores = evaluate_model(model, tok, info, cfg, run.path, val_bpb=bpb)
-        atomic.write_json(run.stage("eval") / f"{stage}.json", scores)
+        with ctx.autocast():
+            bpb = bits_per_byte(model, val, token_bytes_for(tok, model.cfg.vocab_size), 32)["val_bpb"]
+            scores = evaluate_model(model, tok, info, ctx.cfg, ctx.run.path, val_bpb=bpb)
+        atomic.write_json(ctx.out / f"{stage}.json", scores)
         summary[f"{stage}_seconds"] = scores["eval_seconds"]
-        if not quiet:
-            print(f"  {stage}: evaluated in {scores['eval_seconds']} s")
+        ctx.say(f"  {stage}: evaluated in {scores['eval_seconds']} s")
     return summary

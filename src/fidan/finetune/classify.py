@@ -8,8 +8,6 @@ head learns. The seeds' example is sentiment: positive or negative reviews. Writ
 """
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fidan.config import Config
+from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.io import load_model
-from fidan.rundir import RunDir
+from fidan.records import read_jsonl
 from fidan.tokenizer.bpe import FidanTokenizer
-from fidan.train.loop import Task, train
+from fidan.train.loop import Task, inherit, train
 
 
 class Classifier(nn.Module):
@@ -34,6 +32,8 @@ class Classifier(nn.Module):
         self.cfg = trunk.cfg  # so checkpoints record the trunk's shape
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        device = self.head.weight.device
+        ids, lengths = ids.to(device), lengths.to(device)
         hidden = self.trunk(ids, return_hidden=True)
         last = hidden[torch.arange(len(ids)), lengths - 1]
         return self.head(last)
@@ -44,11 +44,8 @@ class Classifier(nn.Module):
 
 def load_labelled(path: Path) -> list[tuple[str, int]]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in read_jsonl(path):
         try:
-            row = json.loads(line)
             text, label = row["text"], int(row["label"])
             if not isinstance(text, str) or label not in (0, 1):
                 raise ValueError
@@ -76,24 +73,24 @@ def accuracy(model: Classifier, ids, lengths, labels, batch: int = 128) -> float
     model.eval()
     right = 0
     for i in range(0, len(ids), batch):
-        right += (model(ids[i:i + batch], lengths[i:i + batch]).argmax(-1) == labels[i:i + batch]).sum().item()
+        predicted = model(ids[i:i + batch], lengths[i:i + batch]).argmax(-1).cpu()
+        right += (predicted == labels[i:i + batch]).sum().item()
     model.train()
     return right / len(ids)
 
 
-def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
-    from fidan.stages import stage_hash
-
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.cfg
     c = cfg.classify
-    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
+    tok = FidanTokenizer.load(ctx.input("tokenizer"))
     if c.data:
         rows = load_labelled(Path(c.data))
         cut = int(len(rows) * 0.8)
         train_rows, test_rows = rows[:cut], rows[cut:]
     else:
-        train_rows = load_labelled(run.require("data/sentiment/train.jsonl", "data"))
-        test_rows = load_labelled(run.require("data/sentiment/test.jsonl", "data"))
-    trunk, _ = load_model(run.require("pretrain/model.safetensors", "pretrain").parent)
+        train_rows = load_labelled(ctx.input("sentiment") / "train.jsonl")
+        test_rows = load_labelled(ctx.input("sentiment") / "test.jsonl")
+    trunk, _ = load_model(ctx.input("base").parent, ctx.device)
     torch.manual_seed(cfg.run.seed)
     model = Classifier(trunk)
     if c.freeze_trunk:
@@ -108,20 +105,20 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
 
     def loss(m, b):
         ids, lengths, y = b
-        return F.cross_entropy(m(ids, lengths), y), int(lengths.sum())
+        logits = m(ids, lengths)
+        return F.cross_entropy(logits, y.to(logits.device)), int(lengths.sum())
 
     majority = max(test_y.float().mean().item(), 1 - test_y.float().mean().item())
-    tcfg = replace(cfg.train, steps=c.steps, batch_size=c.batch_size, grad_accum=1, lr=c.lr,
-                   warmup_steps=min(10, c.steps), weight_decay=0.0, eval_every=c.steps + 1)
+    tcfg = inherit(ctx, steps=c.steps, batch_size=c.batch_size, lr=c.lr, warmup_steps=min(10, c.steps),
+                   weight_decay=0.0, eval_every=c.steps + 1)
     task = Task(name="classify", batch=batch, loss=loss, flops_per_token=flops_per_token(trunk.cfg),
                 info={"head": "sentiment (0 negative, 1 positive)", "freeze_trunk": c.freeze_trunk},
                 evaluate=None, parameters=[p for p in model.parameters() if p.requires_grad])
     before = accuracy(model, test_ids, test_len, test_y)
-    model, summary = train(model, tcfg, run.stage("classify"), task, stage_hash(cfg, "classify"), quiet)
+    model, summary = train(model, tcfg, task, ctx)
     after = accuracy(model, test_ids, test_len, test_y)
-    if not quiet:
-        print(f"sentiment accuracy on {len(test_rows)} held-out reviews: {after:.1%} "
-              f"(untrained head {before:.1%}, majority class {majority:.1%})")
+    ctx.say(f"sentiment accuracy on {len(test_rows)} held-out reviews: {after:.1%} "
+            f"(untrained head {before:.1%}, majority class {majority:.1%})")
     return {**summary, "test_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
             "majority_baseline": round(majority, 4), "train_examples": len(train_rows),
             "test_examples": len(test_rows),

@@ -17,30 +17,31 @@ from fidan import atomic
 from fidan.config import Config, build_config, to_toml
 from fidan.rundir import RunDir
 
-# name -> (sft.method, extra overrides)
-METHODS = {
-    "full": ("full", []),
-    "layers": ("layers", []),
-    "gradual": ("gradual", []),
-    "lora": ("lora", []),
-    "prompt": ("prompt", []),
-    "distill": ("distill", []),
-    "reweight": ("full", ["sft.reweight=1.0"]),
-    "adversarial": ("full", ["sft.adversarial=0.05"]),
-    "classify": (None, []),
+# name -> the settings that make it (None: the classifier head, the `classify` stage)
+METHODS: dict[str, list[str] | None] = {
+    "full": ["sft.method=full"],
+    "layers": ["sft.method=layers"],
+    "gradual": ["sft.method=gradual"],
+    "lora": ["sft.method=lora"],
+    "prompt": ["sft.method=prompt"],
+    "distill": ["sft.method=distill"],
+    "reweight": ["sft.method=full", "sft.reweight=1.0"],
+    "adversarial": ["sft.method=full", "sft.adversarial=0.05"],
+    "classify": None,
 }
 
 
 def _one(name: str, config_file: str, overrides: list[str]) -> None:
-    """Child process: run one method quietly and leave its summary as JSON."""
-    from fidan.finetune import classify, sft
-    method, extra = METHODS[name]
-    cfg = build_config(None, config_file, overrides + extra + [f"sft.out=sft/methods/{name}"])
+    """Child process: run one method quietly and leave its summary as JSON. The parent holds
+    the run's lock; a child writes only into its own ``sft/methods/<name>/`` folder."""
+    import importlib
+
+    from fidan.stages import BY_NAME, context
+    extra = METHODS[name]
+    stage = "classify" if extra is None else "sft"
+    cfg = build_config(None, config_file, overrides + (extra or []) + [f"sft.out=sft/methods/{name}"])
     run = RunDir.for_config(cfg, create=False)
-    if method is None:
-        result = classify.run(cfg, run, quiet=True)
-    else:
-        result = sft.run(cfg, run, quiet=True, method=method)
+    result = importlib.import_module(BY_NAME[stage].module).run(context(cfg, run, stage, quiet=True))
     atomic.write_json(run.path / "sft" / "methods" / name / "result.json", result)
 
 

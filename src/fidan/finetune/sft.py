@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from fidan import atomic
-from fidan.config import Config
+from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.finetune import freeze, lora
 from fidan.finetune.data import ChatBatches, encode_conversations
@@ -30,16 +30,16 @@ from fidan.finetune.formats import load_conversations
 from fidan.finetune.objectives import adversarial_term, distillation, masked_lm
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.io import load_model, save_model
-from fidan.rundir import RunDir
+from fidan.records import read_jsonl
 from fidan.tokenizer.bpe import FidanTokenizer
-from fidan.train.loop import Task, train
+from fidan.train.loop import Task, inherit, train
 
 
-def conversations_for(cfg: Config, run: RunDir) -> list[list[dict]]:
-    if cfg.sft.data:
-        return load_conversations(cfg.sft.data, cfg.sft.on_error)
-    path = run.require("data/sft/train.jsonl", "data")
-    return [json.loads(line)["messages"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def conversations_for(ctx: StageContext) -> list[list[dict]]:
+    s = ctx.cfg.sft
+    if s.data:
+        return load_conversations(s.data, s.on_error)
+    return [obj["messages"] for _, obj in read_jsonl(ctx.input("conversations"))]
 
 
 def student_from(teacher: GPT, n_layers: int) -> GPT:
@@ -63,10 +63,10 @@ def count_trainable(params: list[torch.nn.Parameter]) -> int:
     return sum(p.numel() for p in params)
 
 
-def prepare(cfg: Config, run: RunDir, method: str):
+def prepare(ctx: StageContext, method: str):
     """The model to train, the parameters the optimizer holds, and the method's hooks."""
-    s = cfg.sft
-    base, _ = load_model(run.require("pretrain/model.safetensors", "pretrain").parent)
+    s = ctx.cfg.sft
+    base, _ = load_model(ctx.input("base").parent, ctx.device)
     teacher, on_step = None, None
     if method == "full":
         model = base
@@ -90,17 +90,18 @@ def prepare(cfg: Config, run: RunDir, method: str):
         freeze.freeze_all(model)
         model.soft_prompt.requires_grad_(True)
     else:  # distill
-        folder = Path(s.teacher) if s.teacher else (run.path / "sft" if (run.path / "sft/model.safetensors").exists()
-                                                     else run.path / "pretrain")
-        teacher, _ = load_model(folder)
+        folder = Path(s.teacher) if s.teacher else (ctx.input("teacher").parent if ctx.has_input("teacher")
+                                                     else ctx.input("base").parent)
+        teacher, _ = load_model(folder, ctx.device)
         teacher.eval().requires_grad_(False)
         model = student_from(teacher, s.student_layers)
     params = [p for p in model.parameters() if p.requires_grad] if method != "gradual" else list(model.parameters())
     return model, params, on_step, teacher
 
 
-def make_loss(cfg: Config, teacher: GPT | None):
-    s = cfg.sft
+def make_loss(s, teacher: GPT | None):
+    """The SFT loss for the ``[sft]`` settings ``s``: masked next-token loss (or distillation),
+    optionally reweighted, plus the ALUM term."""
 
     def loss(model, batch):
         device = next(model.parameters()).device
@@ -118,50 +119,55 @@ def make_loss(cfg: Config, teacher: GPT | None):
     return loss
 
 
-def base_scores(cfg: Config, run: RunDir, tok: FidanTokenizer) -> dict:
-    """Held-out chat scores of the pre-trained model, prompted exactly like the tuned one (cached)."""
-    cache = run.path / "pretrain" / f"chat_scores_{cfg.sft.eval_items}.json"
+def base_scores(ctx: StageContext, tok: FidanTokenizer) -> dict:
+    """Held-out chat scores of the pre-trained model, prompted exactly like the tuned one (cached
+    beside the pre-trained model, which is what they describe)."""
+    base = ctx.input("base").parent
+    cache = base / f"chat_scores_{ctx.cfg.sft.eval_items}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    model, _ = load_model(run.path / "pretrain")
-    scores = chat_scores(model, tok, run.path / "data" / "eval", cfg.sft.eval_items)
+    model, _ = load_model(base, ctx.device)
+    scores = chat_scores(model, tok, ctx.run.path / ctx.inputs["eval_sets"], ctx.cfg.sft.eval_items)
     atomic.write_json(cache, scores)
     return scores
 
 
-def run(cfg: Config, run: RunDir, quiet: bool = False, method: str | None = None) -> dict:
-    from fidan.stages import stage_hash
-
-    s = cfg.sft
-    method = method or s.method
-    out = run.stage(s.out)
-    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
-    model, params, on_step, teacher = prepare(cfg, run, method)
-    examples = encode_conversations(tok, conversations_for(cfg, run), model.cfg.context - model.cfg.prompt_tokens + 1)
-    tcfg = replace(cfg.train, steps=s.steps, batch_size=s.batch_size, grad_accum=1, lr=s.lr,
-                   warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, eval_every=s.steps + 1)
-    task = Task(name=f"sft-{method}", batch=ChatBatches(examples, s.batch_size, tok.pad, cfg.run.seed),
-                loss=make_loss(cfg, teacher), flops_per_token=flops_per_token(model.cfg),
+def run(ctx: StageContext) -> dict:
+    s = ctx.cfg.sft
+    method = s.method
+    out = ctx.out
+    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    model, params, on_step, teacher = prepare(ctx, method)
+    conversations = conversations_for(ctx)
+    source = s.data or "the run's generated set"
+    ctx.say(f"sft: {len(conversations):,} conversations ({source}), method {method}")
+    examples = encode_conversations(tok, conversations, model.cfg.context - model.cfg.prompt_tokens + 1)
+    tcfg = inherit(ctx, steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
+                   weight_decay=s.weight_decay, eval_every=s.steps + 1)
+    task = Task(name=f"sft-{method}", batch=ChatBatches(examples, s.batch_size, tok.pad, ctx.cfg.run.seed),
+                loss=make_loss(s, teacher), flops_per_token=flops_per_token(model.cfg),
                 info={"tokenizer": "tokenizer/tokenizer.json", "method": method, "chat": True},
                 parameters=params, on_step=on_step)
     trainable = count_trainable(params)
     t0 = time.perf_counter()
-    model, summary = train(model, tcfg, out, task, stage_hash(cfg, "sft") + method, quiet)
+    model, summary = train(model, tcfg, task, ctx)
     if method == "lora":
         lora.save_adapters(model, out, {"rank": s.lora_rank, "alpha": s.lora_alpha,
                                         "targets": [t.strip() for t in s.lora_targets.split(",") if t.strip()]})
         lora.strip(model)
-        save_model(out, model, {"stage": "sft", "method": method, "tokenizer": "tokenizer/tokenizer.json"})
+        save_model(out, model, {"stage": "sft", "method": method, "tokenizer": "tokenizer/tokenizer.json",
+                                "chat": True})
     model.eval()
-    tuned = chat_scores(model, tok, run.path / "data" / "eval", s.eval_items)
-    base = base_scores(cfg, run, tok)
+    eval_dir = ctx.run.path / ctx.inputs["eval_sets"]
+    with ctx.autocast():
+        tuned = chat_scores(model, tok, eval_dir, s.eval_items)
+        base = base_scores(ctx, tok)
     result = {"method": method, "trainable_params": trainable, "total_params": model.num_params(),
               "wall_seconds": round(time.perf_counter() - t0, 1), **summary,
               **{f"base_{k}": round(v, 4) for k, v in base.items()},
               **{f"sft_{k}": round(v, 4) for k, v in tuned.items()}}
-    if not quiet:
-        print(f"held-out chat accuracy: base model {base.get('facts_acc', 0):.1%} facts, "
-              f"{base.get('math_acc', 0):.1%} word problems; after SFT ({method}) "
-              f"{tuned.get('facts_acc', 0):.1%} facts, {tuned.get('math_acc', 0):.1%} word problems")
+    ctx.say(f"held-out chat accuracy: base model {base.get('facts_acc', 0):.1%} facts, "
+            f"{base.get('math_acc', 0):.1%} word problems; after SFT ({method}) "
+            f"{tuned.get('facts_acc', 0):.1%} facts, {tuned.get('math_acc', 0):.1%} word problems")
     atomic.write_json(out / "summary.json", result)
     return result

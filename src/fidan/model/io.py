@@ -37,7 +37,9 @@ def read_model_info(folder: str | Path) -> dict[str, Any]:
     return info
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
+def load_model(folder: str | Path, device: str | torch.device) -> tuple[GPT, dict[str, Any]]:
+    """The model in ``folder`` on ``device`` (required: a stage passes its context's device, so
+    no model silently stays on the CPU), and its model.json."""
     folder = Path(folder)
     info = read_model_info(folder)
     try:

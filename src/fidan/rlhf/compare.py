@@ -34,7 +34,7 @@ def variant_config(cfg: Config, name: str) -> Config:
 
 
 def compare(cfg: Config, run: RunDir, names: list[str]) -> list[dict]:
-    from fidan.rlhf import stage
+    from fidan.pipeline import run_stage
 
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -44,8 +44,8 @@ def compare(cfg: Config, run: RunDir, names: list[str]) -> list[dict]:
     for name in names:
         print(f"▶ {name} ...", flush=True)
         t0 = time.perf_counter()
-        result = stage.run(variant_config(cfg, name), run)
-        rows.append({"variant": name, "wall_seconds": round(time.perf_counter() - t0, 1), **result})
+        result = run_stage(variant_config(cfg, name), run, "rlhf")
+        rows.append({"variant": name, **result, "wall_seconds": round(time.perf_counter() - t0, 1)})
     atomic.write_json(run.path / "rlhf-compare.json", rows)
     table = format_table(rows)
     atomic.write_text(run.path / "rlhf-compare.md", table + "\n")

@@ -7,21 +7,17 @@ one's. ``beta`` plays the KL penalty's part. It trains on the reward stage's pai
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fidan.config import Config
+from fidan.context import StageContext
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.rlhf import preferences
 from fidan.rlhf.reward import encode_pair
 from fidan.rlhf.rollout import answer_logprob, pack
-from fidan.rundir import RunDir
 from fidan.tokenizer.bpe import FidanTokenizer
-from fidan.train.loop import Task, train
+from fidan.train.loop import Task, inherit, train
 
 
 def dpo_loss(pi_w, pi_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,11 +26,10 @@ def dpo_loss(pi_w, pi_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch
     return -F.logsigmoid(margin).mean(), (margin > 0).float().mean()
 
 
-def run_dpo(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer, out: Path, quiet: bool) -> dict:
-    from fidan.stages import stage_hash
-
+def run_dpo(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, info: dict) -> dict:
+    cfg = ctx.cfg
     c = cfg.rlhf
-    report = preferences.load(run.require("reward/pairs.jsonl", "reward"))
+    report = preferences.load(ctx.input("pairs"))
     encoded = [encode_pair(tok, p, policy.cfg.context) for p in report.pairs if not p.tie]
 
     def batch(step: int, micro: int):
@@ -51,9 +46,8 @@ def run_dpo(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer
         value, _ = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], c.dpo_beta)
         return value, int(seqs.last.sum() + len(seqs.last))
 
-    tcfg = replace(cfg.train, steps=c.steps, batch_size=c.dpo_batch, grad_accum=1, lr=c.lr,
-                   warmup_steps=min(5, c.steps), weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=max(1, c.steps // 2))
-    task = Task(name="rlhf", batch=batch, loss=loss, flops_per_token=flops_per_token(policy.cfg),
-                info={"algo": "dpo"})
-    _, summary = train(policy, tcfg, out, task, stage_hash(cfg, "rlhf"), quiet)
+    tcfg = inherit(ctx, steps=c.steps, batch_size=c.dpo_batch, lr=c.lr, warmup_steps=min(5, c.steps),
+                   weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=max(1, c.steps // 2))
+    task = Task(name="dpo", batch=batch, loss=loss, flops_per_token=flops_per_token(policy.cfg), info=info)
+    _, summary = train(policy, tcfg, task, ctx)
     return {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "pairs": len(encoded)}

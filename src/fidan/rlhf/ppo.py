@@ -15,7 +15,6 @@ reward only approximates, so the two drifting apart is reward hacking made visib
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -101,11 +100,17 @@ class Rollout:
 
 
 class PPO:
+    """One PPO learner: ``rollout`` a batch, then ``update`` on it. ``cfg`` is the ``[rlhf]``
+    settings; everything lives on the policy's device."""
+
     def __init__(self, model: PolicyWithValue, ref: GPT, reward: Callable[[Sequences], torch.Tensor],
                  tok: FidanTokenizer, cfg, optimizer: torch.optim.Optimizer,
-                 true_score: Callable[[list[int], list[str]], list[float]] | None = None):
+                 true_score: Callable[[list[int], list[str]], list[float]] | None = None,
+                 response_tokens: int | None = None, grad_clip: float = 1.0):
         self.model, self.ref, self.reward, self.tok, self.cfg = model, ref, reward, tok, cfg
         self.optimizer, self.true_score = optimizer, true_score
+        self.response_tokens = response_tokens or cfg.response_tokens
+        self.grad_clip = grad_clip or float("inf")
         self.kl_coef = cfg.kl_coef
         self.moments = RunningMoments()
 
@@ -113,19 +118,20 @@ class PPO:
     def rollout(self, prompts: list[list[int]], prompt_index: list[int], seed: int) -> Rollout:
         c = self.cfg
         policy = self.model.policy
-        answers = sample(policy, self.tok, prompts, c.response_tokens, c.temperature, seed)
-        seqs = pack(prompts, [a.ids for a in answers], self.tok.pad)
+        device = policy.lm_head.weight.device
+        answers = sample(policy, self.tok, prompts, self.response_tokens, c.temperature, seed)
+        seqs = pack(prompts, [a.ids for a in answers], self.tok.pad).to(device)
         self.model.eval()
         logp, _, values = self.model(seqs)
         ref_logp = token_logprobs(self.ref, seqs)
         mask = seqs.mask.float()
         score = self.reward(seqs).float()
         self.moments.update(score)
-        ended = torch.tensor([a.ended for a in answers], dtype=torch.float)
+        ended = torch.tensor([a.ended for a in answers], dtype=torch.float, device=device)
         final = score - self.moments.mean - c.no_eos_penalty * (1 - ended)
         kl = (logp - ref_logp) * mask
         rewards = -self.kl_coef * kl
-        rows = torch.arange(len(answers))
+        rows = torch.arange(len(answers), device=device)
         rewards[rows, seqs.last - 1] += final        # the target index of the last answer token
         values = values * mask
         adv, returns = gae(rewards, values, mask, c.gamma, c.lam)
@@ -159,7 +165,7 @@ class PPO:
                 loss = masked_mean(pg, mask) + c.vf_coef * masked_mean(vf, mask)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()
                 with torch.no_grad():
                     totals["policy_loss"] += float(masked_mean(pg, mask))
@@ -173,6 +179,8 @@ class PPO:
         return {k: v / max(count, 1) for k, v in totals.items()}
 
 
-def log_line(path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}) + "\n")
+def describe(record: dict) -> str:
+    """A progress line for one PPO step's record."""
+    return (f"reward {record['reward']:+.3f}  kl {record['kl']:.3f}  entropy {record['entropy']:.2f}  "
+            f"clip {record['clip_frac']:.2f}  value loss {record['value_loss']:.3f}  length {record['length']:.1f}"
+            + (f"  judge {record['judge_score']:+.2f}" if "judge_score" in record else ""))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +28,14 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fidan import atomic
-from fidan.config import Config
+from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig, flops_per_token
 from fidan.model.io import load_model, read_model_info
 from fidan.rlhf import judge, preferences
 from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
-from fidan.rundir import RunDir
 from fidan.tokenizer.bpe import END, FidanTokenizer
-from fidan.train.loop import Task, train
+from fidan.train.loop import Task, inherit, train
 
 
 class RewardModel(nn.Module):
@@ -51,14 +49,15 @@ class RewardModel(nn.Module):
 
     def forward(self, seqs: Sequences) -> torch.Tensor:
         """One score per sequence ``[B]``, read at its last real token."""
+        seqs = seqs.to(self.head.weight.device)
         hidden = self.trunk(seqs.ids, return_hidden=True)
-        return self.head(hidden[torch.arange(len(seqs.ids)), seqs.last]).squeeze(-1)
+        return self.head(hidden[torch.arange(len(seqs.ids), device=hidden.device), seqs.last]).squeeze(-1)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
-def load_reward_model(folder: Path, device: str | torch.device = "cpu") -> RewardModel:
+def load_reward_model(folder: Path, device: str | torch.device) -> RewardModel:
     info = read_model_info(folder)
     model = RewardModel(GPT(GPTConfig(**info["model"])))
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
@@ -94,7 +93,7 @@ def pairwise_accuracy(model: RewardModel, tok: FidanTokenizer, encoded: list[tup
     return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
 
 
-def judge_pairs(cfg: Config, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], seed: int,
+def judge_pairs(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], seed: int,
                 ) -> tuple[list[dict], int]:
     """``reward.samples`` sampled answers per prompt, labelled by the rule: every two answers with
     different scores make a pair (at most three per prompt). When every sample of a prompt scored
@@ -123,9 +122,9 @@ def judge_pairs(cfg: Config, model: GPT, tok: FidanTokenizer, prompts: list[judg
     return records, ties
 
 
-def collect_pairs(cfg: Config, run: RunDir, sft: GPT, tok: FidanTokenizer, quiet: bool) -> dict:
+def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
     """Training and held-out pairs from the judge, the run's preference file and extra files."""
-    say = (lambda *a: None) if quiet else print
+    cfg, say = ctx.cfg, ctx.say
     train_records: list[dict] = []
     heldout_records: list[dict] = []
     prompt_records: list[dict] = []
@@ -142,8 +141,7 @@ def collect_pairs(cfg: Config, run: RunDir, sft: GPT, tok: FidanTokenizer, quiet
         say(f"judge: {len(records)} pairs from {len(asked)} training prompts ({len(asked) - len(prompts['train'])} "
             f"of them repeated harmful requests; {ties} prompts' answers "
             f"all tied), a fifth held out; {len(prompt_records)} more from held-out prompts (evaluation facts, red team)")
-    files = [run.path / "preferences.jsonl"] if (run.path / "preferences.jsonl").exists() else []
-    files += [Path(f.strip()) for f in cfg.reward.preferences.split(",") if f.strip()]
+    files = [f for f in ctx.spec.files(cfg, ctx.run.path) if f.exists() or f.name != "preferences.jsonl"]
     for path in files:
         report = preferences.load(path, cfg.reward.on_error)
         for problem in report.problems[:5]:
@@ -175,15 +173,15 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
-    from fidan.stages import stage_hash
-
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.cfg
     r = cfg.reward
-    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
-    sft, _ = load_model(run.require("sft/model.safetensors", "sft").parent)
+    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    sft, _ = load_model(ctx.input("sft").parent, ctx.device)
     sft.eval()
-    out = run.stage("reward")
-    pairs = collect_pairs(cfg, run, sft, tok, quiet)
+    out = ctx.out
+    with ctx.autocast():
+        pairs = collect_pairs(ctx, sft, tok)
     write_jsonl(out / "pairs.jsonl", pairs["train"])
     write_jsonl(out / "heldout_pairs.jsonl", pairs["heldout"])
     context = sft.cfg.context
@@ -211,20 +209,18 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
         return value, int(seqs.last.sum() + len(seqs.last))
 
     before = pairwise_accuracy(model, tok, heldout)
-    tcfg = replace(cfg.train, steps=r.steps, batch_size=r.batch_size, grad_accum=1, lr=r.lr,
-                   warmup_steps=min(10, r.steps), weight_decay=0.0, eval_every=max(1, r.steps // 3),
-                   ckpt_every=r.steps)
+    tcfg = inherit(ctx, steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=min(10, r.steps),
+                   weight_decay=0.0, eval_every=max(1, r.steps // 3), ckpt_every=r.steps)
     task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg),
                 info={"head": "scalar reward (Bradley-Terry)"},
                 evaluate=(lambda m: {"heldout_accuracy": pairwise_accuracy(m, tok, heldout)}) if heldout else None)
-    model, summary = train(model, tcfg, out, task, stage_hash(cfg, "reward"), quiet)
+    model, summary = train(model, tcfg, task, ctx)
     after = pairwise_accuracy(model, tok, heldout)
     train_acc = pairwise_accuracy(model, tok, train_set[:300])
     prompts_acc = pairwise_accuracy(model, tok, heldout_prompts) if heldout_prompts else None
-    if not quiet:
-        print(f"reward model: held-out pairwise accuracy {after:.1%} on {sum(not e[3] for e in heldout)} pairs "
-              f"(chance 50%, untrained head {before:.1%}); training pairs {train_acc:.1%}"
-              + (f"; pairs from held-out prompts {prompts_acc:.1%}" if prompts_acc is not None else ""))
+    ctx.say(f"reward model: held-out pairwise accuracy {after:.1%} on {sum(not e[3] for e in heldout)} pairs "
+            f"(chance 50%, untrained head {before:.1%}); training pairs {train_acc:.1%}"
+            + (f"; pairs from held-out prompts {prompts_acc:.1%}" if prompts_acc is not None else ""))
     return {**summary, "heldout_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
             "train_accuracy": round(train_acc, 4), "train_pairs": len(train_set), "heldout_pairs": len(heldout),
             **({"heldout_prompts_accuracy": round(prompts_acc, 4)} if prompts_acc is not None else {}), **pairs["counts"]}

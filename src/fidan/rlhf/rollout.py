@@ -85,7 +85,8 @@ def pack(prompts: list[list[int]], answers: list[list[int]], pad_id: int) -> Seq
 
 def token_logprobs(model: GPT, seqs: Sequences, with_hidden: bool = False):
     """Log-probability of each next token ``[B, T-1]`` (and the entropy of each prediction and
-    the hidden states that made it, when ``with_hidden``)."""
+    the hidden states that made it, when ``with_hidden``), on the model's device."""
+    seqs = seqs.to(model.lm_head.weight.device)
     hidden = model(seqs.ids[:, :-1], return_hidden=True)
     logits = model.lm_head(hidden).float()
     logp = F.log_softmax(logits, -1)
@@ -97,5 +98,6 @@ def token_logprobs(model: GPT, seqs: Sequences, with_hidden: bool = False):
 
 
 def answer_logprob(model: GPT, seqs: Sequences) -> torch.Tensor:
-    """Summed log-probability of each sequence's answer ``[B]``."""
+    """Summed log-probability of each sequence's answer ``[B]``, on the model's device."""
+    seqs = seqs.to(model.lm_head.weight.device)
     return (token_logprobs(model, seqs) * seqs.mask).sum(-1)

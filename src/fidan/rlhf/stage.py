@@ -14,42 +14,44 @@ with the same held-out evaluation, so their rows compare:
 * KL(aligned || SFT) per answer, estimated from answers the aligned model samples;
 * held-out facts and word problems in chat form.
 
+Every algorithm trains on the shared loop (``train/loop.py``): PPO and GRPO as outer steps
+(collect rollouts, then optimise), DPO as ordinary batches; so all three checkpoint every
+``rlhf.ckpt_every`` steps and resume exactly.
+
 Writes ``<out>/model.safetensors`` (a plain chat model), ``metrics.jsonl``, ``summary.json``
-and ``reward_vs_kl.png`` (PPO). ``<out>`` is ``rlhf/`` unless ``rlhf.out`` says otherwise.
+and ``reward_vs_kl.png`` (PPO). ``<out>`` is ``rlhf.out`` (``rlhf/`` by default).
 """
 from __future__ import annotations
 
-import copy
 import json
 import random
-import time
 from pathlib import Path
 
 import torch
 
 from fidan import atomic
-from fidan.config import Config
+from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.finetune.evaluate import chat_scores
 from fidan.model.gpt import GPT
-from fidan.model.io import load_model, save_model
+from fidan.model.io import load_model
+from fidan.records import read_jsonl
 from fidan.rlhf import judge
 from fidan.rlhf.reward import load_reward_model, scores
 from fidan.rlhf.rollout import answer_logprob, answer_tokens, pack, prompt_ids, sample
-from fidan.rundir import RunDir
 from fidan.tokenizer.bpe import FidanTokenizer
-from fidan.train import checkpoint
-from fidan.train.loop import setup_threads
+from fidan.train.loop import Task, inherit, train
 
 
-def training_prompts(cfg: Config, run: RunDir) -> list[judge.Prompt]:
+def training_prompts(ctx: StageContext) -> list[judge.Prompt]:
     """The embedded world's training prompts, else the prompts of the reward stage's pairs."""
+    cfg = ctx.cfg
     if judge.applies(cfg):
         return judge.balanced(judge.world_prompts(cfg)["train"], cfg.reward.harmful_share)
-    pairs = run.path / "reward" / "pairs.jsonl"
+    pairs = ctx.input("pairs")
     out = []
-    for line in pairs.read_text(encoding="utf-8").splitlines():
-        prompt = json.loads(line)["prompt"]
+    for _, record in read_jsonl(pairs):
+        prompt = record["prompt"]
         out.append(judge.Prompt(prompt if isinstance(prompt, str) else prompt[-1]["content"], "other", ""))
     if not out:
         raise FidanError(f"{pairs}: no prompts to train on")
@@ -57,28 +59,28 @@ def training_prompts(cfg: Config, run: RunDir) -> list[judge.Prompt]:
 
 
 @torch.no_grad()
-def evaluate(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer) -> dict:
+def evaluate(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, response_tokens: int) -> dict:
     """Held-out comparison of the aligned model with the SFT model (see the module docstring)."""
+    cfg = ctx.cfg
     c = cfg.rlhf
     policy.eval()
     out: dict = {}
     world = judge.applies(cfg)
     prompts = judge.held_out(cfg, c.eval_prompts) if world else []
-    room = policy.cfg.context - c.response_tokens - 1
+    room = policy.cfg.context - response_tokens - 1
     ids = [prompt_ids(tok, p.text, room) for p in prompts]
     if ids:
-        mine = sample(policy, tok, ids, c.response_tokens, 0.0, cfg.run.seed)
-        base = sample(ref, tok, ids, c.response_tokens, 0.0, cfg.run.seed)
-        reward_folder = run.path / "reward"
-        if (reward_folder / "model.safetensors").exists():
-            rm = load_reward_model(reward_folder)
+        mine = sample(policy, tok, ids, response_tokens, 0.0, cfg.run.seed)
+        base = sample(ref, tok, ids, response_tokens, 0.0, cfg.run.seed)
+        if ctx.has_input("reward_model"):
+            rm = load_reward_model(ctx.input("reward_model").parent, ctx.device)
             out["rm_score_sft"] = round(float(scores(rm, tok, ids, [a.ids for a in base]).mean()), 4)
             out["rm_score"] = round(float(scores(rm, tok, ids, [a.ids for a in mine]).mean()), 4)
         out.update(judge_compare(prompts, [tok.decode(a.ids) for a in mine], [tok.decode(b.ids) for b in base]))
         # sampled at temperature 1 (what PPO optimises), eval_samples answers per prompt from each model
         k = max(1, c.eval_samples)
-        sampled = [a for i in range(k) for a in sample(policy, tok, ids, c.response_tokens, 1.0, cfg.run.seed + 3 + i)]
-        sampled_sft = [a for i in range(k) for a in sample(ref, tok, ids, c.response_tokens, 1.0, cfg.run.seed + 3 + i)]
+        sampled = [a for i in range(k) for a in sample(policy, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i)]
+        sampled_sft = [a for i in range(k) for a in sample(ref, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i)]
         compared = judge_compare(prompts * k, [tok.decode(a.ids) for a in sampled],
                                  [tok.decode(b.ids) for b in sampled_sft])
         out["judge_win_rate_sampled"] = compared["judge_win_rate"]
@@ -88,8 +90,8 @@ def evaluate(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenize
         out["kl_to_sft"] = round(float((answer_logprob(policy, seqs) - answer_logprob(ref, seqs)).mean()), 4)
         out["eval_prompts"] = len(prompts)
         out["eval_samples"] = k
-    eval_dir = run.path / "data" / "eval"
-    if eval_dir.exists():
+    if ctx.has_input("eval_sets"):
+        eval_dir = ctx.input("eval_sets")
         out["chat_scores"] = {k: round(v, 4) for k, v in chat_scores(policy, tok, eval_dir, cfg.sft.eval_items).items()}
     return out
 
@@ -112,59 +114,54 @@ def judge_compare(prompts: list[judge.Prompt], mine: list[str], base: list[str])
             "judge_by_kind": {kind: summary([r for r in rows if r[0] == kind]) for kind in sorted({r[0] for r in rows})}}
 
 
-def run_ppo(cfg: Config, run: RunDir, policy: GPT, ref: GPT, tok: FidanTokenizer, out: Path, quiet: bool) -> dict:
-    from fidan.rlhf.ppo import PPO, PolicyWithValue, log_line
-    from fidan.stages import stage_hash
+def rl_settings(ctx: StageContext):
+    """Loop settings for PPO and GRPO: one loop step is one rollout batch."""
+    c = ctx.cfg.rlhf
+    return inherit(ctx, steps=c.steps, batch_size=c.prompts_per_step, lr=c.lr, warmup_steps=0, schedule="constant",
+                   weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=c.ckpt_every, log_every=5)
 
+
+def run_ppo(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, response_tokens: int,
+            info: dict) -> dict:
+    from fidan.rlhf.ppo import PPO, PolicyWithValue, describe
+
+    cfg = ctx.cfg
     c = cfg.rlhf
-    reward_folder = run.require("reward/model.safetensors", "reward").parent
-    rm = load_reward_model(reward_folder)
-    model = PolicyWithValue(policy)
+    rm = load_reward_model(ctx.input("reward_model").parent, ctx.device)
+    model = PolicyWithValue(policy).to(ctx.device)
+    tcfg = rl_settings(ctx)
     optimizer = torch.optim.AdamW([{"params": model.policy.parameters(), "lr": c.lr},
                                    {"params": model.value_head.parameters(), "lr": c.value_lr}],
-                                  betas=(0.9, 0.95), weight_decay=0.0)
-    prompts = training_prompts(cfg, run)
-    room = policy.cfg.context - c.response_tokens - 1
+                                  betas=(tcfg.beta1, tcfg.beta2), weight_decay=0.0)
+    prompts = training_prompts(ctx)
+    room = policy.cfg.context - response_tokens - 1
     encoded = [prompt_ids(tok, p.text, room) for p in prompts]
     world = judge.applies(cfg)
     true_score = (lambda idx, texts: [judge.score(prompts[i], t) for i, t in zip(idx, texts)]) if world else None
-    algo = PPO(model, ref, rm, tok, c, optimizer, true_score)
-    config_hash = stage_hash(cfg, "rlhf")
-    ckpt_root = out / "ckpt"
-    start = 0
-    resumed = checkpoint.latest(ckpt_root) if ckpt_root.exists() else None
-    if resumed and resumed.state.get("config_hash") == config_hash:
-        model.load_state_dict(resumed.weights)
-        optimizer.load_state_dict(resumed.state["optimizer"])
-        start, algo.kl_coef = resumed.state["step"], resumed.state["kl_coef"]
-        algo.moments.n, algo.moments.mean, algo.moments.m2 = resumed.state["moments"]
-        if not quiet:
-            print(f"resuming PPO from step {start}")
-    metrics = out / "metrics.jsonl"
-    if start == 0:
-        atomic.write_text(metrics, "")
-    else:  # drop records written after the checkpoint
-        kept = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-        atomic.write_text(metrics, "".join(ln + "\n" for ln in kept))
-    t0 = time.perf_counter()
-    for step in range(start, c.steps):
-        rng = random.Random(cfg.run.seed * 7919 + step)
+    algo = PPO(model, ref, rm, tok, c, optimizer, true_score, response_tokens=response_tokens,
+               grad_clip=tcfg.grad_clip)
+
+    def step(i: int) -> dict:
+        rng = random.Random(cfg.run.seed * 7919 + i)
         index = [rng.randrange(len(prompts)) for _ in range(c.prompts_per_step)]
-        ro = algo.rollout([encoded[i] for i in index], index, cfg.run.seed * 1000 + step)
-        stats = algo.update(ro, torch.Generator().manual_seed(step))
-        record = {"step": step + 1, **ro.stats, **stats, "elapsed_s": round(time.perf_counter() - t0, 2)}
-        log_line(metrics, record)
-        if not quiet and ((step + 1) % 5 == 0 or step == start):
-            print(f"ppo step {step + 1}/{c.steps}: reward {record['reward']:+.3f}  kl {record['kl']:.3f}  "
-                  f"entropy {record['entropy']:.2f}  clip {record['clip_frac']:.2f}  "
-                  f"value loss {record['value_loss']:.3f}  length {record['length']:.1f}"
-                  + (f"  judge {record['judge_score']:+.2f}" if "judge_score" in record else ""), flush=True)
-        if (step + 1) % 10 == 0 or step + 1 == c.steps:
-            checkpoint.save(ckpt_root, model, optimizer, step + 1,
-                            {"config_hash": config_hash, "kl_coef": algo.kl_coef, "moments": algo.moments.state()},
-                            {"stage": "rlhf"}, 2)
-    plot_reward_vs_kl(metrics, out / "reward_vs_kl.png")
-    return {"steps": c.steps, "train_seconds": round(time.perf_counter() - t0, 1), "final_kl_coef": algo.kl_coef}
+        with ctx.autocast():
+            ro = algo.rollout([encoded[j] for j in index], index, cfg.run.seed * 1000 + i)
+            stats = algo.update(ro, torch.Generator().manual_seed(i))
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in {**ro.stats, **stats}.items()} | \
+            {"tokens": int(ro.seqs.mask.sum())}
+
+    def state() -> dict:
+        return {"kl_coef": algo.kl_coef, "moments": algo.moments.state()}
+
+    def load_state(s: dict) -> None:
+        algo.kl_coef = s["kl_coef"]
+        algo.moments.n, algo.moments.mean, algo.moments.m2 = s["moments"]
+
+    task = Task(name="ppo", step=step, optimizer=optimizer, state=state, load_state=load_state,
+                export=lambda m: m.policy, describe=describe, info=info)
+    _, summary = train(model, tcfg, task, ctx)
+    plot_reward_vs_kl(ctx.out / "metrics.jsonl", ctx.out / "reward_vs_kl.png")
+    return {"steps": c.steps, "train_seconds": summary["train_seconds"], "final_kl_coef": algo.kl_coef}
 
 
 def plot_reward_vs_kl(metrics: Path, path: Path) -> None:
@@ -190,34 +187,29 @@ def plot_reward_vs_kl(metrics: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
-    c = cfg.rlhf
-    setup_threads(cfg.train)
-    torch.manual_seed(cfg.run.seed)
-    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
-    sft_folder = run.require("sft/model.safetensors", "sft").parent
-    policy, sft_info = load_model(sft_folder)
-    ref, _ = load_model(sft_folder)
+def run(ctx: StageContext) -> dict:
+    c = ctx.cfg.rlhf
+    torch.manual_seed(ctx.cfg.run.seed)
+    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    sft_folder = ctx.input("sft").parent
+    policy, sft_info = load_model(sft_folder, ctx.device)
+    ref, _ = load_model(sft_folder, ctx.device)
     ref.eval().requires_grad_(False)
-    cfg = copy.deepcopy(cfg)
-    cfg.rlhf.response_tokens = answer_tokens(policy.cfg.context, c.response_tokens)
-    c = cfg.rlhf
-    out = run.stage(c.out or "rlhf")
+    response_tokens = answer_tokens(policy.cfg.context, c.response_tokens)
+    # still the SFT model's kind of model: eval and serving read "chat" (use the chat template) and "tokenizer"
+    info = {**{k: sft_info[k] for k in ("tokenizer",) if k in sft_info}, "chat": True, "stage": "rlhf", "algo": c.algo}
     if c.algo == "ppo":
-        summary = run_ppo(cfg, run, policy, ref, tok, out, quiet)
+        summary = run_ppo(ctx, policy, ref, tok, response_tokens, info)
     elif c.algo == "dpo":
         from fidan.rlhf.dpo import run_dpo
-        summary = run_dpo(cfg, run, policy, ref, tok, out, quiet)
+        summary = run_dpo(ctx, policy, ref, tok, info)
     else:
         from fidan.rlhf.grpo import run_grpo
-        summary = run_grpo(cfg, run, policy, ref, tok, out, quiet)
-    # still the SFT model's kind of model: eval and serving read "chat" (use the chat template) and "tokenizer"
-    inherited = {k: sft_info[k] for k in ("tokenizer",) if k in sft_info}
-    save_model(out, policy, {**inherited, "chat": True, "stage": "rlhf", "algo": c.algo})
-    result = {"algo": c.algo, **summary, **evaluate(cfg, run, policy, ref, tok)}
-    atomic.write_json(out / "summary.json", result)
-    if not quiet:
-        print(describe(result))
+        summary = run_grpo(ctx, policy, ref, tok, info)
+    with ctx.autocast():
+        result = {"algo": c.algo, **summary, **evaluate(ctx, policy, ref, tok, response_tokens)}
+    atomic.write_json(ctx.out / "summary.json", result)
+    ctx.say(describe(result))
     return result
 
 

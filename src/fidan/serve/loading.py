@@ -6,7 +6,7 @@ from pathlib import Path
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT
 from fidan.model.io import load_model
-from fidan.rundir import RunDir
+from fidan.rundir import RunDir, latest
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.train.perf import pick_device
 
@@ -15,10 +15,7 @@ STAGE_PREFERENCE = ("rlhf", "sft", "pretrain")
 
 
 def latest_run(root: str | Path = "runs") -> RunDir:
-    runs = [p for p in Path(root).glob("*") if (p / "fidan.json").exists()]
-    if not runs:
-        raise FidanError(f"no runs under {root}/; start one with `make demo` or `fidan pipeline --preset tiny`")
-    return RunDir(max(runs, key=lambda p: (p / "config.toml").stat().st_mtime if (p / "config.toml").exists() else 0))
+    return latest(root)
 
 
 def model_folder(run: RunDir, stage: str | None = None) -> Path:
@@ -29,8 +26,9 @@ def model_folder(run: RunDir, stage: str | None = None) -> Path:
     raise FidanError(f"{run.path}: no trained model ({', '.join(stages)}); run `fidan pretrain` first")
 
 
-def load_for_inference(folder: Path, run: RunDir | None = None, device: str = "auto") -> tuple[GPT, FidanTokenizer]:
-    model, info = load_model(folder, pick_device(device))
+def load_for_inference(folder: Path, run: RunDir | None = None, device="auto") -> tuple[GPT, FidanTokenizer]:
+    """A model ready to answer, on ``device`` (a torch.device, or a name such as "auto"), and its tokenizer."""
+    model, info = load_model(folder, pick_device(device) if isinstance(device, str) else device)
     model.eval()
     tok_path = folder / "tokenizer.json"
     if not tok_path.exists():

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 from fidan import atomic
-from fidan.config import Config
-from fidan.rundir import RunDir
+from fidan.context import StageContext
 from fidan.serve.engine import SamplingParams, generate
-from fidan.serve.loading import load_for_inference, model_folder
+from fidan.serve.loading import load_for_inference
 
 # Openings that fit the embedded world, one per language; user data starts from <|bos|> alone.
 EMBEDDED_PROMPTS = ["Question: Where does", "Problem:", "Bir sabah"]
 
 
-def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
-    model, tok = load_for_inference(model_folder(run, "pretrain"), run, cfg.train.device)
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.cfg
+    model, tok = load_for_inference(ctx.input("model").parent, ctx.run, ctx.device)
     if cfg.sample.prompt:
         prompts = [cfg.sample.prompt]
     elif cfg.data.source == "embedded":
@@ -29,7 +29,6 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
         ids = list(generate(model, [tok.bos] + tok.encode(prompt), params))
         texts.append(prompt + tok.decode(ids))
     out = "\n\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(texts)) + "\n"
-    atomic.write_text(run.stage("sample") / "samples.txt", out)
-    if not quiet:
-        print(out)
-    return {"samples": len(texts), "file": str(run.path / "sample" / "samples.txt")}
+    atomic.write_text(ctx.out / "samples.txt", out)
+    ctx.say(out)
+    return {"samples": len(texts), "file": str(ctx.out / "samples.txt")}

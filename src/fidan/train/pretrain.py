@@ -14,10 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fidan.config import Config
+from fidan.context import StageContext
 from fidan.data.shards import load_meta, load_tokens
+from fidan.errors import FidanError
+from fidan.model.config import GPTConfig
 from fidan.model.gpt import GPT, flops_per_token
-from fidan.rundir import RunDir
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.train.loop import Task, train
 
@@ -74,12 +75,13 @@ def bits_per_byte(model: GPT, tokens: np.ndarray, token_bytes: torch.Tensor, bat
     return {"val_loss": nats / max(ntok, 1), "val_bpb": nats / (max(nbytes, 1) * math.log(2))}
 
 
-def resolve_model_config(cfg: Config, vocab_size: int):
-    if cfg.model.vocab_size:
-        if cfg.model.vocab_size < vocab_size:
-            raise ValueError(f"model.vocab_size {cfg.model.vocab_size} is smaller than the tokenizer's {vocab_size}")
-        return cfg.model
-    return replace(cfg.model, vocab_size=64 * math.ceil(vocab_size / 64))
+def resolve_model_config(model_cfg: GPTConfig, vocab_size: int) -> GPTConfig:
+    """The model's shape with its vocabulary taken from the tokenizer (rounded up to 64) unless set."""
+    if model_cfg.vocab_size:
+        if model_cfg.vocab_size < vocab_size:
+            raise FidanError(f"model.vocab_size {model_cfg.vocab_size} is smaller than the tokenizer's {vocab_size}")
+        return model_cfg
+    return replace(model_cfg, vocab_size=64 * math.ceil(vocab_size / 64))
 
 
 def token_bytes_for(tok: FidanTokenizer, vocab_size: int) -> torch.Tensor:
@@ -88,14 +90,14 @@ def token_bytes_for(tok: FidanTokenizer, vocab_size: int) -> torch.Tensor:
     return torch.from_numpy(table)
 
 
-def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
-    from fidan.stages import stage_hash
-
-    meta = load_meta(run)
-    tok = FidanTokenizer.load(run.require("tokenizer/tokenizer.json", "tokenizer"))
-    model_cfg = resolve_model_config(cfg, tok.vocab_size)
-    train_tokens = load_tokens(run.path / "data/tokens/train.bin", meta)
-    val_tokens = load_tokens(run.path / "data/tokens/val.bin", meta)
+def run(ctx: StageContext) -> dict:
+    cfg = ctx.cfg
+    meta = load_meta(ctx.input("tokens"))
+    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    model_cfg = resolve_model_config(cfg.section("model"), tok.vocab_size)
+    folder = ctx.input("tokens").parent
+    train_tokens = load_tokens(folder / "train.bin", meta)
+    val_tokens = load_tokens(folder / "val.bin", meta)
     token_bytes = token_bytes_for(tok, model_cfg.vocab_size)
     torch.manual_seed(cfg.run.seed)
     model = GPT(model_cfg)
@@ -108,10 +110,11 @@ def run(cfg: Config, run: RunDir, quiet: bool = False) -> dict:
         flops_per_token=flops_per_token(model_cfg),
         info={"tokenizer": "tokenizer/tokenizer.json"},
     )
-    model, summary = train(model, cfg.train, run.stage("pretrain"), task, stage_hash(cfg, "pretrain"), quiet)
+    model, summary = train(model, cfg.train, task, ctx)
     if cfg.train.eval_tokens:  # the periodic evals used a subset; the final figure covers everything
         model.eval()
-        summary.update(bits_per_byte(model, val_tokens, token_bytes, eval_batch))
+        with ctx.autocast():
+            summary.update(bits_per_byte(model, val_tokens, token_bytes, eval_batch))
     summary["unigram_bpb"] = meta["unigram_bpb"]
     summary["params"] = model.num_params()
     return summary

@@ -1,0 +1,91 @@
+"""Record files every layer reads: JSON lines (``.jsonl``, optionally gzipped) and the text
+column of the data stage's parquet files.
+
+:func:`read_jsonl` is the one JSON-lines reader: a bad line (not JSON, not an object, nested too
+deep, invalid UTF-8, a gzip stream cut short) is reported as ``file:line`` and either stops the
+read (``on_error="fail"``, a :class:`FidanError`) or is counted and skipped (``"skip"``).
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from fidan.errors import FidanError
+
+
+@dataclass
+class Problems:
+    """What a skipping reader left out: ``file:line: why`` for each bad line."""
+    items: list[str] = field(default_factory=list)
+
+    def add(self, where: str) -> None:
+        self.items.append(where)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _open_text(path: Path):
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+
+
+def read_jsonl(path: str | Path, on_error: str = "fail", problems: Problems | None = None
+               ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file."""
+    path = Path(path)
+    problems = problems if problems is not None else Problems()
+
+    def bad(where: str) -> None:
+        if on_error != "skip":
+            raise FidanError(where)
+        problems.add(where)
+
+    try:
+        f = _open_text(path)
+    except FileNotFoundError:
+        raise FidanError(f"{path}: file not found") from None
+    except OSError as e:
+        raise FidanError(f"{path}: cannot read ({e.strerror or e})") from None
+    number = 0
+    with f:
+        while True:
+            try:
+                line = f.readline()
+            except UnicodeDecodeError:
+                bad(f"{path}:{number + 1}: not valid UTF-8")
+                return
+            except (EOFError, OSError, gzip.BadGzipFile) as e:
+                bad(f"{path}:{number + 1}: the file is cut short or damaged ({e})")
+                return
+            if not line:
+                return
+            number += 1
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except RecursionError:
+                bad(f"{path}:{number}: JSON nested too deep")
+                continue
+            except ValueError as e:
+                bad(f"{path}:{number}: not valid JSON ({e})")
+                continue
+            if not isinstance(obj, dict):
+                bad(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+                continue
+            yield number, obj
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """The ``text`` column of a parquet file of documents."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    try:
+        return pq.read_table(path, columns=["text"]).column("text").to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None

@@ -1,0 +1,39 @@
+"""Accelerators' rated peak and power, and the energy a finished run used (no torch needed)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str
+    peak_flops: float       # dense peak in the training precision, FLOP/s
+    tdp_watts: float
+    precision: str
+    source: str
+
+
+ACCELERATORS = {
+    # NVIDIA Tesla V100 SXM2 datasheet: 125 TFLOPS fp16 tensor-core peak, 300 W.
+    "V100": Accelerator("V100", 125e12, 300, "fp16", "NVIDIA V100 datasheet (SXM2)"),
+    # NVIDIA A100 datasheet: 312 TFLOPS bf16 dense (624 with sparsity), 400 W (SXM).
+    "A100": Accelerator("A100", 312e12, 400, "bf16", "NVIDIA A100 datasheet (SXM, dense)"),
+    # NVIDIA H100 datasheet: 989 TFLOPS bf16 dense (1979 with sparsity), up to 700 W (SXM).
+    "H100": Accelerator("H100", 989e12, 700, "bf16", "NVIDIA H100 datasheet (SXM, dense)"),
+    # NVIDIA H200 datasheet: same compute as the H100 SXM (989 TFLOPS bf16 dense), up to 700 W.
+    "H200": Accelerator("H200", 989e12, 700, "bf16", "NVIDIA H200 datasheet (SXM, dense)"),
+}
+CPU_WATTS_PER_CORE = 10.0   # assumption for "this CPU": a desktop/server core under full load
+
+
+def run_energy_kwh(device_type: str, seconds: float, pue: float = 1.0) -> float:
+    """Energy a finished training run used, estimated from its device's rated power."""
+    if device_type == "cuda":
+        import torch
+        name = torch.cuda.get_device_name().upper()
+        watts = next((a.tdp_watts for k, a in ACCELERATORS.items() if k in name), 400.0)
+        watts *= max(1, torch.cuda.device_count())
+    else:
+        watts = CPU_WATTS_PER_CORE * (os.cpu_count() or 1)
+    return watts * pue * seconds / 3.6e6

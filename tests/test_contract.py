@@ -1,0 +1,197 @@
+"""The stage contract: declarations, hashes that cover exactly what a stage reads, config views
+that refuse undeclared settings, one writer per run, and a CLI that tells what a stage reads."""
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MICRO, ROOT, micro_config
+from fidan.cli import main
+from fidan.config import build_config
+from fidan.context import ConfigView, UndeclaredSetting, file_digest
+from fidan.errors import FidanError
+from fidan.rundir import RunDir, latest
+from fidan.stages import BY_NAME, STAGES, stage_hash
+
+
+def changed_stages(base, other, run_path=None) -> set[str]:
+    return {s.name for s in STAGES if stage_hash(base, s.name, run_path) != stage_hash(other, s.name, run_path)}
+
+
+ALL = {s.name for s in STAGES}
+
+
+@pytest.mark.parametrize("override, expected", [
+    # execution-only settings: never re-run anything
+    ("data.workers=3", set()), ("data.executor=ray", set()), ("data.ray_address=10.0.0.1:6379", set()),
+    ("run.device=cpu", set()), ("run.threads=1", set()), ("run.compile=true", set()),
+    ("train.log_every=7", set()), ("train.ckpt_every=3", set()), ("rlhf.ckpt_every=3", set()),
+    ("train.eval_every=9", set()),
+    # a method's sub-settings matter only when that method is chosen
+    ("sft.lora_rank=4", set()), ("sft.teacher=elsewhere", set()), ("rlhf.dpo_beta=0.5", set()),
+    ("rlhf.group=4", set()), ("data.minhash_rows=4", ALL),
+    ("sample.temperature=0.1", {"sample"}),
+    ("train.lr=1e-4", ALL - {"data", "tokenizer", "tokens"}),
+    ("rlhf.kl_coef=0.5", {"rlhf", "eval", "report"}),
+    ("rlhf.eval_prompts=10", {"reward", "rlhf", "eval", "report"}),   # the reward stage reads it too
+    ("reward.harmful_share=0.1", {"reward", "rlhf", "eval", "report"}),
+    ("eval.limit=10", {"eval", "report"}),
+    ("run.seed=3", ALL),
+])
+def test_hash_table(override, expected):
+    base = build_config("tiny")
+    assert changed_stages(base, build_config("tiny", None, [override])) == expected
+
+
+def test_chosen_method_hashes_its_settings():
+    lora = build_config("tiny", None, ["sft.method=lora"])
+    assert changed_stages(lora, build_config("tiny", None, ["sft.method=lora", "sft.lora_rank=4"])) == \
+        ALL - {"data", "tokenizer", "tokens", "pretrain", "sample"}
+    dpo = build_config("tiny", None, ["rlhf.algo=dpo"])
+    assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.dpo_beta=0.5"])) == \
+        {"rlhf", "eval", "report"}
+    assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.kl_coef=0.5"])) == set()
+    no_dedup = build_config("tiny", None, ["data.steps=normalize,pii"])
+    assert changed_stages(no_dedup, build_config("tiny", None, ["data.steps=normalize,pii", "data.minhash_rows=4"])) == set()
+
+
+def test_source_content_is_hashed_not_its_path(tmp_path):
+    source = tmp_path / "notes.txt"
+    source.write_text("Bir varmış, bir yokmuş.\n")
+    cfg = build_config("tiny", None, [f"data.source={source}"])
+    before = stage_hash(cfg, "data")
+    assert stage_hash(cfg, "data") == before
+    source.write_text("Once upon a time.\n")
+    os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert stage_hash(cfg, "data") != before
+    assert file_digest(tmp_path) != file_digest(tmp_path / "missing")
+
+
+def test_a_new_labelled_pair_reruns_reward_and_what_reads_it(tmp_path):
+    cfg = build_config("tiny", None, [f"run.root={tmp_path}", "run.name=x"])
+    run = tmp_path / "x"
+    run.mkdir()
+    before = {s.name: stage_hash(cfg, s.name, run) for s in STAGES}
+    with open(run / "preferences.jsonl", "a") as f:
+        f.write(json.dumps({"prompt": "Merhaba", "chosen": "Merhaba!", "rejected": "..."}) + "\n")
+    after = {s.name: stage_hash(cfg, s.name, run) for s in STAGES}
+    assert {n for n in before if before[n] != after[n]} == {"reward", "rlhf", "eval", "report"}
+
+
+def test_a_stage_cannot_read_what_it_did_not_declare():
+    view = ConfigView(build_config("tiny"), BY_NAME["sample"].allowed(), "sample")
+    assert view.sample.temperature == 0.3 and view.data.source == "embedded" and view.run.seed == 1337
+    with pytest.raises(UndeclaredSetting, match="'sample' read 'data.steps'"):
+        view.data.steps
+    with pytest.raises(UndeclaredSetting, match=r"\[train\]"):
+        view.train
+    with pytest.raises(TypeError):
+        view.sample.temperature = 1.0
+
+
+def test_every_model_load_names_its_device():
+    """load_model / load_reward_model / load_for_inference take the device as a required argument;
+    every call in the stages passes one, so no model silently stays on the CPU."""
+    calls = []
+    for path in (ROOT / "src" / "fidan").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in (
+                    "load_model", "load_reward_model", "load_for_inference"):
+                calls.append((path.name, node.lineno, len(node.args) + len(node.keywords)))
+    assert calls
+    short = [c for c in calls if c[2] < (3 if "inference" in str(c) else 2)]
+    assert short == []
+
+
+def test_single_stage_overrides_go_to_the_stamp_not_the_config(prepared_run, tmp_path):
+    import shutil
+    cfg, run = prepared_run
+    shutil.copytree(run.path, tmp_path / "micro")
+    saved = (tmp_path / "micro" / "config.toml").read_bytes()
+    args = [f"--run.root={tmp_path}", "--run.name=micro", "--train.steps=3", "--train.ckpt_every=3"]
+    assert main(["pretrain", *args]) == 0
+    assert (tmp_path / "micro" / "config.toml").read_bytes() == saved
+    stamp = json.loads((tmp_path / "micro" / "stages" / "pretrain.json").read_text())
+    assert "train.steps=3" in stamp["overrides"]
+
+
+def test_latest_run_is_recorded_not_guessed(tmp_path):
+    a = RunDir.for_config(micro_config(tmp_path, "a"))
+    b = RunDir.for_config(micro_config(tmp_path, "b"))
+    assert latest(tmp_path) == b
+    os.utime(a.path / "config.toml")          # touching an older run does not make it the latest
+    assert latest(tmp_path) == b
+    a.mark_latest()
+    assert latest(tmp_path) == a
+
+
+def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys):
+    run = RunDir.for_config(micro_config(tmp_path, "busy"))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from fidan.rundir import RunDir; r = RunDir(sys.argv[1]);\n"
+        "with r.lock('fidan pretrain (the test holder)'):\n    print('held', flush=True); time.sleep(60)"),
+        str(run.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["data", f"--run.root={tmp_path}", "--run.name=busy"]) == 2
+        err = capsys.readouterr().err
+        assert f"PID {holder.pid}" in err and "the test holder" in err and "in use" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run.lock("after a crash"):   # the kernel released the dead holder's lock
+        assert "after a crash" in (run.path / ".lock").read_text()
+
+
+def test_stage_help_lists_its_settings(capsys):
+    with pytest.raises(SystemExit):
+        main(["rlhf", "--help"])
+    out = capsys.readouterr().out
+    assert "--rlhf.kl_coef=FLOAT" in out and "per-token KL penalty against the SFT model" in out
+    assert "--reward.harmful_share=FLOAT" in out and "used when algo = ppo" in out
+    assert "--data.workers" not in out
+    with pytest.raises(SystemExit):
+        main(["data", "--help"])
+    out = capsys.readouterr().out
+    assert "--data.workers=INT" in out and "not hashed" in out and "one of local, ray" in out
+
+
+def test_validation_before_work(tmp_path, capsys):
+    assert main(["pipeline", f"--run.root={tmp_path}", "--run.name=v", "--data.steps=normalize,bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not (tmp_path / "v" / "data").exists()
+
+
+def test_old_setting_names_still_load(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text('[train]\ndevice = "cpu"\nthreads = 2\n')
+    cfg = build_config(None, str(path))
+    assert (cfg.run.device, cfg.run.threads) == ("cpu", 2)
+    with pytest.raises(FidanError, match="choose one of"):
+        build_config(None, None, ["run.device=tpu"])
+
+
+@pytest.mark.slow
+def test_presets_ship_inside_the_package(tmp_path):
+    """Built as a wheel and installed non-editable: the presets come along."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheel_dir), str(ROOT)],
+                   check=True, capture_output=True)
+    wheel = next(wheel_dir.glob("fidan-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    done = subprocess.run([sys.executable, "-c", "import fidan, sys; from fidan.cli import main; "
+                           "print(fidan.__file__); sys.exit(main(['pipeline', '--preset', 'tiny', '--help']))"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith(str(target))
+    assert "--model.sparse_every" in done.stdout and "tiny" in done.stdout
+    assert build_config("tiny").model.n_layer == 4
+    assert MICRO  # the micro settings the other tests use stay importable
