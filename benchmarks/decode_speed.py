@@ -16,8 +16,8 @@ from dataclasses import replace
 import torch
 
 from fidan.config import build_config
+from fidan.infer.engine import BatchDecoder, SamplingParams
 from fidan.model.gpt import GPT
-from fidan.serve.engine import BatchDecoder, SamplingParams
 
 
 @torch.no_grad()

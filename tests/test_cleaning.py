@@ -13,8 +13,8 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, micro_config, shared_file
 
+from conftest import ROOT, micro_config, shared_file
 from fidan.corpus.web import iban_tr, tc_kimlik
 from fidan.data import quality as Q
 from fidan.data.decontam import build_index, decontaminate, eval_texts_from_file
@@ -22,10 +22,10 @@ from fidan.data.language import identify
 from fidan.data.normalize import normalize
 from fidan.data.pii import iban_valid, scrub, tckn_valid
 from fidan.data.sources import SourceReport, read_documents, read_hf
-from fidan.data.text import jaccard
 from fidan.errors import FidanError
 from fidan.pipeline import run_stage
 from fidan.rundir import RunDir
+from fidan.text import jaccard
 
 EN_PAGE = ("The old baker of the town opens his shop at five in the morning and bakes bread for everyone. "
            "People come from the villages near the river to buy his bread, and they often stay to talk. "

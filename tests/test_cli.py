@@ -5,13 +5,12 @@ import sys
 
 import pytest
 
+from conftest import MICRO
 from fidan.cli import main
+from fidan.infer.engine import SamplingParams
 from fidan.rundir import RunDir
 from fidan.serve.chat import repl
-from fidan.serve.engine import SamplingParams
 from fidan.serve.loading import load_for_inference, model_folder
-
-from conftest import MICRO
 
 
 def _args(root, *extra):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from fidan.infer.engine import BatchDecoder, SamplingParams, TextStream, filter_logits, generate, stream_text
 from fidan.model.gpt import GPT, GPTConfig
-from fidan.serve.engine import BatchDecoder, SamplingParams, TextStream, filter_logits, generate, stream_text
 from fidan.tokenizer.bpe import train_tokenizer
 
 
@@ -68,7 +68,7 @@ def test_trace_sees_each_steps_distribution_and_chat_shows_candidates():
 
 
 def test_repetition_penalty_makes_seen_tokens_less_likely():
-    from fidan.serve.engine import penalize_repeats
+    from fidan.infer.engine import penalize_repeats
     logits = torch.tensor([[2.0, -1.0, 0.5, 3.0]])
     out = penalize_repeats(logits, [0, 1, 1], 2.0)
     assert out.tolist() == [[1.0, -2.0, 0.5, 3.0]]

@@ -2,13 +2,12 @@ import json
 
 import pytest
 
+from conftest import shared_file
 from fidan.errors import FidanError
 from fidan.eval import bias, redteam
 from fidan.eval.tasks import math as math_task
 from fidan.eval.tasks import mc, world
 from fidan.pipeline import run_stage
-
-from conftest import shared_file
 
 
 def test_gsm8k_loader_and_answer_extraction():

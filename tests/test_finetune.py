@@ -3,18 +3,18 @@ import json
 import pytest
 import torch
 
+from fidan.config import TrainConfig
 from fidan.errors import FidanError
 from fidan.finetune import freeze, lora
 from fidan.finetune.data import ChatBatches, collate, encode_conversations
-from fidan.finetune.evaluate import final_number, first_sentence
 from fidan.finetune.formats import load_conversations, to_messages
 from fidan.finetune.objectives import adversarial_term, distillation, example_weights, masked_lm
 from fidan.finetune.sft import student_from
+from fidan.infer.answers import final_number, first_sentence
 from fidan.model.gpt import GPT, GPTConfig
 from fidan.pipeline import run_stage
 from fidan.tokenizer.bpe import train_tokenizer
 from fidan.train.loop import make_optimizer
-from fidan.config import TrainConfig
 
 
 def model(**kw):
@@ -246,7 +246,7 @@ def test_classifier_head_learns_sentiment(pretrained_copy):
 
 @pytest.mark.slow
 def test_methods_table_runs_children_with_this_commands_settings(pretrained_copy):
-    from fidan.finetune.methods import compare
+    from fidan.commands.methods import compare
     cfg, run = pretrained_copy
     run_stage(cfg, run, "sft")  # the distillation teacher
     cfg.sft.steps = 7  # an override given on the command line, not in the run's config.toml

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import ROOT, micro_config, shared_file
+from fidan.commands.rlhf_compare import compare
 from fidan.errors import FidanError
 from fidan.eval import redteam
 from fidan.pipeline import run_stage
 from fidan.rlhf import judge, preferences
-from fidan.rlhf.compare import compare
 from fidan.rlhf.dpo import dpo_loss
 from fidan.rlhf.grpo import group_advantages
 from fidan.rlhf.ppo import gae
@@ -205,6 +205,30 @@ def test_ppo_resumes_from_its_checkpoint(pretrained_copy):
     weights = (out / "model.safetensors").read_bytes()
     shutil.rmtree(out / "ckpt" / "step_0000012")
     (out / "model.safetensors").unlink()
+    run_stage(cfg, run, "rlhf")
+    resumed = (out / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]
+    assert strip(resumed) == strip(full)
+    assert (out / "model.safetensors").read_bytes() == weights
+
+
+def test_grpo_resumes_from_its_checkpoint_on_the_shared_loop(pretrained_copy):
+    """GRPO checkpoints like PPO: killed after the step-10 checkpoint, it resumes at step 10 and
+    ends with the same per-step records and weights as the uninterrupted run."""
+    cfg, run = pretrained_copy
+    cfg = micro_config(run.path.parent, "micro", "train.steps=120", "rlhf.algo=grpo", "rlhf.steps=12",
+                       "rlhf.prompts_per_step=8", "rlhf.group=4", "rlhf.temperature=1.5", "rlhf.eval_prompts=2",
+                       "rlhf.eval_samples=1")
+    run_stage(cfg, run, "sft")
+    run_stage(cfg, run, "rlhf")
+    out = run.path / "rlhf"
+    full = (out / "metrics.jsonl").read_text().splitlines()
+    weights = (out / "model.safetensors").read_bytes()
+    assert len(full) == 12 and sorted(p.name for p in (out / "ckpt").iterdir()) == ["step_0000010", "step_0000012"]
+    shutil.rmtree(out / "ckpt" / "step_0000012")
+    (out / "model.safetensors").unlink()
+    with open(out / "metrics.jsonl", "a") as f:   # a record the killed run wrote after its checkpoint
+        f.write(full[10] + "\n")
     run_stage(cfg, run, "rlhf")
     resumed = (out / "metrics.jsonl").read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]

@@ -5,10 +5,9 @@ import threading
 
 import pytest
 
+from conftest import shared_file
 from fidan.eval.sandbox import Limits, run_python
 from fidan.eval.tasks.code import check, evaluate, load_humaneval, pass_at_k
-
-from conftest import shared_file
 
 FAST = Limits(timeout_s=3, memory_mb=256, processes=32)
 

@@ -3,14 +3,13 @@ import json
 
 import pytest
 
-from fidan.data.prepare import split
+from conftest import micro_config, shared_file
 from fidan.data.parquet import read_documents as read_parquet
+from fidan.data.prepare import split
 from fidan.data.sources import SourceReport, read_documents
 from fidan.errors import FidanError
 from fidan.pipeline import run_stage
 from fidan.rundir import RunDir
-
-from conftest import micro_config, shared_file
 
 
 def test_tiny_shakespeare_standard_split(tmp_path):
@@ -86,7 +85,7 @@ def test_missing_source_and_unsupported_type(tmp_path):
 
 
 def test_hash_split_keeps_whole_documents():
-    from fidan.data.document import Document
+    from fidan.records import Document
     docs = [Document(f"d{i}", f"text {i}", "x") for i in range(200)]
     train, val = split(docs, "auto", 0.1)
     assert len(train) + len(val) == 200 and 5 < len(val) < 40

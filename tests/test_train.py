@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from conftest import MICRO
 from fidan.config import TrainConfig
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig
@@ -17,8 +18,6 @@ from fidan.pipeline import run_stage
 from fidan.train import checkpoint
 from fidan.train.loop import make_optimizer
 from fidan.train.schedule import lr_at
-
-from conftest import MICRO
 
 
 def test_schedule_warmup_then_decay():

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from test_server import serving, tiny_model
 from fidan.serve.server import create_app
 from fidan.tokenizer.bpe import train_tokenizer
+from test_server import serving, tiny_model
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")

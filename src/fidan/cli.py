@@ -235,7 +235,7 @@ def _dispatch(args, cfg: Config) -> int:
         print(f"imported {args.folder} into {target}/; try: fidan chat --run.name={run.path.name}")
         return 0
     if args.command == "serve":
-        from fidan.serve.loading import load_for_inference, model_folder, STAGE_PREFERENCE
+        from fidan.serve.loading import STAGE_PREFERENCE, load_for_inference, model_folder
         from fidan.serve.server import serve
         run, folder, model, tok = _run_model(cfg, args.stage, cfg.run.device)
         models = {f"{run.path.name}-{folder.name}": model}
@@ -247,14 +247,14 @@ def _dispatch(args, cfg: Config) -> int:
         serve(models, tok, args.host, args.port, args.api_key, prefs, args.max_batch)
         return 0
     if args.command == "methods":
-        from fidan.finetune.methods import METHODS, compare
+        from fidan.commands.methods import METHODS, compare
         names = [n.strip() for n in args.only.split(",") if n.strip()] or list(METHODS)
         run = RunDir.for_config(cfg, create=False)
         with run.lock():
             compare(cfg, run, names)
         return 0
     if args.command == "rlhf-compare":
-        from fidan.rlhf.compare import VARIANTS, compare
+        from fidan.commands.rlhf_compare import VARIANTS, compare
         names = [n.strip() for n in args.only.split(",") if n.strip()] or list(VARIANTS)
         run = RunDir.for_config(cfg, create=False)
         with run.lock():
@@ -289,8 +289,8 @@ def _dispatch(args, cfg: Config) -> int:
               seed=cfg.run.seed, model_name=f"{run.path.name}-{folder.name}", limit=args.limit)
         return 0
     if args.command == "chat":
+        from fidan.infer.engine import SamplingParams
         from fidan.serve.chat import repl
-        from fidan.serve.engine import SamplingParams
         run, folder, model, tok = _run_model(cfg, args.stage, cfg.run.device)
         s = cfg.sample
         repl(model, tok, SamplingParams(s.temperature, s.top_k, s.top_p, s.max_tokens, None,

@@ -29,10 +29,11 @@ import functools
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from fidan.errors import FidanError
 from fidan.settings import hashed_values
@@ -225,6 +226,19 @@ def paths_in(value: str, named: bool = False) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 # The context
 
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA, then MPS, then the CPU; otherwise the named device."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
 @dataclass
 class StageContext:
     spec: StageSpec
@@ -254,7 +268,6 @@ class StageContext:
         then MPS, then the CPU). Asking for it also sets the CPU thread count (``run.threads``)."""
         import torch
 
-        from fidan.train.perf import pick_device
         torch.set_num_threads(self.cfg.run.threads or os.cpu_count() or 1)
         device = pick_device(self.cfg.run.device)
         if device.type == "cuda" and self.world_size > 1:

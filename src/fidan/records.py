@@ -1,5 +1,5 @@
-"""Record files every layer reads: JSON lines (``.jsonl``, optionally gzipped) and the text
-column of the data stage's parquet files.
+"""Records every layer reads: the :class:`Document` every data step passes along, JSON lines
+(``.jsonl``, optionally gzipped) and the text column of the data stage's parquet files.
 
 :func:`read_jsonl` is the one JSON-lines reader: a bad line (not JSON, not an object, nested too
 deep, invalid UTF-8, a gzip stream cut short) is reported as ``file:line`` and either stops the
@@ -10,11 +10,21 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from fidan.errors import FidanError
+
+
+@dataclass
+class Document:
+    """The unit every data step passes along."""
+    id: str                  # unique within a run
+    text: str
+    source: str              # file path, "embedded", or a data set name
+    meta: dict[str, Any] = field(default_factory=dict)  # provenance: line number, language, kind ...
 
 
 @dataclass

@@ -21,9 +21,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from fidan import RUN_FORMAT, __version__, atomic
 from fidan.config import Config, to_toml
@@ -35,7 +36,7 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def for_config(cls, cfg: Config, create: bool = True, save_config: bool | None = None) -> "RunDir":
+    def for_config(cls, cfg: Config, create: bool = True, save_config: bool | None = None) -> RunDir:
         """The run directory ``cfg`` names. ``create`` makes it if new; the config is saved when
         the run is new, or when ``save_config`` says so (``fidan pipeline``)."""
         run = cls(Path(cfg.run.root) / cfg.run.name)

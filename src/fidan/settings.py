@@ -74,7 +74,7 @@ def hashed_values(section: Any) -> dict[str, Any]:
     return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if matters(section, f)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def comments(cls: type) -> dict[str, str]:
     """The comment written after each field of a dataclass (and on the comment-only lines that
     continue it), read from its source: the settings' help text."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fidan.corpus.turkish import suffix, upper_first
 from fidan.corpus.world import COLOURS, FOODS, LEGS, PRODUCTS, PROFESSIONS, World

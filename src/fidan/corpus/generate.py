@@ -9,7 +9,7 @@ appears in the training text, and pose word problems that never appear there eit
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 from fidan.config import CorpusConfig
 from fidan.corpus import facts as F
@@ -17,7 +17,7 @@ from fidan.corpus.instructions import conversations, sentiment_examples
 from fidan.corpus.stories import Problem, render_problem, story, word_problem
 from fidan.corpus.turkish import suffix
 from fidan.corpus.world import PROFESSIONS, World, build_world
-from fidan.data.document import Document
+from fidan.records import Document
 
 MIX = {"article": 0.33, "qa": 0.15, "story": 0.24, "problem": 0.24, "myth": 0.04}
 MYTH_FRACTION = 0.15  # share of (subject, attribute) pairs that carry a planted misconception

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import random
 
-from fidan.data.document import Document
-from fidan.data.text import jaccard
+from fidan.records import Document
+from fidan.text import jaccard
 
 # Shares of the number of clean pages; "noise" in the config scales them all.
 FAULTS = {"exact_dup": 0.08, "near_dup": 0.08, "boilerplate": 0.06, "pii": 0.05, "contaminated": 0.03,

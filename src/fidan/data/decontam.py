@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
-from fidan.data.text import word_spans, words
 from fidan.errors import FidanError
+from fidan.text import word_spans, words
 
 EVAL_FIELDS = ("question", "prompt", "problem", "input")
 
@@ -56,7 +56,7 @@ class Index:
                 "grams": {str(k): sorted(v) for k, v in self.grams.items()}}
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Index":
+    def from_json(cls, obj: dict) -> Index:
         return cls(obj["n"], obj["min_words"], {int(k): set(v) for k, v in obj["grams"].items()}, obj["items"])
 
 

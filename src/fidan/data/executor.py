@@ -20,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,10 +35,10 @@ import pyarrow.parquet as pq
 from fidan import atomic
 from fidan.data import steps as S
 from fidan.data.decontam import Index
-from fidan.data.document import Document
 from fidan.data.minhash import duplicates
 from fidan.data.parquet import SCHEMA
 from fidan.errors import FidanError
+from fidan.records import Document
 
 WORK_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("text", pa.string()),
                          ("meta", pa.string()), ("exact", pa.int64()), ("bands", pa.list_(pa.int64()))])

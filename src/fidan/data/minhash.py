@@ -18,7 +18,7 @@ import hashlib
 import numpy as np
 from datasketch import MinHash
 
-from fidan.data.text import shingles
+from fidan.text import shingles
 
 
 def band_hashes(text: str, ngram: int = 5, bands: int = 14, rows: int = 8, seed: int = 1) -> list[int]:

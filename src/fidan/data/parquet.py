@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fidan import atomic
-from fidan.data.document import Document
 from fidan.errors import FidanError
-from fidan.records import read_texts  # noqa: F401 (the data stage's readers live here too)
+from fidan.records import (
+    Document,
+    read_texts,  # noqa: F401 (the data stage's readers live here too)
+)
 
 SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("meta", pa.string())])
 

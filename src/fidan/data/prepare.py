@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -25,7 +25,6 @@ from fidan.config import Config
 from fidan.context import StageContext
 from fidan.data import steps as S
 from fidan.data.decontam import build_index, eval_texts_from_file
-from fidan.data.document import Document
 from fidan.data.executor import (
     SplitWriter,
     deduplicate,
@@ -37,11 +36,13 @@ from fidan.data.executor import (
     shard_name,
     shards,
 )
-from fidan.data.groundtruth import check as bars_met, score
+from fidan.data.groundtruth import check as bars_met
+from fidan.data.groundtruth import score
 from fidan.data.parquet import write_documents
 from fidan.data.report import print_table
 from fidan.data.sources import SourceReport, read_documents
 from fidan.errors import FidanError
+from fidan.records import Document
 
 
 def collect(cfg: Config, report: SourceReport) -> tuple[Iterator[Document], dict[str, list[dict]], list[dict]]:

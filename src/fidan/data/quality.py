@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from fidan.data.text import TERMINAL_PUNCTUATION, WORD
+from fidan.text import TERMINAL_PUNCTUATION, WORD
 
 STOP_WORDS = {
     # Gopher's list: a real English sentence almost always uses two of these.

@@ -15,8 +15,8 @@ import numpy as np
 
 from fidan import atomic
 from fidan.context import StageContext
-from fidan.records import read_texts
 from fidan.errors import FidanError
+from fidan.records import read_texts
 from fidan.tokenizer.bpe import FidanTokenizer
 
 BATCH = 512

@@ -15,17 +15,18 @@ others (see ``fidan.data.executor``); here they only compute each document's has
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fidan.data import quality
 from fidan.data.decontam import Index, decontaminate
-from fidan.data.document import Document
 from fidan.data.language import identify
 from fidan.data.minhash import band_hashes, exact_hash
 from fidan.data.normalize import normalize
 from fidan.data.pii import scrub
 from fidan.errors import FidanError
+from fidan.records import Document
 
 ORDER = ("normalize", "language", "c4", "gopher_repetition", "gopher_quality", "fineweb",
          "decontam", "pii", "exact_dedup", "near_dedup")

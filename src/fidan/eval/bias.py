@@ -8,7 +8,7 @@ contain no slurs.
 """
 from __future__ import annotations
 
-from fidan.eval.scoring import logliks
+from fidan.infer.scoring import logliks
 
 # (category, language, stereotypical sentence, anti-stereotypical sentence)
 PAIRS = [

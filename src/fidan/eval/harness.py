@@ -13,8 +13,9 @@ from pathlib import Path
 from fidan.config import Config
 from fidan.errors import FidanError
 from fidan.eval import bias, redteam
-from fidan.eval.scoring import complete
-from fidan.eval.tasks import code, math as math_task, mc, world
+from fidan.eval.tasks import code, mc, world
+from fidan.eval.tasks import math as math_task
+from fidan.infer.scoring import complete
 from fidan.model.gpt import GPT
 from fidan.tokenizer.bpe import FidanTokenizer
 
@@ -65,7 +66,7 @@ def evaluate_model(model: GPT, tok: FidanTokenizer, info: dict, cfg: Config, run
             model, tok, world.facts_items(eval_dir, "k-shot", e.k_shot, limit=e.limit))}
         scores["world_facts/context"] = mc.score(model, tok, world.facts_items(eval_dir, "context", limit=e.limit))
         scores["world_truthful"] = mc.score(model, tok, world.truthful_items(eval_dir, limit=e.limit))
-        from fidan.finetune.evaluate import chat_scores
+        from fidan.infer.answers import chat_scores
         scores["world_facts/chat"] = {"acc": chat_scores(model, tok, eval_dir, 60)["facts_acc"], "n": 60}
     if (eval_dir / "arithmetic.jsonl").exists():
         dev, test = world.math_items(eval_dir, e.math_limit)

@@ -25,9 +25,9 @@ from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.finetune import freeze, lora
 from fidan.finetune.data import ChatBatches, encode_conversations
-from fidan.finetune.evaluate import chat_scores
 from fidan.finetune.formats import load_conversations
 from fidan.finetune.objectives import adversarial_term, distillation, masked_lm
+from fidan.infer.answers import chat_scores
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.io import load_model, save_model
 from fidan.records import read_jsonl

@@ -23,10 +23,10 @@ from fidan.corpus.generate import eval_sets
 from fidan.corpus.stories import word_problem
 from fidan.corpus.world import build_world
 from fidan.errors import FidanError
-from fidan.finetune.evaluate import final_number
+from fidan.infer.answers import final_number
 from fidan.model.gpt import GPT
-from fidan.rlhf import judge
 from fidan.records import read_jsonl
+from fidan.rlhf import judge
 from fidan.rlhf.ppo import masked_mean
 from fidan.rlhf.rollout import pack, prompt_ids, sample, token_logprobs
 from fidan.tokenizer.bpe import FidanTokenizer

@@ -30,7 +30,7 @@ from fidan.corpus.instructions import HARMFUL, REFUSAL
 from fidan.corpus.turkish import lower
 from fidan.corpus.world import build_world
 from fidan.eval import redteam
-from fidan.finetune.evaluate import first_sentence
+from fidan.infer.answers import first_sentence
 
 
 @dataclass(frozen=True)

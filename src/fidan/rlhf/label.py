@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from fidan.errors import FidanError
 from fidan.rlhf import preferences

@@ -15,8 +15,8 @@ reward only approximates, so the two drifting apart is reward hacking made visib
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

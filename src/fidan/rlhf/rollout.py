@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fidan.infer.engine import BatchDecoder, SamplingParams
 from fidan.model.gpt import GPT
-from fidan.serve.engine import BatchDecoder, SamplingParams
 from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
 from fidan.tokenizer.chat import render
 
@@ -66,10 +66,10 @@ class Sequences:
     mask: torch.Tensor       # [B, T-1] True where the target ids[:, 1:] is an answer token
     last: torch.Tensor       # [B] index of each sequence's last real token
 
-    def to(self, device) -> "Sequences":
+    def to(self, device) -> Sequences:
         return Sequences(self.ids.to(device), self.mask.to(device), self.last.to(device))
 
-    def select(self, rows: torch.Tensor) -> "Sequences":
+    def select(self, rows: torch.Tensor) -> Sequences:
         return Sequences(self.ids[rows], self.mask[rows], self.last[rows])
 
 

@@ -32,7 +32,7 @@ import torch
 from fidan import atomic
 from fidan.context import StageContext
 from fidan.errors import FidanError
-from fidan.finetune.evaluate import chat_scores
+from fidan.infer.answers import chat_scores
 from fidan.model.gpt import GPT
 from fidan.model.io import load_model
 from fidan.records import read_jsonl

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
+from fidan.infer.engine import BatchDecoder, SamplingParams
 from fidan.model.gpt import GPT
-from fidan.serve.engine import BatchDecoder, SamplingParams
 
 # on_event(kind, value): ("token", id) for every token, then ("end", reason) or ("error", message)
 Callback = Callable[[str, object], None]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from fidan.infer.engine import SamplingParams, TextStream, generate
 from fidan.model.gpt import GPT
-from fidan.serve.engine import SamplingParams, TextStream, generate
 from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
 from fidan.tokenizer.chat import render
 

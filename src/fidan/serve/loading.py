@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fidan.context import pick_device
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT
 from fidan.model.io import load_model
 from fidan.rundir import RunDir, latest
 from fidan.tokenizer.bpe import FidanTokenizer
-from fidan.train.perf import pick_device
 
 # Later stages first: chat uses the most trained model a run has.
 STAGE_PREFERENCE = ("rlhf", "sft", "pretrain")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fidan import atomic
 from fidan.context import StageContext
-from fidan.serve.engine import SamplingParams, generate
+from fidan.infer.engine import SamplingParams, generate
 from fidan.serve.loading import load_for_inference
 
 # Openings that fit the embedded world, one per language; user data starts from <|bos|> alone.

@@ -25,10 +25,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from fidan.infer.engine import SamplingParams, TextStream
 from fidan.model.gpt import GPT
 from fidan.rlhf import preferences
 from fidan.serve.batching import Scheduler
-from fidan.serve.engine import SamplingParams, TextStream
 from fidan.tokenizer.bpe import END, EOS, PAD, FidanTokenizer
 from fidan.tokenizer.chat import render
 

@@ -7,8 +7,8 @@ spelling is encoded as plain characters, so a document cannot forge them.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -21,7 +21,7 @@ SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end
 SPECIAL_TOKENS = [BOS, EOS, PAD, SYSTEM, USER, ASSISTANT, END]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> "FidanTokenizer":
+def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> FidanTokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -44,7 +44,7 @@ class FidanTokenizer:
 
     # -- persistence ----------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> "FidanTokenizer":
+    def load(cls, path: str | Path) -> FidanTokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from fidan import atomic
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT
 from fidan.model.io import save_model
-from safetensors.torch import load_file
 
 FILES = ("model.safetensors", "model.json", "state.pt")
 

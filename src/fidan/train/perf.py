@@ -7,17 +7,7 @@ import time
 import torch
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def matmul_peak_flops(device: str = "cpu", n: int = 1024, repeats: int = 8) -> float:
     """Best observed FLOP/s of an n x n matmul in the training dtype: a practical ceiling.
 

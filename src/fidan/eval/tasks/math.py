@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from fidan.errors import FidanError
-from fidan.eval.scoring import complete
+from fidan.infer.scoring import complete
 
 STRICT = re.compile(r"####\s*\$?(-?[0-9.,]+)")
 NUMBER = re.compile(r"-?\$?[0-9][0-9.,]*")

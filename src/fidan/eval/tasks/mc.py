@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from fidan.errors import FidanError
-from fidan.eval.scoring import logliks
+from fidan.infer.scoring import logliks
 
 LETTERS = "ABCD"
 

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from fidan.corpus.turkish import lower
+from fidan.infer.engine import SamplingParams, generate
 from fidan.model.gpt import GPT
-from fidan.serve.engine import SamplingParams, generate
 from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
 from fidan.tokenizer.chat import render
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fidan.infer.engine import SamplingParams, generate
 from fidan.model.gpt import GPT
-from fidan.serve.engine import SamplingParams, generate
 from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
 
 

@@ -14,8 +14,8 @@ strings, holding back just enough text that a stop string split over two tokens 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 

@@ -56,7 +56,7 @@ def compare(cfg: Config, run: RunDir, names: list[str]) -> list[dict]:
     for name in names:
         print(f"▶ {name} ...", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "fidan.finetune.methods", name, str(resolved)])
+        proc = subprocess.Popen([sys.executable, "-m", "fidan.commands.methods", name, str(resolved)])
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         if os.waitstatus_to_exitcode(status) != 0:

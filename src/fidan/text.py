@@ -7,7 +7,7 @@ are lower-cased the Turkish way only by ``casefold``'s rules, which is good enou
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 WORD = re.compile(r"\w+", re.UNICODE)
 TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "”", "’", "…", ":", ";")
