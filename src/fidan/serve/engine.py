@@ -59,6 +59,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         probs = sorted_logits.softmax(-1)
         # drop a token when the mass before it already reaches top_p (the top token always stays)
         drop = probs.cumsum(-1) - probs >= top_p
+        drop[..., 0] = False  # a top_p that rounds to 0 in float32 (5e-324) would drop it too
         sorted_logits[drop] = float("-inf")
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return logits
