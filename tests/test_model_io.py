@@ -34,7 +34,8 @@ def test_a_flipped_bit_in_the_weights_is_caught(saved):
     data = bytearray(path.read_bytes())
     data[len(data) - 100] ^= 0x10  # inside a tensor: safetensors alone would load it
     path.write_bytes(bytes(data))
-    with pytest.raises(FidanError, match=r"model\.safetensors: checksum mismatch.*retrain this stage, or restore"):
+    with pytest.raises(FidanError, match=r"model\.safetensors: damaged weights file \(checksum mismatch.*"
+                                         r"retrain this stage, or restore"):
         load_model(saved)
 
 

@@ -65,11 +65,11 @@ def verify_model(folder: str | Path, info: dict[str, Any]) -> None:
         raise FidanError(f"{weights}: weights missing; {fix}")
     size = weights.stat().st_size
     if size != checksum["bytes"]:
-        raise FidanError(f"{weights}: {size} bytes, but model.json says {checksum['bytes']} (truncated, or from "
-                         f"an interrupted save); {fix}")
+        raise FidanError(f"{weights}: damaged weights file ({size} bytes, but model.json says {checksum['bytes']}: "
+                         f"truncated, or from an interrupted save); {fix}")
     if file_sha256(weights) != checksum["sha256"]:
-        raise FidanError(f"{weights}: checksum mismatch: the file is damaged (or is not the one model.json "
-                         f"describes); {fix}")
+        raise FidanError(f"{weights}: damaged weights file (checksum mismatch: a changed byte, or not the file "
+                         f"model.json describes); {fix}")
 
 
 def read_model_info(folder: str | Path) -> dict[str, Any]:
