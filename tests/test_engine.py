@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from fidan.infer.engine import BatchDecoder, SamplingParams, TextStream, filter_logits, generate, stream_text
+from fidan.infer.engine import (
+    BatchDecoder,
+    SamplingParams,
+    TextStream,
+    filter_logits,
+    generate,
+    sample_next,
+    stream_text,
+)
 from fidan.model.gpt import GPT, GPTConfig
 from fidan.tokenizer.bpe import train_tokenizer
 
@@ -12,6 +20,16 @@ def test_top_k_and_top_p_filters():
     assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [[True, True, False, False]]
     assert torch.isfinite(filter_logits(logits, top_p=0.85)).tolist() == [[True, True, True, False]]
     assert torch.isfinite(filter_logits(logits, top_p=0.01)).tolist() == [[True, False, False, False]]
+    for tiny in (1e-300, 5e-324):  # round to 0 in float32: the top token must still stay
+        assert torch.isfinite(filter_logits(logits, top_p=tiny)).tolist() == [[True, False, False, False]]
+
+
+def test_tiny_temperatures_decode_greedily():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.9]])
+    for t in (1e-300, 5e-324, 1e-5):
+        assert sample_next(logits, SamplingParams(temperature=t), None).tolist() == [1]
+    with pytest.raises(ValueError, match="finite"):
+        sample_next(logits, SamplingParams(temperature=float("nan")), None)
 
 
 def _model():

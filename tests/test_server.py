@@ -142,6 +142,7 @@ def test_several_models_and_preferences(tok, tmp_path):
             r = httpx.post(f"{url}/v1/preferences", json={"prompt": "Hello", "a": "one", "b": "two",
                                                            "choice": choice, "models": ["run-sft", "run-pretrain"]})
             assert r.status_code == 200, r.text
+            assert str(tmp_path) not in r.text and "file" not in r.json()  # no server path in a response
         assert httpx.post(f"{url}/v1/preferences", json={"prompt": "x", "a": "1", "b": "2",
                                                           "choice": "maybe"}).status_code == 400
     lines = [json.loads(x) for x in prefs.read_text().splitlines()]

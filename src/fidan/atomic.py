@@ -68,3 +68,58 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a folder's entries (names created, renamed or removed in it) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def exchange(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the system or file system cannot (then nothing was changed)."""
+    import ctypes
+    import errno
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
+def replace_dir(new: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Put the complete folder ``new`` at ``path`` (same parent folder), replacing what is there.
+
+    An existing ``path`` is swapped with ``new`` atomically where the OS allows, so a reader or a
+    crash sees the whole old folder or the whole new one; elsewhere it is renamed aside first (a
+    crash between the two renames leaves it as ``.<name>.old-<pid>`` beside ``path``). Either way
+    the old contents are deleted last."""
+    new, path = Path(new), Path(path)
+    for child in new.rglob("*"):
+        if child.is_file():
+            with open(child, "rb") as f:
+                os.fsync(f.fileno())
+    fsync_dir(new)
+    if not path.exists() and not path.is_symlink():
+        os.replace(new, path)
+    elif exchange(new, path):  # ``new`` now holds the old contents
+        shutil.rmtree(new) if new.is_dir() and not new.is_symlink() else new.unlink()
+    else:
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(path.parent)

@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", default="hf", choices=["hf"])
     ex.add_argument("--out", required=True, help="folder to write")
     ex.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
+    ex.add_argument("--force", action="store_true", help="replace --out even if it is not a fidan export")
     common(ex)
     im = sub.add_parser("import", help="bring a Llama-architecture Hugging Face folder into a run as its pretrain model")
     im.add_argument("folder")
@@ -220,7 +221,7 @@ def _dispatch(args, cfg: Config) -> int:
     if args.command == "export":
         from fidan.serve.export import export_hf
         run, folder, model, tok = _run_model(cfg, args.stage, "cpu")
-        out = export_hf(model, tok, args.out)
+        out = export_hf(model, tok, args.out, force=args.force)
         print(f"wrote {out}/ ({folder.name} model of {run.path.name}); load it with "
               f"AutoModelForCausalLM.from_pretrained('{out}')")
         return 0

@@ -14,12 +14,21 @@ Then ``deduplicate`` groups the hashes of all shards (exact first, then MinHash 
 
 Two executors run the same ``process_shard``: ``local`` (a pool of worker processes, at most
 two shards in flight per worker) and ``ray`` (tasks on an existing Ray cluster, or a local one).
+Local workers end with the command that started them, even when it is killed with SIGKILL and
+cannot clean up: on Linux the kernel sends each worker SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``), and everywhere a watchdog thread in each worker exits once its parent
+is gone.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
@@ -106,6 +115,23 @@ def shards(docs: Iterable[Document], size: int) -> Iterator[list[tuple]]:
         yield chunk
 
 
+def _die_with_parent(parent: int, pdeathsig: bool) -> None:
+    """Worker initializer: end this process when ``parent`` is gone."""
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, name="fidan-parent-watch", daemon=True).start()
+
+
 def run_local(chunks: Iterator[tuple[int, list[tuple]]], submit_args: Callable[[int, list], tuple],
               workers: int) -> Iterator[dict]:
     """Process shards with ``workers`` processes (in this process when workers == 1)."""
@@ -113,7 +139,11 @@ def run_local(chunks: Iterator[tuple[int, list[tuple]]], submit_args: Callable[[
         for i, docs in chunks:
             yield process_shard(*submit_args(i, docs))
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    # PDEATHSIG fires when the *thread* that started a worker ends, so only the main thread (whose
+    # end is the process's) may ask for it; the watchdog covers the rest.
+    pdeathsig = threading.current_thread() is threading.main_thread()
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(), pdeathsig)) as pool:
         pending: set = set()
         for i, docs in chunks:
             if len(pending) >= 2 * workers:  # bounded: reading never runs far ahead of cleaning

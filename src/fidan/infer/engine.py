@@ -9,11 +9,13 @@ token per unfinished row, and finished rows leave the batch.
 
 Temperature scales the logits, top-k keeps the k most likely tokens, top-p (nucleus) keeps the
 smallest set whose probability reaches p, a repetition penalty makes tokens already present less
-likely; temperature 0 is greedy decoding. ``TextStream`` turns ids into text and applies stop
+likely; temperature 0 is greedy decoding, and so is any temperature below ``GREEDY_BELOW`` (dividing
+float32 logits by 1e-300 would overflow to inf and NaN). ``TextStream`` turns ids into text and applies stop
 strings, holding back just enough text that a stop string split over two tokens is still caught.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -21,6 +23,9 @@ import torch
 
 from fidan.model.gpt import GPT
 from fidan.tokenizer.bpe import FidanTokenizer
+
+GREEDY_BELOW = 1e-4   # temperatures under this decode greedily (the limit of sampling as T -> 0)
+SEED_MAX = 2**63 - 1  # seeds in [0, SEED_MAX] are what the server accepts (torch takes them all)
 
 
 @dataclass
@@ -54,6 +59,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         probs = sorted_logits.softmax(-1)
         # drop a token when the mass before it already reaches top_p (the top token always stays)
         drop = probs.cumsum(-1) - probs >= top_p
+        drop[..., 0] = False  # a top_p that rounds to 0 in float32 (5e-324) would drop it too
         sorted_logits[drop] = float("-inf")
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return logits
@@ -73,7 +79,9 @@ def penalize_repeats(logits: torch.Tensor, seen: list[int], penalty: float) -> t
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
     """Next token ids ``[batch]`` from last-position logits ``[batch, vocab]``."""
-    if params.temperature <= 0:
+    if not math.isfinite(params.temperature):
+        raise ValueError(f"temperature must be a finite number, not {params.temperature}")
+    if params.temperature < GREEDY_BELOW:
         return logits.argmax(-1)
     logits = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
@@ -121,9 +129,17 @@ class BatchDecoder:
     just ended: a stop token or its ``max_tokens``); ``cancel(row)`` ends a row early. Rows are
     the indices of the prompts given. A sequence cannot grow past the model's context here (no
     sliding window): each row's ``max_tokens`` is cut to the room its batch leaves.
+
+    With ``isolate=True`` (the server) a row whose sampling fails (its generator cannot be seeded,
+    its settings give NaN probabilities, ...) ends alone: the exception is kept in ``failed[row]``
+    and ``step()`` reports the row as ended, while the other rows carry on. A failure of the shared
+    forward pass is kept in ``broken`` instead of raised: the tokens of that step are still returned,
+    and the caller can continue each unfinished row on its own from ``seen[row]`` with
+    ``generators[row]``. Without ``isolate`` (training rollouts) every error is raised as before.
     """
 
-    def __init__(self, model: GPT, prompts: list[list[int]], params: list[SamplingParams], pad_id: int = 0):
+    def __init__(self, model: GPT, prompts: list[list[int]], params: list[SamplingParams], pad_id: int = 0,
+                 generators: list[torch.Generator] | None = None, isolate: bool = False):
         if not prompts or any(not p for p in prompts):
             raise ValueError("every sequence needs at least one prompt token")
         if model.cfg.prompt_tokens and len(prompts) > 1:
@@ -136,7 +152,21 @@ class BatchDecoder:
         if room < 1:
             raise ValueError(f"a prompt of {longest} tokens leaves no room in the context of {model.cfg.context}")
         self.limits = [min(p.max_tokens, room) for p in params]
-        self.generators = [p.generator(device) for p in params]
+        self.isolate = isolate
+        self.failed: dict[int, Exception] = {}
+        self.broken: Exception | None = None
+        self.generators: list[torch.Generator | None] = []
+        for row, p in enumerate(params):
+            if generators is not None:
+                self.generators.append(generators[row])
+                continue
+            try:
+                self.generators.append(p.generator(device))
+            except Exception as e:  # e.g. a seed torch refuses
+                if not isolate:
+                    raise
+                self.generators.append(None)
+                self.failed[row] = e
         self.seen = [list(p) for p in prompts]
         self.produced = [0] * len(prompts)
         self.rows = list(range(len(prompts)))      # batch position -> row id
@@ -159,11 +189,20 @@ class BatchDecoder:
 
     @torch.no_grad()
     def step(self) -> dict[int, int | None]:
+        if self.broken is not None:
+            raise RuntimeError(f"this batch's forward pass failed ({self.broken}); continue its rows alone")
         out: dict[int, int | None] = {}
         keep, feed = [], []
         for b, row in enumerate(self.rows):
             params = self.params[row]
-            nxt = None if row in self.cancelled else pick(self.logits[b], self.seen[row], params, self.generators[row])
+            nxt = None
+            if row not in self.cancelled and row not in self.failed:
+                try:
+                    nxt = pick(self.logits[b], self.seen[row], params, self.generators[row])
+                except Exception as e:
+                    if not self.isolate:
+                        raise
+                    self.failed[row] = e
             if nxt is None or nxt in params.stop_ids:
                 out[row] = None
                 continue
@@ -180,7 +219,12 @@ class BatchDecoder:
             self.rows = [self.rows[b] for b in keep]
         if self.rows:
             tokens = torch.tensor(feed, device=self.cache.k.device)[:, None]
-            self.logits = self.model(tokens, self.cache)[:, -1]
+            try:
+                self.logits = self.model(tokens, self.cache)[:, -1]
+            except Exception as e:
+                if not self.isolate:
+                    raise
+                self.broken = e   # the rows still running cannot go on together; see the class note
         return out
 
 

@@ -31,7 +31,7 @@ from fidan import atomic
 from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig, flops_per_token
-from fidan.model.io import load_model, read_model_info
+from fidan.model.io import load_model, read_model_info, verify_model
 from fidan.rlhf import judge, preferences
 from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
 from fidan.tokenizer.bpe import END, FidanTokenizer
@@ -59,6 +59,7 @@ class RewardModel(nn.Module):
 
 def load_reward_model(folder: Path, device: str | torch.device) -> RewardModel:
     info = read_model_info(folder)
+    verify_model(folder, info)
     model = RewardModel(GPT(GPTConfig(**info["model"])))
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
     return model.to(device).eval()

@@ -9,17 +9,27 @@ back); Qwen2's query/key/value biases are written as zeros, which changes nothin
 folder loads with ``AutoModelForCausalLM.from_pretrained(folder)`` offline and gives the same
 logits. Models using features neither has (QK-norm, a soft prompt, a non-SwiGLU MLP) are refused
 with a message saying which.
+
+Export writes the whole folder under a temporary name beside ``out`` and then puts it in place in
+one step (``atomic.replace_dir``), so a killed export leaves the previous folder as it was, never
+one run's weights beside another's tokenizer. ``fidan-export.json`` in the folder marks it as a
+fidan export and lists each file's size and SHA-256; an existing folder that is not a fidan export
+(and not empty) is replaced only with ``force``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from fidan import atomic
+from fidan import __version__, atomic
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig
 from fidan.model.io import save_model
@@ -77,10 +87,44 @@ def qwen2_config(cfg: GPTConfig, tok: FidanTokenizer) -> dict:
             "max_window_layers": cfg.n_layer}
 
 
-def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path) -> Path:
-    check_exportable(model.cfg)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+MARKER = "fidan-export.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_fidan_export(folder: Path) -> bool:
+    """A folder this function wrote: it has the marker, or (an export from before the marker) a
+    tokenizer config with fidan's chat template."""
+    if (folder / MARKER).is_file():
+        return True
+    try:
+        return json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") == CHAT_TEMPLATE
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_target(out: Path, force: bool) -> None:
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise FidanError(f"{out} exists and is not a folder; choose another --out")
+    here = Path.cwd().resolve()
+    if out.resolve() in (here, *here.parents, Path.home().resolve()):
+        raise FidanError(f"refusing to replace {out}: it holds the current folder or the home folder; "
+                         "choose a new --out")
+    if force or is_fidan_export(out) or not any(out.iterdir()):
+        return
+    raise FidanError(f"{out} exists and is not a fidan export (no {MARKER}); choose another --out, or pass "
+                     "--force to replace everything in it")
+
+
+def _write(model: GPT, tok: FidanTokenizer, out: Path) -> None:
     tensors = {_rename(k, RENAMES): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     cfg = model.cfg
     if cfg.sparse_every:
@@ -90,13 +134,44 @@ def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path) -> Path:
     with atomic.atomic_path(out / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     atomic.write_json(out / "config.json", qwen2_config(cfg, tok) if cfg.sparse_every else llama_config(cfg, tok))
-    atomic.write_json(out / "generation_config.json", {"bos_token_id": tok.bos, "eos_token_id": [tok.eos, tok.id_of(END)],
+    atomic.write_json(out / "generation_config.json", {"bos_token_id": tok.bos,
+                                                       "eos_token_id": [tok.eos, tok.id_of(END)],
                                                        "pad_token_id": tok.pad})
     tok.save(out / "tokenizer.json")
     atomic.write_json(out / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
         "add_bos_token": False, "model_max_length": model.cfg.context, "chat_template": CHAT_TEMPLATE})
     atomic.write_json(out / "special_tokens_map.json", {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD})
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(out.iterdir())}
+    atomic.write_json(out / MARKER, {"fidan": __version__, "format": "hf", "files": files})
+
+
+def _remove_abandoned(out: Path) -> None:
+    """Temporary folders of earlier exports to ``out`` whose process is gone (killed mid-export)."""
+    for tmp in out.parent.glob(f".{out.name}.export-*"):
+        try:
+            pid = int(tmp.name[len(out.name) + 9:].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue  # not ours to judge
+
+
+def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = False) -> Path:
+    check_exportable(model.cfg)
+    out = Path(out)
+    _check_target(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-{os.getpid()}-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is an ordinary folder
+        _write(model, tok, tmp)
+        atomic.replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -1,0 +1,159 @@
+"""The batching worker: one row's failure is that row's alone, and the worker survives everything."""
+import threading
+
+import pytest
+import torch
+
+from fidan.infer.engine import BatchDecoder, SamplingParams, generate
+from fidan.model.gpt import GPT, GPTConfig
+from fidan.serve.batching import QueueFull, Scheduler, Unavailable
+
+
+def _model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=64, context=48, n_layer=1, n_head=2, n_kv_head=2, d_model=16)).eval()
+
+
+class Collector:
+    def __init__(self):
+        self.tokens, self.end, self.error, self.done = [], None, None, threading.Event()
+
+    def __call__(self, kind, value):
+        if kind == "token":
+            self.tokens.append(value)
+        elif kind == "end":
+            self.end = value
+            self.done.set()
+        else:
+            self.error = value
+            self.done.set()
+
+
+def run_batch(scheduler: Scheduler, rows) -> list[Collector]:
+    """Submit all rows while the worker is held, so they form one batch."""
+    hold, entered = threading.Event(), threading.Event()
+    blocker = Collector()
+    real = scheduler._run
+
+    def gated(batch):
+        if batch[0].on_event is blocker:
+            entered.set()
+            hold.wait(10)
+        return real(batch)
+    scheduler._run = gated
+    scheduler.submit([1], SamplingParams(temperature=0, max_tokens=1), blocker)
+    assert entered.wait(10)
+    out = [Collector() for _ in rows]
+    for (prompt, params), c in zip(rows, out):
+        scheduler.submit(prompt, params, c)
+    hold.set()
+    for c in out:
+        assert c.done.wait(30)
+    scheduler._run = real
+    return out
+
+
+ROWS = [([1, 2, 3], SamplingParams(temperature=0, max_tokens=9)), ([4], SamplingParams(temperature=0, max_tokens=5)),
+        ([5, 6], SamplingParams(temperature=1.0, seed=3, max_tokens=7)),
+        ([7, 8, 9, 10], SamplingParams(temperature=0, max_tokens=12))]
+
+
+def alone(model, rows):
+    return [list(generate(model, p, s)) for p, s in rows]
+
+
+def test_a_row_with_a_seed_torch_refuses_fails_alone():
+    model = _model()
+    s = Scheduler(model, max_batch=8)
+    rows = ROWS + [([3, 3], SamplingParams(temperature=1.0, seed=2**70, max_tokens=4))]
+    out = run_batch(s, rows)
+    assert [c.tokens for c in out[:4]] == alone(model, ROWS) and all(c.error is None for c in out[:4])
+    assert out[4].error is not None and out[4].tokens == []
+    assert s.largest == 5 and s.batches == 2 and s.alive
+
+
+def test_a_row_whose_sampling_fails_mid_way_fails_alone(monkeypatch):
+    from fidan.infer import engine
+    model = _model()
+    real, calls = engine.pick, {"n": 0}
+
+    def pick(logits, seen, params, generator):
+        if params.seed == 99:
+            calls["n"] += 1
+            if calls["n"] == 3:  # after two tokens were delivered
+                raise RuntimeError("probability tensor contains nan")
+        return real(logits, seen, params, generator)
+    monkeypatch.setattr(engine, "pick", pick)
+    s = Scheduler(model, max_batch=8)
+    out = run_batch(s, ROWS + [([2], SamplingParams(temperature=1.0, seed=99, max_tokens=10))])
+    assert [c.tokens for c in out[:4]] == alone(model, ROWS)
+    assert "nan" in str(out[4].error) and len(out[4].tokens) == 2
+
+
+@pytest.mark.parametrize("when", ["prefill", "decode"])
+def test_a_failing_shared_step_continues_each_row_alone(monkeypatch, when):
+    """The forward pass of the whole batch fails once (at prefill, or at a later decoding step):
+    each request then runs alone and gives exactly what it gives alone, random rows included."""
+    model = _model()
+    expected = alone(model, ROWS)
+    real, state = GPT.forward, {"calls": 0, "failed": False}
+
+    def forward(self, ids, cache=None, **kw):
+        state["calls"] += 1
+        batched = ids.shape[0] > 1
+        if batched and not state["failed"] and (when == "prefill" or ids.shape[1] == 1 and state["calls"] > 3):
+            state["failed"] = True
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, ids, cache, **kw)
+    monkeypatch.setattr(GPT, "forward", forward)
+    s = Scheduler(model, max_batch=8)
+    out = run_batch(s, ROWS)
+    assert state["failed"]
+    assert [c.tokens for c in out] == expected and all(c.error is None for c in out)
+    assert [c.end for c in out] == ["length" if len(t) == p.max_tokens else "stop" for t, (_, p) in zip(expected, ROWS)]
+
+
+def test_a_request_that_fails_alone_too_gets_the_error(monkeypatch):
+    model = _model()
+    real = GPT.forward
+
+    def forward(self, ids, cache=None, **kw):
+        if cache is not None and cache.pos == 0 and any(13 in row for row in ids.tolist()):  # a prompt with 13
+            raise RuntimeError("bad row")
+        return real(self, ids, cache, **kw)
+    monkeypatch.setattr(GPT, "forward", forward)
+    s = Scheduler(model, max_batch=8)
+    out = run_batch(s, ROWS[:2] + [([13], SamplingParams(temperature=0, max_tokens=4))])
+    assert [c.tokens for c in out[:2]] == alone(model, ROWS[:2])
+    assert "bad row" in str(out[2].error)
+
+
+def test_a_callback_that_raises_cancels_only_its_request():
+    model = _model()
+    s = Scheduler(model, max_batch=8)
+
+    def rude(kind, value):
+        raise RuntimeError("event loop closed")
+    ok = Collector()
+    s.submit([1, 2], SamplingParams(temperature=0, max_tokens=6), rude)
+    s.submit([1, 2], SamplingParams(temperature=0, max_tokens=6), ok)
+    assert ok.done.wait(30) and ok.error is None and len(ok.tokens) == 6
+    assert s.alive
+
+
+def test_the_queue_is_bounded_and_a_closed_scheduler_refuses():
+    s = Scheduler(_model(), max_batch=1, max_queue=2)
+    params = SamplingParams(temperature=0, max_tokens=2)
+    with pytest.raises(QueueFull):
+        s.submit_many([([1], params, Collector())] * 3)
+    s.close()
+    s.thread.join(10)
+    assert not s.alive
+    with pytest.raises(Unavailable):
+        s.submit([1], params, Collector())
+
+
+def test_training_rollouts_still_see_errors():
+    """Without isolate (RLHF rollouts), a failing row raises as before instead of ending quietly."""
+    with pytest.raises((RuntimeError, ValueError)):
+        BatchDecoder(_model(), [[1], [2]], [SamplingParams(), SamplingParams(seed=2**70)])
