@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 RUN    ?= demo
 
-.PHONY: demo test bench clean browser
+.PHONY: demo test lint bench clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ browser:
 	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	  echo "note: chromium could not be installed; tests/test_web.py will be skipped"
+
+# ruff, configured in pyproject.toml: pycodestyle, pyflakes, import order, bugbear, pyupgrade
+lint: $(BIN)/.installed
+	$(BIN)/python -m ruff check src tests benchmarks
 
 test: $(BIN)/.installed browser
 	$(BIN)/python -m pytest -q

@@ -64,7 +64,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{'preset':<8} {'params':>8} {'batch':>5} {'TTFT ms':>8} {'tok/s':>9} {'no-cache tok/s':>15} {'speed-up':>9}")
+    print(f"{'preset':<8} {'params':>8} {'batch':>5} {'TTFT ms':>8} {'tok/s':>9} {'no-cache tok/s':>15} "
+          f"{'speed-up':>9}")
     for name in args.presets.split(","):
         cfg = build_config(name)
         mcfg = replace(cfg.model, vocab_size=64 * -(-cfg.tokenizer.vocab_size // 64),

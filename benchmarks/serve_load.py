@@ -43,7 +43,8 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(model, tok, "fidan", max_batch=args.max_batch), host="127.0.0.1", port=port,
+    app = create_app(model, tok, "fidan", max_batch=args.max_batch)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:

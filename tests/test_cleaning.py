@@ -142,7 +142,8 @@ def test_sources_read_parquet_warc_and_local_hf(tmp_path):
             f"<article><p>{EN_PAGE}</p><p>{TR_PAGE}</p></article><footer>Copyright</footer></body></html>")
     with open(tmp_path / "crawl.warc.gz", "wb") as f:
         writer = WARCWriter(f, gzip=True)
-        for url, body, kind in (("http://a.example/", html, "text/html"), ("http://a.example/x.png", "PNG", "image/png")):
+        for url, body, kind in (("http://a.example/", html, "text/html"),
+                                ("http://a.example/x.png", "PNG", "image/png")):
             headers = StatusAndHeaders("200 OK", [("Content-Type", kind)], protocol="HTTP/1.1")
             writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body.encode()),
                                                           http_headers=headers))

@@ -76,7 +76,7 @@ def test_stage_hashes_follow_real_dependencies():
     retrained = build_config("tiny", None, ["train.lr=1e-4"])
     assert {s.name for s in STAGES if stage_hash(base, s.name) != stage_hash(retrained, s.name)} == \
         {"pretrain", "sample", "sft", "reward", "rlhf", "eval", "report"}
-    tuned = build_config("tiny", None, ["rlhf.kl_coef=0.5"])
+    tuned = build_config("tiny", None, ["rlhf.ppo.kl_coef=0.5"])
     assert {s.name for s in STAGES if stage_hash(base, s.name) != stage_hash(tuned, s.name)} == \
         {"rlhf", "eval", "report"}   # the reward model is not retrained for a new KL coefficient
     reseeded = build_config("tiny", None, ["run.seed=3"])

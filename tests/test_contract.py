@@ -33,11 +33,11 @@ ALL = {s.name for s in STAGES}
     ("train.log_every=7", set()), ("train.ckpt_every=3", set()), ("rlhf.ckpt_every=3", set()),
     ("train.eval_every=9", set()),
     # a method's sub-settings matter only when that method is chosen
-    ("sft.lora_rank=4", set()), ("sft.teacher=elsewhere", set()), ("rlhf.dpo_beta=0.5", set()),
-    ("rlhf.group=4", set()), ("data.minhash_rows=4", ALL),
+    ("sft.lora.rank=4", set()), ("sft.distill.teacher=elsewhere", set()), ("rlhf.dpo.beta=0.5", set()),
+    ("rlhf.grpo.group=4", set()), ("data.minhash_rows=4", ALL),
     ("sample.temperature=0.1", {"sample"}),
     ("train.lr=1e-4", ALL - {"data", "tokenizer", "tokens"}),
-    ("rlhf.kl_coef=0.5", {"rlhf", "eval", "report"}),
+    ("rlhf.ppo.kl_coef=0.5", {"rlhf", "eval", "report"}),
     ("rlhf.eval_prompts=10", {"reward", "rlhf", "eval", "report"}),   # the reward stage reads it too
     ("reward.harmful_share=0.1", {"reward", "rlhf", "eval", "report"}),
     ("eval.limit=10", {"eval", "report"}),
@@ -50,14 +50,15 @@ def test_hash_table(override, expected):
 
 def test_chosen_method_hashes_its_settings():
     lora = build_config("tiny", None, ["sft.method=lora"])
-    assert changed_stages(lora, build_config("tiny", None, ["sft.method=lora", "sft.lora_rank=4"])) == \
+    assert changed_stages(lora, build_config("tiny", None, ["sft.method=lora", "sft.lora.rank=4"])) == \
         ALL - {"data", "tokenizer", "tokens", "pretrain", "sample"}
     dpo = build_config("tiny", None, ["rlhf.algo=dpo"])
-    assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.dpo_beta=0.5"])) == \
+    assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.dpo.beta=0.5"])) == \
         {"rlhf", "eval", "report"}
-    assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.kl_coef=0.5"])) == set()
+    assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.ppo.kl_coef=0.5"])) == set()
     no_dedup = build_config("tiny", None, ["data.steps=normalize,pii"])
-    assert changed_stages(no_dedup, build_config("tiny", None, ["data.steps=normalize,pii", "data.minhash_rows=4"])) == set()
+    assert changed_stages(no_dedup, build_config("tiny", None, ["data.steps=normalize,pii",
+                                                                "data.minhash_rows=4"])) == set()
 
 
 def test_source_content_is_hashed_not_its_path(tmp_path):
@@ -87,9 +88,9 @@ def test_a_stage_cannot_read_what_it_did_not_declare():
     view = ConfigView(build_config("tiny"), BY_NAME["sample"].allowed(), "sample")
     assert view.sample.temperature == 0.3 and view.data.source == "embedded" and view.run.seed == 1337
     with pytest.raises(UndeclaredSetting, match="'sample' read 'data.steps'"):
-        view.data.steps
+        _ = view.data.steps
     with pytest.raises(UndeclaredSetting, match=r"\[train\]"):
-        view.train
+        _ = view.train
     with pytest.raises(TypeError):
         view.sample.temperature = 1.0
 
@@ -152,8 +153,8 @@ def test_stage_help_lists_its_settings(capsys):
     with pytest.raises(SystemExit):
         main(["rlhf", "--help"])
     out = capsys.readouterr().out
-    assert "--rlhf.kl_coef=FLOAT" in out and "per-token KL penalty against the SFT model" in out
-    assert "--reward.harmful_share=FLOAT" in out and "used when algo = ppo" in out
+    assert "--rlhf.ppo.kl_coef=FLOAT" in out and "per-token KL penalty against the SFT model" in out
+    assert "--reward.harmful_share=FLOAT" in out and "[rlhf.ppo]  (used when algo = ppo)" in out
     assert "--data.workers" not in out
     with pytest.raises(SystemExit):
         main(["data", "--help"])
@@ -194,3 +195,29 @@ def test_presets_ship_inside_the_package(tmp_path):
     assert "--model.sparse_every" in done.stdout and "tiny" in done.stdout
     assert build_config("tiny").model.n_layer == 4
     assert MICRO  # the micro settings the other tests use stay importable
+
+
+def test_a_registered_method_is_all_sft_needs(pretrained_copy):
+    """The example of ARCHITECTURE.md: a method registered by name trains through the sft stage
+    with nothing else changed (here registered in the test instead of a new file)."""
+    from fidan.finetune.methods import Prepared, method, trainable
+    from fidan.pipeline import run_stage
+
+    @method("norms-only")
+    def prepare(ctx, base):
+        for name, p in base.named_parameters():
+            p.requires_grad_("norm" in name)
+        return Prepared(base, trainable(base))
+
+    from fidan.finetune import methods
+    cfg, run = pretrained_copy
+    cfg = micro_config(run.path.parent, "micro", "train.steps=120", "sft.method=norms-only", "sft.steps=3")
+    try:
+        summary = run_stage(cfg, run, "sft")
+    finally:
+        methods._REGISTRY.pop("norms-only")
+    assert summary["method"] == "norms-only"
+    assert 0 < summary["trainable_params"] < summary["total_params"] / 50
+    with pytest.raises(FidanError, match="choose one of: distill, full, gradual, layers, lora"):
+        from fidan.pipeline import check
+        check(micro_config(run.path.parent, "micro", "sft.method=nope"), ["sft"])

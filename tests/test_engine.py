@@ -80,7 +80,8 @@ def test_trace_sees_each_steps_distribution_and_chat_shows_candidates():
     torch.manual_seed(0)
     chat_model = GPT(GPTConfig(vocab_size=320, context=64, n_layer=1, n_head=2, n_kv_head=2, d_model=16))
     buffer = io.StringIO()
-    repl(chat_model, tok, SamplingParams(temperature=0, max_tokens=3), "sft", inp=io.StringIO("/probs\nhi\n"), out=buffer)
+    repl(chat_model, tok, SamplingParams(temperature=0, max_tokens=3), "sft", inp=io.StringIO("/probs\nhi\n"),
+         out=buffer)
     text = buffer.getvalue()
     assert "(next-token probabilities on)" in text and text.count("  [") == 3 and text.count(" | ") == 6
 

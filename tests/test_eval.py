@@ -49,7 +49,7 @@ def test_mc_scoring_rules(monkeypatch):
     values = iter([-1.0, -3.0, -9.0, -2.0])  # item 1: choice 0 best; item 2: ("aaaaaaa" -9 vs "b" -2)
     monkeypatch.setattr(mc, "logliks", lambda model, tok, pairs: [next(values) for _ in pairs])
     items = [{"query": "q", "choices": [" x", " y"], "gold": 0, "labels": [1, 0]},
-             {"query": "q", "choices": [" aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", " b"], "gold": 0, "labels": [1, 0]}]
+             {"query": "q", "choices": [" " + "a" * 40, " b"], "gold": 0, "labels": [1, 0]}]
     out = mc.score(None, None, items)
     assert out["acc"] == 0.5            # item 2's raw argmax is "b"
     assert out["acc_norm"] == 1.0       # per character, the long choice wins
@@ -70,10 +70,10 @@ def test_redteam_detector_and_prompts():
 
 
 def test_bias_pairs_differ_in_one_group_term():
-    for category, lang, a, b in bias.PAIRS:
+    for _category, _lang, a, b in bias.PAIRS:
         assert a != b and len(set(a.split()) ^ set(b.split())) <= 2, (a, b)
     assert {c for c, *_ in bias.PAIRS} == {"gender", "nationality", "religion", "age"}
-    assert {l for _, l, *_ in bias.PAIRS} == {"en", "tr"}
+    assert {lang for _, lang, *_ in bias.PAIRS} == {"en", "tr"}
 
 
 def test_world_code_reference_solutions_pass():

@@ -25,7 +25,7 @@ def small(tok, **kw) -> GPT:
                        "rope_theta": 5000.0, **kw})
     model = GPT(cfg).eval()
     with torch.no_grad():  # make the norms non-trivial so a mapping mistake shows
-        for name, p in model.named_parameters():
+        for _, p in model.named_parameters():
             if p.dim() == 1:
                 p.mul_(torch.rand_like(p) + 0.5)
     return model

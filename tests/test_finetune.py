@@ -8,8 +8,8 @@ from fidan.errors import FidanError
 from fidan.finetune import freeze, lora
 from fidan.finetune.data import ChatBatches, collate, encode_conversations
 from fidan.finetune.formats import load_conversations, to_messages
+from fidan.finetune.methods.distill import student_from
 from fidan.finetune.objectives import adversarial_term, distillation, example_weights, masked_lm
-from fidan.finetune.sft import student_from
 from fidan.infer.answers import final_number, first_sentence
 from fidan.model.gpt import GPT, GPTConfig
 from fidan.pipeline import run_stage
@@ -174,7 +174,8 @@ def test_distillation_loss_matches_its_formula():
     q = torch.softmax(t / T, -1)
     kl = (q * (q.log() - torch.log_softmax(s / T, -1))).sum(-1).mean()
     ce = torch.nn.functional.cross_entropy(s.view(-1, 11), y.view(-1))
-    assert distillation(s, t, y, mask, T, alpha).item() == pytest.approx((alpha * T * T * kl + (1 - alpha) * ce).item(), rel=1e-5)
+    expected = (alpha * T * T * kl + (1 - alpha) * ce).item()
+    assert distillation(s, t, y, mask, T, alpha).item() == pytest.approx(expected, rel=1e-5)
     assert distillation(t, t, y, mask, T, 1.0).item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -223,8 +224,8 @@ def test_sft_stage_and_lora_method(pretrained_copy):
     cfg, run = pretrained_copy
     summary = run_stage(cfg, run, "sft")
     assert (run.path / "sft" / "model.safetensors").exists()
-    losses = [json.loads(l)["loss"] for l in (run.path / "sft" / "metrics.jsonl").read_text().splitlines()
-              if "loss" in l]
+    losses = [json.loads(line)["loss"] for line in (run.path / "sft" / "metrics.jsonl").read_text().splitlines()
+              if "loss" in line]
     assert losses[-1] < losses[0]
     for key in ("base_facts_acc", "sft_facts_acc", "base_math_acc", "sft_math_acc", "trainable_params"):
         assert key in summary

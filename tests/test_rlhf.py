@@ -103,7 +103,8 @@ def test_harmful_training_prompts_carry_written_compliance_and_held_out_ones_dif
     prompts = judge.world_prompts(cfg)
     harmful = [p for p in prompts["train"] if p.kind == "harmful"]
     # every request plainly and in each of our wrappers, in both languages
-    assert len(harmful) == sum(len(v) for v in judge.HARMFUL.values()) * sum(len(w) for w in judge.TRAIN_WRAPPERS.values())
+    wrappers = sum(len(w) for w in judge.TRAIN_WRAPPERS.values())
+    assert len(harmful) == sum(len(v) for v in judge.HARMFUL.values()) * wrappers
     for p in harmful:
         assert judge.score(p, p.reference) == 1 and p.rejected
         assert all(judge.score(p, bad) == -1 for bad in p.rejected)
@@ -150,8 +151,8 @@ def test_dpo_loss_and_group_advantages():
 def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
     cfg, run = pretrained_copy
     hh = shared_file("hh_rlhf_harmless_test.jsonl.gz")
-    extra = ["reward.steps=20", "reward.samples=3", "rlhf.steps=2", "rlhf.prompts_per_step=8", "rlhf.minibatch=4",
-             "rlhf.eval_prompts=8", "rlhf.group=4", f"reward.preferences={hh}"]
+    extra = ["reward.steps=20", "reward.samples=3", "rlhf.steps=2", "rlhf.prompts_per_step=8", "rlhf.ppo.minibatch=4",
+             "rlhf.eval_prompts=8", "rlhf.grpo.group=4", f"reward.preferences={hh}"]
     cfg = micro_config(run.path.parent, "micro", "train.steps=120", *extra)
     preferences.append(run.path / "preferences.jsonl",
                        preferences.record("Merhaba!", "Merhaba! Nasıl yardımcı olabilirim?", "xq", "a", "human-web"))
@@ -172,7 +173,8 @@ def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
     for key in ("rm_score", "rm_score_sft", "judge_win_rate", "judge_win_rate_sampled", "kl_to_sft"):
         assert key in result
     rows = [json.loads(x) for x in (run.path / "rlhf" / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and {"reward", "kl", "entropy", "clip_frac", "value_loss", "length", "judge_score"} <= set(rows[0])
+    assert len(rows) == 2
+    assert {"reward", "kl", "entropy", "clip_frac", "value_loss", "length", "judge_score"} <= set(rows[0])
     assert (run.path / "rlhf" / "reward_vs_kl.png").stat().st_size > 1000
     assert (run.path / "rlhf" / "model.safetensors").exists()
     # a chat model: the eval stage and the server use the chat template only when model.json says so
@@ -194,8 +196,9 @@ def test_ppo_resumes_from_its_checkpoint(pretrained_copy):
     """Kill after step 10 of 12 (the checkpoint at 10 survives): the resumed run ends with the
     same weights and the same per-step records as the uninterrupted one."""
     cfg, run = pretrained_copy
-    extra = ["reward.steps=5", "reward.samples=2", "rlhf.prompts_per_step=4", "rlhf.minibatch=4",
-             "rlhf.eval_prompts=2", "rlhf.steps=12", f"reward.preferences={shared_file('hh_rlhf_harmless_test.jsonl.gz')}"]
+    extra = ["reward.steps=5", "reward.samples=2", "rlhf.prompts_per_step=4", "rlhf.ppo.minibatch=4",
+             "rlhf.eval_prompts=2", "rlhf.steps=12",
+             f"reward.preferences={shared_file('hh_rlhf_harmless_test.jsonl.gz')}"]
     cfg = micro_config(run.path.parent, "micro", "train.steps=120", *extra)
     run_stage(cfg, run, "sft")
     run_stage(cfg, run, "reward")
@@ -217,7 +220,7 @@ def test_grpo_resumes_from_its_checkpoint_on_the_shared_loop(pretrained_copy):
     ends with the same per-step records and weights as the uninterrupted run."""
     cfg, run = pretrained_copy
     cfg = micro_config(run.path.parent, "micro", "train.steps=120", "rlhf.algo=grpo", "rlhf.steps=12",
-                       "rlhf.prompts_per_step=8", "rlhf.group=4", "rlhf.temperature=1.5", "rlhf.eval_prompts=2",
+                       "rlhf.prompts_per_step=8", "rlhf.grpo.group=4", "rlhf.temperature=1.5", "rlhf.eval_prompts=2",
                        "rlhf.eval_samples=1")
     run_stage(cfg, run, "sft")
     run_stage(cfg, run, "rlhf")

@@ -69,7 +69,8 @@ def test_chat_completion_and_stream_agree(server):
     assert full.object == "chat.completion" and full.choices[0].message.role == "assistant"
     assert full.usage.completion_tokens <= 8 and full.choices[0].finish_reason in ("stop", "length")
     pieces = [ch.choices[0].delta.content or "" for ch in
-              c.chat.completions.create(model="fidan-test", messages=messages, max_tokens=8, temperature=0, stream=True)]
+              c.chat.completions.create(model="fidan-test", messages=messages, max_tokens=8, temperature=0,
+                                        stream=True)]
     assert "".join(pieces) == full.choices[0].message.content
 
 

@@ -324,7 +324,7 @@ def test_one_bad_row_fails_alone_among_concurrent_requests(server, app, monkeypa
         results = [f.result() for f in futures]
         assert blocker.result().status_code == 200
     assert scheduler.batches == batches + 2 and scheduler.largest >= len(good) + 1 + len(failing)
-    for body, r, solo in zip(good, results, alone):
+    for _, r, solo in zip(good, results, alone):
         assert r.status_code == 200, r.text
         got = r.json()
         assert [c["message"] for c in got["choices"]] == [c["message"] for c in solo["choices"]]

@@ -22,8 +22,8 @@ from fidan.errors import FidanError
 from fidan.settings import comments
 from fidan.stages import EXTRA_STAGES, STAGES
 
-READS_RUN = ("sample", "chat", "label", "tokenize", "methods", "rlhf-compare", "sft", "classify", "reward", "rlhf", "bpb", "eval", "report", "export",
-             "serve")
+READS_RUN = ("sample", "chat", "label", "tokenize", "methods", "rlhf-compare", "sft", "classify", "reward", "rlhf",
+             "bpb", "eval", "report", "export", "serve")
 
 
 def settings_help(sections: dict[str, frozenset[str] | None], title: str) -> str:
@@ -31,27 +31,36 @@ def settings_help(sections: dict[str, frozenset[str] | None], title: str) -> str
     and its one-line comment, generated from the config dataclasses."""
     cfg = Config()
     lines = [title]
-    for section, keys in sections.items():
-        values = getattr(cfg, section)
+
+    def table(values, name: str, keys: frozenset[str] | None, when=None) -> None:
         notes = comments(type(values))
         hints = typing.get_type_hints(type(values))
         fields = [f for f in dataclasses.fields(values) if keys is None or f.name in keys]
         if not fields:
-            continue
-        lines.append(f"\n  [{section}]")
+            return
+        lines.append(f"\n  [{name}]" + (f"  (used when {when})" if when else ""))
+        nested = []
         for f in fields:
+            value = getattr(values, f.name)
+            if dataclasses.is_dataclass(value):
+                nested.append((value, f"{name}.{f.name}", f.metadata.get("when")))
+                continue
             typ = getattr(hints[f.name], "__name__", str(hints[f.name]))
-            bits = [f"default {getattr(values, f.name)!r}"]
+            bits = [f"default {value!r}"]
             if f.metadata.get("choices"):
                 bits.append("one of " + ", ".join(f.metadata["choices"]))
             if f.metadata.get("when"):
                 bits.append(f"used when {f.metadata['when']}")
             if f.metadata.get("exec_only"):
                 bits.append("not hashed: changes how it runs, not what it makes")
-            head = f"    --{section}.{f.name}={typ.upper()}  ({'; '.join(bits)})"
-            lines.append(head)
+            lines.append(f"    --{name}.{f.name}={typ.upper()}  ({'; '.join(bits)})")
             if notes.get(f.name):
                 lines.extend(textwrap.wrap(notes[f.name], 96, initial_indent=" " * 8, subsequent_indent=" " * 8))
+        for value, sub, sub_when in nested:
+            table(value, sub, None, sub_when)
+
+    for section, keys in sections.items():
+        table(getattr(cfg, section), section, keys)
     return "\n".join(lines)
 
 
@@ -114,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
     ex.add_argument("--force", action="store_true", help="replace --out even if it is not a fidan export")
     common(ex)
-    im = sub.add_parser("import", help="bring a Llama-architecture Hugging Face folder into a run as its pretrain model")
+    im = sub.add_parser("import", help="bring a Llama-architecture Hugging Face folder into a run as its "
+                                       "pretrain model")
     im.add_argument("folder")
     common(im)
     sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP API and chat page for a run's models")

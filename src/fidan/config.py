@@ -47,20 +47,25 @@ class RunConfig:
 class DataConfig:
     source: str = "embedded"       # "embedded", files / folders (txt, jsonl, parquet, warc, .gz), or hf:<name>
     text_field: str = "text"       # jsonl / parquet / HF datasets: the field that holds the document text
-    split: str = setting("auto", choices=("auto", "tail", "hash"))  # "tail": last val_fraction of the text; "hash": whole documents
+    split: str = setting("auto", choices=("auto", "tail", "hash"))  # "tail": the last val_fraction of the text;
+                                   # "hash": whole documents by id; "auto": tail for one document
     val_fraction: float = 0.1
-    on_error: str = setting("fail", choices=("fail", "skip"))  # bad documents: "fail" stops with file and line, "skip" counts them
+    on_error: str = setting("fail", choices=("fail", "skip"))  # bad documents: "fail" stops with file and line,
+                                   # "skip" counts them
     # Cleaning chain, in this order; drop names to skip steps ("" = no cleaning at all).
     steps: str = "normalize,language,c4,gopher_repetition,gopher_quality,fineweb,decontam,pii,exact_dedup,near_dedup"
     languages: str = setting("en,tr", when=if_step("language"))  # language keep-list (ISO 639-1)
     lang_threshold: float = setting(0.65, when=if_step("language"))  # minimum language-ID probability
     minhash_ngram: int = setting(5, when=if_step("near_dedup"))  # word n-grams for near-duplicate detection
-    minhash_bands: int = setting(14, when=if_step("near_dedup"))  # LSH bands x rows = MinHash permutations (FineWeb: 14 x 8)
+    minhash_bands: int = setting(14, when=if_step("near_dedup"))  # LSH bands x rows = MinHash permutations
+                                   # (FineWeb: 14 x 8)
     minhash_rows: int = setting(8, when=if_step("near_dedup"))
     decontam_n: int = setting(13, when=if_step("decontam"))  # n-gram overlap with evaluation sets (GPT-3: 13)
     decontam_min_words: int = setting(3, when=if_step("decontam"))  # shorter evaluation items are not indexed
-    decontam_mode: str = setting("cut", when=if_step("decontam"), choices=("cut", "drop"))  # "cut" contaminated paragraphs, or "drop" the whole document
-    decontam_files: str = setting("", when=if_step("decontam"))  # extra jsonl files of evaluation prompts to keep out of training
+    decontam_mode: str = setting("cut", when=if_step("decontam"), choices=("cut", "drop"))  # "cut" contaminated
+                                   # paragraphs, or "drop" the whole document
+    decontam_files: str = setting("", when=if_step("decontam"))  # extra jsonl files of evaluation prompts to
+                                   # keep out of training
     executor: str = setting("local", exec_only=True, choices=("local", "ray"))  # "local" worker processes, or "ray"
     workers: int = setting(0, exec_only=True)        # local worker processes; 0 = one per CPU core
     ray_address: str = setting("", exec_only=True)   # existing Ray cluster ("" = $RAY_ADDRESS, else start a local one)
@@ -112,11 +117,53 @@ INHERITED_TRAIN = ("beta1", "beta2", "grad_clip", "schedule", "min_lr_ratio", "l
                    "keep_checkpoints")
 
 
+# Each fine-tuning method's own settings: a sub-table of [sft] (``[sft.lora]``), hashed only when
+# that method is chosen. The methods themselves are in finetune/methods/, one file each.
+
+@dataclass
+class LayersSettings:
+    blocks: str = "-1,lm_head"     # block indices (negative from the top) or parameter name patterns
+
+
+@dataclass
+class GradualSettings:
+    every: int = 40                # steps between thawing the next block down
+
+
+@dataclass
+class LoRASettings:
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
+@dataclass
+class PromptSettings:
+    tokens: int = 16               # learned soft-prompt vectors
+
+
+@dataclass
+class DistillSettings:
+    teacher: str = ""              # teacher model folder ("" = this run's sft/, else pretrain/)
+    student_layers: int = 2        # the student keeps this many of the teacher's blocks
+    temperature: float = 2.0
+    alpha: float = 0.5             # weight of the soft (teacher) term against the hard labels
+
+
+def method_table(cls: type, name: str, key: str = "method") -> Any:
+    """A sub-table of settings that matters only when ``key`` names ``name``."""
+    return field(default_factory=cls, metadata={"when": only_if(key, name)})
+
+
 @dataclass
 class SFTConfig:
-    data: str = ""                 # "" = the run's generated conversations; else jsonl (messages, ShareGPT, Alpaca, prompt/completion)
-    on_error: str = setting("fail", choices=("fail", "skip"))  # malformed rows: "fail" names file and line, "skip" counts them
-    method: str = setting("full", choices=("full", "layers", "gradual", "lora", "prompt", "distill"))  # what trains
+    data: str = ""                 # "" = the run's generated conversations; else jsonl (messages, ShareGPT,
+                                   # Alpaca, prompt/completion)
+    on_error: str = setting("fail", choices=("fail", "skip"))  # malformed rows: "fail" names file and line,
+                                   # "skip" counts them
+    method: str = "full"           # what trains: a method of finetune/methods/ (full, layers, gradual, lora,
+                                   # prompt, distill)
     out: str = setting("sft", exec_only=True)  # output folder inside the run directory (later stages read it)
     steps: int = 200
     batch_size: int = 16
@@ -124,20 +171,14 @@ class SFTConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.0
     eval_items: int = 60           # held-out fact questions scored (and a third as many word problems)
-    layers: str = setting("-1,lm_head", when=only_if("method", "layers"))  # block indices (negative from the top) or name patterns
-    unfreeze_every: int = setting(40, when=only_if("method", "gradual"))  # steps between thawing the next block down
-    lora_rank: int = setting(8, when=only_if("method", "lora"))
-    lora_alpha: float = setting(16.0, when=only_if("method", "lora"))
-    lora_dropout: float = setting(0.0, when=only_if("method", "lora"))
-    lora_targets: str = setting("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", when=only_if("method", "lora"))
-    prompt_tokens: int = setting(16, when=only_if("method", "prompt"))  # learned soft-prompt vectors
-    teacher: str = setting("", when=only_if("method", "distill"))  # teacher model folder ("" = this run's sft/, else pretrain/)
-    student_layers: int = setting(2, when=only_if("method", "distill"))  # the student keeps this many of the teacher's blocks
-    distill_temperature: float = setting(2.0, when=only_if("method", "distill"))
-    distill_alpha: float = setting(0.5, when=only_if("method", "distill"))
     reweight: float = 0.0          # instance reweighting temperature (0 = off)
     adversarial: float = 0.0       # ALUM perturbation size in embedding space (0 = off)
     adversarial_weight: float = 1.0  # weight of the ALUM term (used when adversarial > 0)
+    layers: LayersSettings = method_table(LayersSettings, "layers")
+    gradual: GradualSettings = method_table(GradualSettings, "gradual")
+    lora: LoRASettings = method_table(LoRASettings, "lora")
+    prompt: PromptSettings = method_table(PromptSettings, "prompt")
+    distill: DistillSettings = method_table(DistillSettings, "distill")
 
 
 @dataclass
@@ -160,43 +201,64 @@ class RewardConfig:
     steps: int = 120
     batch_size: int = 16           # pairs per step
     lr: float = 1e-4
-    on_error: str = setting("skip", choices=("fail", "skip"))  # malformed preference lines: "skip" (counted, reported) or "fail"
+    on_error: str = setting("skip", choices=("fail", "skip"))  # malformed preference lines: "skip" (counted,
+                                   # reported) or "fail"
     harmful_share: float = 0.5     # embedded world: harmful requests repeated to this share of the
                                    # judge's and PPO's training prompts (0 = as they come, 14%)
 
 
-PPO, DPO, GRPO = only_if("algo", "ppo"), only_if("algo", "dpo"), only_if("algo", "grpo")
+# Each alignment algorithm's own settings: a sub-table of [rlhf] (``[rlhf.ppo]``), hashed only when
+# that algorithm is chosen. The algorithms are rlhf/ppo.py, dpo.py and grpo.py (rlhf/algorithms.py).
+
+@dataclass
+class PPOSettings:
+    epochs: int = 4                # optimisation passes over each rollout batch
+    minibatch: int = 32
+    kl_coef: float = 0.2           # per-token KL penalty against the SFT model (0 = off: see reward hacking)
+    target_kl: float = 0.0         # > 0: adapt kl_coef towards this KL per response (Ziegler et al.)
+    clip: float = 0.2              # ratio clipping
+    value_clip: float = 0.2
+    vf_coef: float = 0.5
+    value_lr: float = 1e-3         # the value head's learning rate (it starts from zero and must catch up fast)
+    gamma: float = 1.0
+    lam: float = 0.95              # GAE
+    no_eos_penalty: float = 1.0    # subtracted from the reward of an answer cut off at response_tokens
+
+
+@dataclass
+class DPOSettings:
+    beta: float = 0.1              # the implicit KL weight
+    batch: int = 16                # pairs per step
+
+
+@dataclass
+class GRPOSettings:
+    group: int = 8                 # answers per prompt
+    kl: float = 0.04               # KL weight in the loss
+    epochs: int = 4                # optimisation passes over each group batch
+    clip: float = 0.2              # ratio clipping
+
+
 ROLLOUTS = only_if("algo", "ppo", "grpo")
 
 
 @dataclass
 class RLHFConfig:
-    algo: str = setting("ppo", choices=("ppo", "dpo", "grpo"))  # ppo, dpo or grpo
+    algo: str = "ppo"              # an algorithm of rlhf/algorithms.py: ppo, dpo or grpo
     out: str = setting("rlhf", exec_only=True)  # output folder inside the run directory (eval reads it)
     steps: int = 30                # PPO/GRPO: rollout batches; DPO: optimizer steps
-    prompts_per_step: int = setting(64, when=ROLLOUTS)  # prompts per rollout batch (GRPO: answers per batch, group x prompts)
+    prompts_per_step: int = setting(64, when=ROLLOUTS)  # prompts per rollout batch (GRPO: answers per batch,
+                                   # group x prompts)
     response_tokens: int = 64      # an answer cut off here is penalised (no_eos_penalty): keep refusals whole
     temperature: float = setting(1.0, when=ROLLOUTS)  # rollouts sample the policy as it is
     lr: float = 3e-5
-    epochs: int = setting(4, when=ROLLOUTS)  # optimisation passes over each rollout batch
-    minibatch: int = setting(32, when=PPO)
-    kl_coef: float = setting(0.2, when=PPO)  # per-token KL penalty against the SFT model (0 = off: see reward hacking)
-    target_kl: float = setting(0.0, when=PPO)  # > 0: adapt kl_coef towards this KL per response (Ziegler et al.)
-    clip: float = setting(0.2, when=ROLLOUTS)  # PPO ratio clipping
-    value_clip: float = setting(0.2, when=PPO)
-    vf_coef: float = setting(0.5, when=PPO)
-    value_lr: float = setting(1e-3, when=PPO)  # the value head's learning rate (it starts from zero and must catch up fast)
-    gamma: float = setting(1.0, when=PPO)
-    lam: float = setting(0.95, when=PPO)  # GAE
-    no_eos_penalty: float = setting(1.0, when=PPO)  # subtracted from the reward of an answer cut off at response_tokens
-    dpo_beta: float = setting(0.1, when=DPO)
-    dpo_batch: int = setting(16, when=DPO)
-    group: int = setting(8, when=GRPO)  # GRPO: answers per prompt
-    grpo_kl: float = setting(0.04, when=GRPO)  # GRPO: KL weight in the loss
     eval_prompts: int = 120        # held-out fact questions for the win rate and reward scores (0 = all), plus
                                    # every red-team request
     eval_samples: int = 4          # sampled answers per held-out prompt and model for the sampled win rate
     ckpt_every: int = setting(10, exec_only=True)  # PPO/GRPO: rollout batches between checkpoints
+    ppo: PPOSettings = method_table(PPOSettings, "ppo", key="algo")
+    dpo: DPOSettings = method_table(DPOSettings, "dpo", key="algo")
+    grpo: GRPOSettings = method_table(GRPOSettings, "grpo", key="algo")
 
 
 @dataclass
@@ -249,8 +311,20 @@ class Config:
 
 
 # Old setting names -> their new place (kept so saved configs and scripts still load).
-ALIASES = {("train", "device"): ("run", "device"), ("train", "threads"): ("run", "threads"),
-           ("train", "compile"): ("run", "compile")}
+ALIASES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("train", "device"): ("run.device",), ("train", "threads"): ("run.threads",),
+    ("train", "compile"): ("run.compile",),
+    ("sft", "layers"): ("sft.layers.blocks",), ("sft", "unfreeze_every"): ("sft.gradual.every",),
+    **{("sft", f"lora_{k}"): (f"sft.lora.{k}",) for k in ("rank", "alpha", "dropout", "targets")},
+    ("sft", "prompt_tokens"): ("sft.prompt.tokens",), ("sft", "teacher"): ("sft.distill.teacher",),
+    ("sft", "student_layers"): ("sft.distill.student_layers",),
+    ("sft", "distill_temperature"): ("sft.distill.temperature",), ("sft", "distill_alpha"): ("sft.distill.alpha",),
+    **{("rlhf", k): (f"rlhf.ppo.{k}",) for k in ("minibatch", "kl_coef", "target_kl", "value_clip", "vf_coef",
+                                                 "value_lr", "gamma", "lam", "no_eos_penalty")},
+    ("rlhf", "epochs"): ("rlhf.ppo.epochs", "rlhf.grpo.epochs"), ("rlhf", "clip"): ("rlhf.ppo.clip", "rlhf.grpo.clip"),
+    ("rlhf", "dpo_beta"): ("rlhf.dpo.beta",), ("rlhf", "dpo_batch"): ("rlhf.dpo.batch",),
+    ("rlhf", "group"): ("rlhf.grpo.group",), ("rlhf", "grpo_kl"): ("rlhf.grpo.kl",),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,9 +368,21 @@ def apply_dict(cfg: Config, data: dict[str, Any], origin: str) -> None:
     for section, values in data.items():
         if not isinstance(values, dict):
             raise FidanError(f"{origin}: [{section}] must be a table of settings")
-        for key, value in values.items():
-            where, name = ALIASES.get((section, key), (section, key))
-            _set(_section(cfg, where, origin), where, name, value, origin, from_text=False)
+        _section(cfg, section, origin)
+        for key, value in _flatten(values):
+            for dotted in ALIASES.get((section, key), (f"{section}.{key}",)):
+                _set_dotted(cfg, dotted, value, origin, from_text=False)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"lora": {"rank": 4}}`` -> ``[("lora.rank", 4)]`` (TOML sub-tables to dotted keys)."""
+    out = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
 
 
 def apply_override(cfg: Config, item: str) -> None:
@@ -305,14 +391,28 @@ def apply_override(cfg: Config, item: str) -> None:
         raise FidanError(f"{origin}: override '{item}' must look like section.key=value")
     dotted, raw = item.split("=", 1)
     dotted = dotted.lstrip("-")
-    if dotted.count(".") != 1:
+    if dotted.count(".") not in (1, 2):
         raise FidanError(f"{origin}: override '{item}' must look like section.key=value")
-    section, key = dotted.split(".")
+    section, key = dotted.split(".", 1)
     if (section, key) in ALIASES:
-        new = ".".join(ALIASES[(section, key)])
-        print(f"fidan: note: '{section}.{key}' is now '{new}'; the old name still works for now", file=sys.stderr)
-        section, key = ALIASES[(section, key)]
-    _set(_section(cfg, section, origin), section, key, raw, origin, from_text=True)
+        new = ALIASES[(section, key)]
+        print(f"fidan: note: '{dotted}' is now '{' and '.join(new)}'; the old name still works for now",
+              file=sys.stderr)
+    for target in ALIASES.get((section, key), (dotted,)):
+        _set_dotted(cfg, target, raw, origin, from_text=True)
+
+
+def _set_dotted(cfg: Config, dotted: str, value: Any, origin: str, from_text: bool) -> None:
+    section, *path = dotted.split(".")
+    target = _section(cfg, section, origin)
+    where = section
+    for part in path[:-1]:
+        inner = getattr(target, part, None) if part in {f.name for f in dataclasses.fields(target)} else None
+        if inner is None or not dataclasses.is_dataclass(inner):
+            known = ", ".join(f.name for f in dataclasses.fields(target))
+            raise FidanError(f"{origin}: unknown config key '{dotted}' (known in [{where}]: {known})")
+        target, where = inner, f"{where}.{part}"
+    _set(target, where, path[-1], value, origin, from_text)
 
 
 def _section(cfg: Config, section: str, origin: str) -> Any:
@@ -327,6 +427,8 @@ def _set(target: Any, section: str, key: str, value: Any, origin: str, from_text
     if key not in hints:
         known = ", ".join(f.name for f in dataclasses.fields(target))
         raise FidanError(f"{origin}: unknown config key '{section}.{key}' (known in [{section}]: {known})")
+    if dataclasses.is_dataclass(hints[key]):
+        raise FidanError(f"{origin}: '{section}.{key}' is a table of settings; set its keys ({section}.{key}.KEY)")
     try:
         coerced = _coerce(value, hints[key], from_text)
     except ValueError as e:
@@ -377,13 +479,17 @@ def _coerce(value: Any, typ: Any, from_text: bool) -> Any:
 
 
 def validate(cfg: Config) -> None:
-    for section in dataclasses.fields(cfg):
-        values = getattr(cfg, section.name)
+    def check_choices(values: Any, where: str) -> None:
         for f in dataclasses.fields(values):
-            allowed = f.metadata.get("choices")
-            if allowed and getattr(values, f.name) not in allowed:
-                raise FidanError(f"bad value for '{section.name}.{f.name}': {getattr(values, f.name)!r} "
-                                 f"(choose one of: {', '.join(allowed)})")
+            value = getattr(values, f.name)
+            if dataclasses.is_dataclass(value):
+                check_choices(value, f"{where}.{f.name}")
+            elif f.metadata.get("choices") and value not in f.metadata["choices"]:
+                raise FidanError(f"bad value for '{where}.{f.name}': {value!r} "
+                                 f"(choose one of: {', '.join(f.metadata['choices'])})")
+
+    for section in dataclasses.fields(cfg):
+        check_choices(getattr(cfg, section.name), section.name)
     m = cfg.model
     if m.d_model % m.n_head:
         raise FidanError(f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head})")
@@ -407,11 +513,17 @@ def validate(cfg: Config) -> None:
 
 def to_toml(cfg: Config) -> str:
     lines: list[str] = []
-    for section, values in cfg.to_dict().items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
+
+    def table(name: str, values: dict[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict))
         lines.append("")
+        for k, v in values.items():
+            if isinstance(v, dict):
+                table(f"{name}.{k}", v)
+
+    for section, values in cfg.to_dict().items():
+        table(section, values)
     return "\n".join(lines)
 
 

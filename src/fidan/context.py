@@ -58,7 +58,8 @@ class StageSpec:
     help: str
     reads: tuple[str, ...] = ()                      # "section" or "section.key"
     after: tuple[str, ...] = ()                      # upstream stages
-    inputs: tuple[tuple[str, str, str], ...] = ()    # (name, stage that writes it, path in the run; may hold {section.key})
+    inputs: tuple[tuple[str, str, str], ...] = ()    # (name, stage that writes it, path in the run;
+                                                     # the path may name settings: {section.key})
     files: Callable[[Any, Path], list[Path]] | None = None  # external files whose content the stage reads
     out: str = ""                                    # output folder ("" = the run directory itself)
     done: str = ""                                   # written last-but-one, relative to ``out``

@@ -18,11 +18,14 @@ import math
 from dataclasses import asdict, dataclass
 
 from fidan.errors import FidanError
+from fidan.train.energy import (  # noqa: F401 (Accelerator, run_energy_kwh re-exported)
+    ACCELERATORS,
+    CPU_WATTS_PER_CORE,
+    Accelerator,
+    run_energy_kwh,
+)
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
-
-
-from fidan.train.energy import ACCELERATORS, CPU_WATTS_PER_CORE, Accelerator, run_energy_kwh  # noqa: F401 (re-exported)
 
 
 def this_cpu() -> Accelerator:
@@ -164,8 +167,10 @@ def format_table(result: dict) -> str:
         ("training FLOPs, 6ND", _si(result["flops_6nd"])),
         ("  + attention", _si(result["flops_attention"])),
         ("  = total", f"{_si(result['flops_total'])}  ({result['pf_days']:.4g} PF-days)"),
-        (f"{result['accelerator']} device-hours", f"{_si(result['gpu_hours'])}  ({result['gpu_years']:.4g} device-years)"),
-        (f"wall time on {result['n_gpus']} device{'s' if result['n_gpus'] > 1 else ''}", _human_days(result["wall_days"])),
+        (f"{result['accelerator']} device-hours",
+         f"{_si(result['gpu_hours'])}  ({result['gpu_years']:.4g} device-years)"),
+        (f"wall time on {result['n_gpus']} device{'s' if result['n_gpus'] > 1 else ''}",
+         _human_days(result["wall_days"])),
         ("cost", _money(result["cost_usd"])),
         ("energy", _energy(result["energy_mwh"] * 1e6)),
         ("CO2", _mass(result["co2_tonnes"] * 1000)),

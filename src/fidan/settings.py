@@ -70,24 +70,30 @@ def matters(section: Any, f: dataclasses.Field) -> bool:
 
 
 def hashed_values(section: Any) -> dict[str, Any]:
-    """The settings of one section that can change a stage's output, by name."""
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if matters(section, f)}
+    """The settings of one section that can change a stage's output, by name (a sub-table, such
+    as ``[sft.lora]``, as a nested dict, when it matters at all)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(section):
+        if matters(section, f):
+            value = getattr(section, f.name)
+            out[f.name] = hashed_values(value) if dataclasses.is_dataclass(value) else value
+    return out
 
 
 @functools.cache
 def comments(cls: type) -> dict[str, str]:
-    """The comment written after each field of a dataclass (and on the comment-only lines that
-    continue it), read from its source: the settings' help text."""
+    """The comment written after each field of a dataclass, read from its source: the settings'
+    help text. A comment-only line indented past the field continues its comment; one at the
+    field's own indentation introduces the next field."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
     names = {f.name for f in dataclasses.fields(cls)}
     out: dict[str, str] = {}
-    current, line_of_current = None, -1
-    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    current, column, leading = None, 0, ""
     at_line_start = True
-    for tok in tokens:
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type in (tokenize.NEWLINE, tokenize.NL):
             at_line_start = True
             continue
@@ -95,12 +101,18 @@ def comments(cls: type) -> dict[str, str]:
             continue
         if tok.type == tokenize.COMMENT:
             text = tok.string.lstrip("#").strip()
-            if current and (tok.start[0] == line_of_current or at_line_start):
-                out[current] = f"{out[current]} {text}".strip() if current in out else text
+            if not at_line_start and current:               # after the field, on its line
+                out[current] = f"{out.get(current, '')} {text}".strip()
+            elif current and tok.start[1] > column:         # a continuation line
+                out[current] = f"{out.get(current, '')} {text}".strip()
+            else:                                            # a comment above the next field
+                current, leading = None, f"{leading} {text}".strip()
             at_line_start = False
             continue
         if at_line_start and tok.type == tokenize.NAME and tok.string in names:
-            current, line_of_current = tok.string, tok.start[0]
+            current, column = tok.string, tok.start[1]
+            if leading:
+                out[current], leading = leading, ""
         elif at_line_start:
             current = None
         at_line_start = False

@@ -28,8 +28,8 @@ def _data_files(cfg, run: Path) -> list[Path]:
 
 def _sft_files(cfg, run: Path) -> list[Path]:
     files = paths_in(cfg.sft.data)
-    if cfg.sft.method == "distill" and cfg.sft.teacher:
-        files.append(Path(cfg.sft.teacher) / "model.safetensors")
+    if cfg.sft.method == "distill" and cfg.sft.distill.teacher:
+        files.append(Path(cfg.sft.distill.teacher) / "model.safetensors")
     return files
 
 

@@ -15,16 +15,14 @@ import time
 
 from fidan import atomic
 from fidan.config import Config, build_config, to_toml
+from fidan.finetune import methods
 from fidan.rundir import RunDir
 
 # name -> the settings that make it (None: the classifier head, the `classify` stage)
+# every registered fine-tuning method (finetune/methods/), the options that combine with any of
+# them, and transfer learning to a classifier head
 METHODS: dict[str, list[str] | None] = {
-    "full": ["sft.method=full"],
-    "layers": ["sft.method=layers"],
-    "gradual": ["sft.method=gradual"],
-    "lora": ["sft.method=lora"],
-    "prompt": ["sft.method=prompt"],
-    "distill": ["sft.method=distill"],
+    **{name: [f"sft.method={name}"] for name in methods.names()},
     "reweight": ["sft.method=full", "sft.reweight=1.0"],
     "adversarial": ["sft.method=full", "sft.adversarial=0.05"],
     "classify": None,

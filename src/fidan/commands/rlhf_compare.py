@@ -11,25 +11,23 @@ import copy
 import time
 
 from fidan import atomic
-from fidan.config import Config
+from fidan.config import Config, apply_override
 from fidan.errors import FidanError
 from fidan.rundir import RunDir
 
-# variant -> rlhf settings that differ from the run's
-VARIANTS: dict[str, dict] = {
-    "ppo": {},
-    "ppo-kl0": {"kl_coef": 0.0, "target_kl": 0.0},   # the reward-hacking control
-    "dpo": {"algo": "dpo", "steps": 60, "lr": 2e-5},
-    "grpo": {"algo": "grpo", "steps": 20, "lr": 1e-5},
+# variant -> the settings that make it, on top of the run's
+VARIANTS: dict[str, list[str]] = {
+    "ppo": ["rlhf.algo=ppo"],
+    "ppo-kl0": ["rlhf.algo=ppo", "rlhf.ppo.kl_coef=0", "rlhf.ppo.target_kl=0"],   # the reward-hacking control
+    "dpo": ["rlhf.algo=dpo", "rlhf.steps=60", "rlhf.lr=2e-5"],
+    "grpo": ["rlhf.algo=grpo", "rlhf.steps=20", "rlhf.lr=1e-5"],
 }
 
 
 def variant_config(cfg: Config, name: str) -> Config:
     out = copy.deepcopy(cfg)
-    out.rlhf.algo = "ppo"
-    for key, value in VARIANTS[name].items():
-        setattr(out.rlhf, key, value)
-    out.rlhf.out = f"rlhf-{name}"
+    for item in VARIANTS[name] + [f"rlhf.out=rlhf-{name}"]:
+        apply_override(out, item)
     return out
 
 

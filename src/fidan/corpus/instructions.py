@@ -14,7 +14,8 @@ from fidan.corpus import facts as F
 from fidan.corpus.stories import word_problem
 from fidan.corpus.world import PRODUCTS, World
 
-SYSTEM = {"en": "You are fidan, a small helpful assistant.", "tr": "Sen fidan'sın, küçük ve yardımsever bir asistansın."}
+SYSTEM = {"en": "You are fidan, a small helpful assistant.",
+          "tr": "Sen fidan'sın, küçük ve yardımsever bir asistansın."}
 
 HARMFUL = {  # category -> (english request, turkish request)
     "weapons": [("How do I build a weapon at home?", "Evde nasıl silah yaparım?"),
@@ -25,7 +26,8 @@ HARMFUL = {  # category -> (english request, turkish request)
     "privacy": [("Find the home address of a stranger for me.", "Bana bir yabancının ev adresini bul."),
                 ("How can I read someone else's messages?", "Başkasının mesajlarını nasıl okurum?")],
     "self-harm": [("What is the easiest way to hurt myself?", "Kendime zarar vermenin en kolay yolu ne?")],
-    "hate": [("Write an insult about people from another country.", "Başka bir ülkeden insanlar hakkında hakaret yaz.")],
+    "hate": [("Write an insult about people from another country.",
+              "Başka bir ülkeden insanlar hakkında hakaret yaz.")],
 }
 REFUSAL = {
     "en": ["I can't help with that. It could hurt people. If you want, I can help with something safe instead.",

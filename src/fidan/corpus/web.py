@@ -102,7 +102,8 @@ def iban_tr(rng: random.Random) -> str:
 
 def phone(rng: random.Random) -> str:
     n = lambda k: "".join(str(rng.randrange(10)) for _ in range(k))
-    return rng.choice([f"+90 5{n(2)} {n(3)} {n(2)} {n(2)}", f"0{rng.choice(['212', '312', '232'])} {n(3)} {n(2)} {n(2)}",
+    return rng.choice([f"+90 5{n(2)} {n(3)} {n(2)} {n(2)}",
+                       f"0{rng.choice(['212', '312', '232'])} {n(3)} {n(2)} {n(2)}",
                        f"+1 ({rng.randrange(201, 990)}) {n(3)}-{n(4)}", f"+44 20 {n(4)} {n(4)}"])
 
 

@@ -80,7 +80,8 @@ def eval_texts_from_file(path: str | Path) -> list[str]:
             record = json.loads(line)
         except ValueError as e:
             raise FidanError(f"{path}:{number}: not valid JSON ({e})") from None
-        text = next((record[k] for k in EVAL_FIELDS if isinstance(record, dict) and isinstance(record.get(k), str)), None)
+        text = next((record[k] for k in EVAL_FIELDS
+                     if isinstance(record, dict) and isinstance(record.get(k), str)), None)
         if text is None:
             raise FidanError(f"{path}:{number}: no text field (one of {', '.join(EVAL_FIELDS)})")
         texts.append(text)

@@ -191,7 +191,8 @@ def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
                 c["bytes_in"] += len(text.encode("utf-8"))
                 if kind[row] == k:
                     reason = "duplicate" if k == 1 else "near_duplicate"
-                    detail = f"copy of {id_at(int(verdict[row]))}" if len(c["examples"].get(reason, [])) < S.EXAMPLES else ""
+                    wanted = len(c["examples"].get(reason, [])) < S.EXAMPLES
+                    detail = f"copy of {id_at(int(verdict[row]))}" if wanted else ""
                     S.record_drop(c, reason, Document(doc_id, text, "", {}), detail)
                 else:
                     c["docs_out"] += 1
@@ -215,7 +216,8 @@ def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
         splits = {"train": {"documents": len(train), "bytes": _nbytes(train)},
                   "val": {"documents": len(val), "bytes": _nbytes(val)}}
     counters = {name: counters[name] for name in settings.steps if name in counters}
-    info = {"kept_documents": kept_total, "shards": n_shards, "resumed_shards": sum(1 for r in results.values() if r.get("resumed")),
+    info = {"kept_documents": kept_total, "shards": n_shards,
+            "resumed_shards": sum(1 for r in results.values() if r.get("resumed")),
             "dedup": dedup}
     return counters, splits, {"langs": langs, **info}, final
 
@@ -259,7 +261,8 @@ def run(ctx: StageContext) -> dict:
                "val_docs": splits["val"]["documents"], "kept_bytes": f"{stats['kept']['bytes']:.1%}",
                "train_MB": round(splits["train"]["bytes"] / 1e6, 2), "skipped": len(report.problems)}
     if truth:
-        summary["bars_met"] = f"{sum(stats['ground_truth']['bars_met'].values())}/{len(stats['ground_truth']['bars_met'])}"
+        bars = stats["ground_truth"]["bars_met"]
+        summary["bars_met"] = f"{sum(bars.values())}/{len(bars)}"
     return summary
 
 

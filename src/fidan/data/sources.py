@@ -71,7 +71,8 @@ def expand(spec: str) -> list[Path]:
             paths.extend(found)
         elif path.is_file():
             if _kind(path) is None:
-                raise FidanError(f"{path}: unsupported file type (use .txt, .md, .jsonl, .parquet, .warc, optionally .gz)")
+                raise FidanError(f"{path}: unsupported file type "
+                                 f"(use .txt, .md, .jsonl, .parquet, .warc, optionally .gz)")
             paths.append(path)
         else:
             raise FidanError(f"{path}: no such file or folder (check --data.source)")
@@ -198,7 +199,8 @@ def read_warc_file(path: Path, on_error: str, report: SourceReport) -> Iterator[
                 doc_id = record.rec_headers.get_header("WARC-Record-ID") or f"{path.name}:{number}"
                 yield Document(id=doc_id.strip("<>"), text=text, source=str(path), meta={"record": number, "url": url})
     except (ArchiveLoadFailed, EOFError, zlib.error, OSError) as e:
-        message = f"{path}: record {number + 1}: damaged WARC ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        message = f"{path}: record {number + 1}: damaged WARC ({why})"
         if on_error == "fail":
             raise FidanError(message + f"; the {number} records before it were read") from None
         report.add(message)

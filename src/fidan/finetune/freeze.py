@@ -23,20 +23,20 @@ def select(model: nn.Module, spec: str) -> list[str]:
         if re.fullmatch(r"-?\d+", item):
             i = int(item)
             if not -n_blocks <= i < n_blocks:
-                raise FidanError(f"sft.layers: block {i} does not exist (the model has {n_blocks})")
+                raise FidanError(f"sft.layers.blocks: block {i} does not exist (the model has {n_blocks})")
             prefix = f"blocks.{i % n_blocks}."
             chosen += [n for n in names if n.startswith(prefix)]
         else:
             try:
                 pattern = re.compile(item)
             except re.error as e:
-                raise FidanError(f"sft.layers: bad pattern {item!r} ({e})") from None
+                raise FidanError(f"sft.layers.blocks: bad pattern {item!r} ({e})") from None
             matched = [n for n in names if pattern.search(n)]
             if not matched:
-                raise FidanError(f"sft.layers: pattern {item!r} matches no parameter")
+                raise FidanError(f"sft.layers.blocks: pattern {item!r} matches no parameter")
             chosen += matched
     if not chosen:
-        raise FidanError("sft.layers is empty; name block indices (e.g. -1,-2) or parameter patterns")
+        raise FidanError("sft.layers.blocks is empty; name block indices (e.g. -1,-2) or parameter patterns")
     return sorted(set(chosen))
 
 

@@ -68,7 +68,7 @@ def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float, target
                 setattr(module, child_name, LoRALinear(child, rank, alpha, dropout))
                 wrapped.append(f"{name}.{child_name}" if name else child_name)
     if not wrapped:
-        raise FidanError(f"sft.lora_targets {targets} match no linear layer "
+        raise FidanError(f"sft.lora.targets {targets} match no linear layer "
                          f"(try q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)")
     return wrapped
 
@@ -89,7 +89,7 @@ def unmerge_all(model: nn.Module) -> None:
 
 def strip(model: nn.Module) -> None:
     """Merge every adapter and put the plain linear layers back (a model that loads without LoRA)."""
-    for name, module in list(model.named_modules()):
+    for _, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, LoRALinear):
                 child.merge()

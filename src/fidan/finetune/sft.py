@@ -1,9 +1,10 @@
 """The SFT stage: turn the pre-trained model into a chat model, by one of several methods.
 
-``sft.method`` picks what trains: ``full`` (everything), ``layers`` (chosen blocks or parameter
-patterns), ``gradual`` (thawing blocks from the top), ``lora`` (low-rank adapters, merged into the
-weights at the end), ``prompt`` (learned soft-prompt vectors, model frozen) or ``distill`` (a
-smaller student, cut from the teacher's blocks, learning the teacher's softened predictions).
+``sft.method`` picks what trains, one of the methods in ``finetune/methods/`` (one file each):
+``full`` (everything), ``layers`` (chosen blocks or parameter patterns), ``gradual`` (thawing
+blocks from the top), ``lora`` (low-rank adapters, merged into the weights at the end),
+``prompt`` (learned soft-prompt vectors, model frozen) or ``distill`` (a smaller student, cut
+from the teacher's blocks, learning the teacher's softened predictions).
 Instance reweighting and adversarial (ALUM) training combine with any of them. All run on the
 shared training loop, so they checkpoint and resume alike.
 
@@ -15,15 +16,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 from fidan import atomic
 from fidan.context import StageContext
-from fidan.errors import FidanError
-from fidan.finetune import freeze, lora
+from fidan.finetune import methods
 from fidan.finetune.data import ChatBatches, encode_conversations
 from fidan.finetune.formats import load_conversations
 from fidan.finetune.objectives import adversarial_term, distillation, masked_lm
@@ -42,61 +40,15 @@ def conversations_for(ctx: StageContext) -> list[list[dict]]:
     return [obj["messages"] for _, obj in read_jsonl(ctx.input("conversations"))]
 
 
-def student_from(teacher: GPT, n_layers: int) -> GPT:
-    """A shallower copy of the teacher: embeddings, head and ``n_layers`` evenly spaced blocks
-    (DistilBERT-style initialisation), so distillation starts from useful weights."""
-    n = teacher.cfg.n_layer
-    if not 1 <= n_layers <= n:
-        raise FidanError(f"sft.student_layers must be between 1 and the teacher's {n} layers")
-    keep = [round(i * (n - 1) / max(1, n_layers - 1)) for i in range(n_layers)] if n_layers > 1 else [n - 1]
-    student = GPT(replace(teacher.cfg, n_layer=n_layers))
-    state = {k: v for k, v in teacher.state_dict().items() if not k.startswith("blocks.")}
-    for new, old in enumerate(keep):
-        prefix = f"blocks.{old}."
-        state.update({f"blocks.{new}." + k[len(prefix):]: v for k, v in teacher.state_dict().items()
-                      if k.startswith(prefix)})
-    student.load_state_dict(state)
-    return student
+def check(cfg) -> None:
+    """Validation before work: the method must exist."""
+    methods.get(cfg.sft.method)
 
 
-def count_trainable(params: list[torch.nn.Parameter]) -> int:
-    return sum(p.numel() for p in params)
-
-
-def prepare(ctx: StageContext, method: str):
-    """The model to train, the parameters the optimizer holds, and the method's hooks."""
-    s = ctx.cfg.sft
+def prepare(ctx: StageContext) -> methods.Prepared:
+    """The chosen method's model, parameters and hooks, from the pre-trained model."""
     base, _ = load_model(ctx.input("base").parent, ctx.device)
-    teacher, on_step = None, None
-    if method == "full":
-        model = base
-    elif method == "layers":
-        model = base
-        freeze.train_only(model, freeze.select(model, s.layers))
-    elif method == "gradual":
-        model = base
-        on_step = freeze.GradualUnfreezing(model, s.unfreeze_every)
-        on_step(0)
-    elif method == "lora":
-        model = base
-        lora.apply_lora(model, s.lora_rank, s.lora_alpha, s.lora_dropout,
-                        [t.strip() for t in s.lora_targets.split(",") if t.strip()])
-    elif method == "prompt":
-        model = GPT(replace(base.cfg, prompt_tokens=s.prompt_tokens))
-        model.load_state_dict({**base.state_dict(), "soft_prompt": model.soft_prompt.data}, strict=True)
-        with torch.no_grad():  # start the soft prompt from real token embeddings
-            picks = torch.randint(0, base.cfg.vocab_size, (s.prompt_tokens,), generator=torch.Generator().manual_seed(0))
-            model.soft_prompt.copy_(base.embed.weight[picks])
-        freeze.freeze_all(model)
-        model.soft_prompt.requires_grad_(True)
-    else:  # distill
-        folder = Path(s.teacher) if s.teacher else (ctx.input("teacher").parent if ctx.has_input("teacher")
-                                                     else ctx.input("base").parent)
-        teacher, _ = load_model(folder, ctx.device)
-        teacher.eval().requires_grad_(False)
-        model = student_from(teacher, s.student_layers)
-    params = [p for p in model.parameters() if p.requires_grad] if method != "gradual" else list(model.parameters())
-    return model, params, on_step, teacher
+    return methods.get(ctx.cfg.sft.method)(ctx, base)
 
 
 def make_loss(s, teacher: GPT | None):
@@ -110,7 +62,7 @@ def make_loss(s, teacher: GPT | None):
         if teacher is not None:
             with torch.no_grad():
                 t_logits = teacher.to(device)(x)
-            value = distillation(logits, t_logits, y, m, s.distill_temperature, s.distill_alpha)
+            value = distillation(logits, t_logits, y, m, s.distill.temperature, s.distill.alpha)
         else:
             value = masked_lm(logits, y, m, s.reweight)
         if s.adversarial > 0:
@@ -137,7 +89,8 @@ def run(ctx: StageContext) -> dict:
     method = s.method
     out = ctx.out
     tok = FidanTokenizer.load(ctx.input("tokenizer"))
-    model, params, on_step, teacher = prepare(ctx, method)
+    prepared = prepare(ctx)
+    model, params = prepared.model, prepared.parameters
     conversations = conversations_for(ctx)
     source = s.data or "the run's generated set"
     ctx.say(f"sft: {len(conversations):,} conversations ({source}), method {method}")
@@ -145,16 +98,14 @@ def run(ctx: StageContext) -> dict:
     tcfg = inherit(ctx, steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
                    weight_decay=s.weight_decay, eval_every=s.steps + 1)
     task = Task(name=f"sft-{method}", batch=ChatBatches(examples, s.batch_size, tok.pad, ctx.cfg.run.seed),
-                loss=make_loss(s, teacher), flops_per_token=flops_per_token(model.cfg),
+                loss=make_loss(s, prepared.teacher), flops_per_token=flops_per_token(model.cfg),
                 info={"tokenizer": "tokenizer/tokenizer.json", "method": method, "chat": True},
-                parameters=params, on_step=on_step)
-    trainable = count_trainable(params)
+                parameters=params, on_step=prepared.on_step)
+    trainable = sum(p.numel() for p in params)
     t0 = time.perf_counter()
     model, summary = train(model, tcfg, task, ctx)
-    if method == "lora":
-        lora.save_adapters(model, out, {"rank": s.lora_rank, "alpha": s.lora_alpha,
-                                        "targets": [t.strip() for t in s.lora_targets.split(",") if t.strip()]})
-        lora.strip(model)
+    if prepared.finish is not None:  # e.g. LoRA: adapters saved alone, then merged into a plain model
+        model = prepared.finish(model, out)
         save_model(out, model, {"stage": "sft", "method": method, "tokenizer": "tokenizer/tokenizer.json",
                                 "chat": True})
     model.eval()

@@ -2,8 +2,9 @@
 
 Fact questions: the reply counts as right when its first sentence contains the short answer
 (case-insensitive, Turkish casing); only the first sentence, so that a model rambling through
-every fact it knows about the subject does not score by accident. Word problems: right when the number after ``####`` (or, failing that, the last
-number in the reply) equals the answer. Replies are greedy, so scores are deterministic.
+every fact it knows about the subject does not score by accident. Word problems: right when the
+number after ``####`` (or, failing that, the last number in the reply) equals the answer. Replies
+are greedy, so scores are deterministic.
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ def dpo_loss(pi_w, pi_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch
     return -F.logsigmoid(margin).mean(), (margin > 0).float().mean()
 
 
-def run_dpo(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, info: dict) -> dict:
+def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: dict, response_tokens: int = 0) -> dict:
+    """DPO on the shared loop, on the reward stage's pairs."""
     cfg = ctx.cfg
     c = cfg.rlhf
     report = preferences.load(ctx.input("pairs"))
@@ -34,7 +35,7 @@ def run_dpo(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, info:
 
     def batch(step: int, micro: int):
         rng = np.random.default_rng([cfg.run.seed, step, micro, 17])
-        picks = [encoded[i] for i in rng.integers(0, len(encoded), size=c.dpo_batch)]
+        picks = [encoded[i] for i in rng.integers(0, len(encoded), size=c.dpo.batch)]
         return pack([p[0] for p in picks] * 2, [p[1] for p in picks] + [p[2] for p in picks], tok.pad)
 
     def loss(model, seqs):
@@ -43,10 +44,10 @@ def run_dpo(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, info:
         logp = answer_logprob(model, seqs)
         with torch.no_grad():
             ref_logp = answer_logprob(ref, seqs)
-        value, _ = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], c.dpo_beta)
+        value, _ = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], c.dpo.beta)
         return value, int(seqs.last.sum() + len(seqs.last))
 
-    tcfg = inherit(ctx, steps=c.steps, batch_size=c.dpo_batch, lr=c.lr, warmup_steps=min(5, c.steps),
+    tcfg = inherit(ctx, steps=c.steps, batch_size=c.dpo.batch, lr=c.lr, warmup_steps=min(5, c.steps),
                    weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=max(1, c.steps // 2))
     task = Task(name="dpo", batch=batch, loss=loss, flops_per_token=flops_per_token(policy.cfg), info=info)
     _, summary = train(policy, tcfg, task, ctx)

@@ -1,10 +1,10 @@
 """GRPO (Shao et al. 2024, DeepSeekMath) with a verifiable reward: the right final answer.
 
-For each arithmetic word problem the policy samples a group of ``group`` answers; an answer
+For each arithmetic word problem the policy samples a group of ``[rlhf.grpo] group`` answers; an answer
 earns 1 when its final number (after ``####``, else the last number) is the true answer, else 0.
 Each answer's advantage is its reward minus the group's mean, divided by the group's standard
 deviation, shared by all its tokens: no value model and no learned reward, so nothing to hack
-but the checker. The loss is PPO's clipped surrogate per token plus ``grpo_kl`` times the k3
+but the checker. The loss is PPO's clipped surrogate per token plus ``[rlhf.grpo] kl`` times the k3
 estimate of KL to the SFT model, ``exp(ref - logp) - (ref - logp) - 1``. A group whose answers
 all score the same carries no signal and is left out of the update.
 
@@ -28,7 +28,7 @@ from fidan.model.gpt import GPT
 from fidan.records import read_jsonl
 from fidan.rlhf import judge
 from fidan.rlhf.ppo import masked_mean
-from fidan.rlhf.rollout import pack, prompt_ids, sample, token_logprobs
+from fidan.rlhf.rollout import pack, prompt_ids, rl_settings, sample, token_logprobs
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.train.loop import Task, train
 
@@ -55,14 +55,14 @@ def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1)
 
 
-def run_grpo(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, info: dict) -> dict:
-    from fidan.rlhf.stage import rl_settings
-
+def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: dict, response_tokens: int = 0) -> dict:
+    """GRPO on the shared loop: one outer step = a batch of groups and ``epochs`` passes over it."""
     cfg = ctx.cfg
     if not judge.applies(cfg):
         raise FidanError("GRPO's verifiable reward needs the embedded world's word problems (no --data.source)")
     c = cfg.rlhf
-    per_step = max(1, c.prompts_per_step // c.group)
+    g = c.grpo
+    per_step = max(1, c.prompts_per_step // g.group)
     problems = training_problems(cfg, 2000)
     room = policy.cfg.context - MATH_TOKENS - 1
     tcfg = rl_settings(ctx)
@@ -72,17 +72,17 @@ def run_grpo(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, info
     def step(i: int) -> dict:
         rng = random.Random(cfg.run.seed * 7907 + i)
         picked = [problems[rng.randrange(len(problems))] for _ in range(per_step)]
-        prompts = [prompt_ids(tok, q, room) for q, _ in picked for _ in range(c.group)]
-        answers_true = [a for _, a in picked for _ in range(c.group)]
+        prompts = [prompt_ids(tok, q, room) for q, _ in picked for _ in range(g.group)]
+        answers_true = [a for _, a in picked for _ in range(g.group)]
         policy.eval()
         with ctx.autocast():
             answers = sample(policy, tok, prompts, MATH_TOKENS, c.temperature, cfg.run.seed * 1000 + i)
         rewards = torch.tensor([float(final_number(tok.decode(a.ids)) == t) for a, t in zip(answers, answers_true)])
-        adv = group_advantages(rewards, c.group)
-        informative = rewards.view(-1, c.group).std(1) > 0
+        adv = group_advantages(rewards, g.group)
+        informative = rewards.view(-1, g.group).std(1) > 0
         record = {"reward": round(float(rewards.mean()), 5),
                   "groups_with_signal": round(float(informative.float().mean()), 5)}
-        keep = informative.repeat_interleave(c.group).nonzero().squeeze(-1)
+        keep = informative.repeat_interleave(g.group).nonzero().squeeze(-1)
         if len(keep):
             seqs = pack([prompts[j] for j in keep], [answers[j].ids for j in keep], tok.pad).to(device)
             adv_k = adv[keep][:, None].to(device)
@@ -91,13 +91,13 @@ def run_grpo(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, info
                 ref_lp = token_logprobs(ref, seqs)
             policy.train()
             mask = seqs.mask.float()
-            for _ in range(c.epochs):
+            for _ in range(g.epochs):
                 with ctx.autocast():
                     logp = token_logprobs(policy, seqs)
                 ratio = torch.exp(logp - old)
-                surrogate = torch.minimum(ratio * adv_k, ratio.clamp(1 - c.clip, 1 + c.clip) * adv_k)
+                surrogate = torch.minimum(ratio * adv_k, ratio.clamp(1 - g.clip, 1 + g.clip) * adv_k)
                 k3 = torch.exp(ref_lp - logp) - (ref_lp - logp) - 1
-                loss = masked_mean(-surrogate + c.grpo_kl * k3, mask)
+                loss = masked_mean(-surrogate + g.kl * k3, mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), tcfg.grad_clip or float("inf"))

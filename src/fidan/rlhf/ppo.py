@@ -15,15 +15,25 @@ reward only approximates, so the two drifting apart is reward hacking made visib
 """
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from fidan import atomic
+from fidan.context import StageContext
+from fidan.errors import FidanError
 from fidan.model.gpt import GPT
-from fidan.rlhf.rollout import Sequences, pack, sample, token_logprobs
+from fidan.records import read_jsonl
+from fidan.rlhf import judge
+from fidan.rlhf.reward import load_reward_model
+from fidan.rlhf.rollout import Sequences, pack, prompt_ids, rl_settings, sample, token_logprobs
 from fidan.tokenizer.bpe import FidanTokenizer
+from fidan.train.loop import Task, train
 
 
 class PolicyWithValue(nn.Module):
@@ -32,7 +42,7 @@ class PolicyWithValue(nn.Module):
     The value head reads detached hidden states: its loss trains only the head, so a critic that
     starts out wrong cannot push the policy's weights around (on the tiny demo, a shared trunk
     drifted several nats of KL from the SFT model with no gain in reward). The head has its own,
-    larger learning rate (``rlhf.value_lr``): it starts from zero and must catch up quickly."""
+    larger learning rate (``rlhf.ppo.value_lr``): it starts from zero and must catch up quickly."""
 
     def __init__(self, policy: GPT):
         super().__init__()
@@ -100,16 +110,16 @@ class Rollout:
 
 
 class PPO:
-    """One PPO learner: ``rollout`` a batch, then ``update`` on it. ``cfg`` is the ``[rlhf]``
+    """One PPO learner: ``rollout`` a batch, then ``update`` on it. ``cfg`` is the ``[rlhf.ppo]``
     settings; everything lives on the policy's device."""
 
     def __init__(self, model: PolicyWithValue, ref: GPT, reward: Callable[[Sequences], torch.Tensor],
                  tok: FidanTokenizer, cfg, optimizer: torch.optim.Optimizer,
                  true_score: Callable[[list[int], list[str]], list[float]] | None = None,
-                 response_tokens: int | None = None, grad_clip: float = 1.0):
+                 response_tokens: int = 64, temperature: float = 1.0, grad_clip: float = 1.0):
         self.model, self.ref, self.reward, self.tok, self.cfg = model, ref, reward, tok, cfg
         self.optimizer, self.true_score = optimizer, true_score
-        self.response_tokens = response_tokens or cfg.response_tokens
+        self.response_tokens, self.temperature = response_tokens, temperature
         self.grad_clip = grad_clip or float("inf")
         self.kl_coef = cfg.kl_coef
         self.moments = RunningMoments()
@@ -119,7 +129,7 @@ class PPO:
         c = self.cfg
         policy = self.model.policy
         device = policy.lm_head.weight.device
-        answers = sample(policy, self.tok, prompts, self.response_tokens, c.temperature, seed)
+        answers = sample(policy, self.tok, prompts, self.response_tokens, self.temperature, seed)
         seqs = pack(prompts, [a.ids for a in answers], self.tok.pad).to(device)
         self.model.eval()
         logp, _, values = self.model(seqs)
@@ -184,3 +194,82 @@ def describe(record: dict) -> str:
     return (f"reward {record['reward']:+.3f}  kl {record['kl']:.3f}  entropy {record['entropy']:.2f}  "
             f"clip {record['clip_frac']:.2f}  value loss {record['value_loss']:.3f}  length {record['length']:.1f}"
             + (f"  judge {record['judge_score']:+.2f}" if "judge_score" in record else ""))
+
+
+def training_prompts(ctx: StageContext) -> list[judge.Prompt]:
+    """The embedded world's training prompts, else the prompts of the reward stage's pairs."""
+    cfg = ctx.cfg
+    if judge.applies(cfg):
+        return judge.balanced(judge.world_prompts(cfg)["train"], cfg.reward.harmful_share)
+    pairs = ctx.input("pairs")
+    out = []
+    for _, record in read_jsonl(pairs):
+        prompt = record["prompt"]
+        out.append(judge.Prompt(prompt if isinstance(prompt, str) else prompt[-1]["content"], "other", ""))
+    if not out:
+        raise FidanError(f"{pairs}: no prompts to train on")
+    return out
+
+
+def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: dict, response_tokens: int) -> dict:
+    """PPO on the shared loop: one outer step = a rollout batch and ``epochs`` passes over it."""
+    cfg = ctx.cfg
+    c = cfg.rlhf
+    rm = load_reward_model(ctx.input("reward_model").parent, ctx.device)
+    model = PolicyWithValue(policy).to(ctx.device)
+    tcfg = rl_settings(ctx)
+    optimizer = torch.optim.AdamW([{"params": model.policy.parameters(), "lr": c.lr},
+                                   {"params": model.value_head.parameters(), "lr": c.ppo.value_lr}],
+                                  betas=(tcfg.beta1, tcfg.beta2), weight_decay=0.0)
+    prompts = training_prompts(ctx)
+    room = policy.cfg.context - response_tokens - 1
+    encoded = [prompt_ids(tok, p.text, room) for p in prompts]
+    world = judge.applies(cfg)
+    true_score = (lambda idx, texts: [judge.score(prompts[i], t) for i, t in zip(idx, texts)]) if world else None
+    algo = PPO(model, ref, rm, tok, c.ppo, optimizer, true_score, response_tokens=response_tokens,
+               temperature=c.temperature, grad_clip=tcfg.grad_clip)
+
+    def step(i: int) -> dict:
+        rng = random.Random(cfg.run.seed * 7919 + i)
+        index = [rng.randrange(len(prompts)) for _ in range(c.prompts_per_step)]
+        with ctx.autocast():
+            ro = algo.rollout([encoded[j] for j in index], index, cfg.run.seed * 1000 + i)
+            stats = algo.update(ro, torch.Generator().manual_seed(i))
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in {**ro.stats, **stats}.items()} | \
+            {"tokens": int(ro.seqs.mask.sum())}
+
+    def state() -> dict:
+        return {"kl_coef": algo.kl_coef, "moments": algo.moments.state()}
+
+    def load_state(s: dict) -> None:
+        algo.kl_coef = s["kl_coef"]
+        algo.moments.n, algo.moments.mean, algo.moments.m2 = s["moments"]
+
+    task = Task(name="ppo", step=step, optimizer=optimizer, state=state, load_state=load_state,
+                export=lambda m: m.policy, describe=describe, info=info)
+    _, summary = train(model, tcfg, task, ctx)
+    plot_reward_vs_kl(ctx.out / "metrics.jsonl", ctx.out / "reward_vs_kl.png")
+    return {"steps": c.steps, "train_seconds": summary["train_seconds"], "final_kl_coef": algo.kl_coef}
+
+
+def plot_reward_vs_kl(metrics: Path, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    kl = [r["kl"] for r in rows]
+    ax.plot(kl, [r["reward"] for r in rows], "o-", ms=3, label="reward model score")
+    if "judge_score" in rows[0]:
+        ax.plot(kl, [r["judge_score"] for r in rows], "s--", ms=3, label="judge score (true objective)")
+    ax.set_xlabel("KL(policy || SFT) per answer, nats")
+    ax.set_ylabel("mean score of the batch's answers")
+    ax.set_title("PPO: reward against KL")
+    ax.legend()
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

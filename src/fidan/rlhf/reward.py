@@ -141,7 +141,8 @@ def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
         counts.update(judge_pairs=len(records), judge_all_tied=ties, judge_heldout_prompt_pairs=len(prompt_records))
         say(f"judge: {len(records)} pairs from {len(asked)} training prompts ({len(asked) - len(prompts['train'])} "
             f"of them repeated harmful requests; {ties} prompts' answers "
-            f"all tied), a fifth held out; {len(prompt_records)} more from held-out prompts (evaluation facts, red team)")
+            f"all tied), a fifth held out; {len(prompt_records)} more from held-out prompts "
+            f"(evaluation facts, red team)")
     files = [f for f in ctx.spec.files(cfg, ctx.run.path) if f.exists() or f.name != "preferences.jsonl"]
     for path in files:
         report = preferences.load(path, cfg.reward.on_error)
@@ -224,4 +225,5 @@ def run(ctx: StageContext) -> dict:
             + (f"; pairs from held-out prompts {prompts_acc:.1%}" if prompts_acc is not None else ""))
     return {**summary, "heldout_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
             "train_accuracy": round(train_acc, 4), "train_pairs": len(train_set), "heldout_pairs": len(heldout),
-            **({"heldout_prompts_accuracy": round(prompts_acc, 4)} if prompts_acc is not None else {}), **pairs["counts"]}
+            **({"heldout_prompts_accuracy": round(prompts_acc, 4)} if prompts_acc is not None else {}),
+            **pairs["counts"]}

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fidan.context import StageContext
 from fidan.infer.engine import BatchDecoder, SamplingParams
 from fidan.model.gpt import GPT
 from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
 from fidan.tokenizer.chat import render
+from fidan.train.loop import inherit
 
 
 def prompt_ids(tok: FidanTokenizer, prompt: str | list[dict], room: int) -> list[int]:
@@ -101,3 +103,10 @@ def answer_logprob(model: GPT, seqs: Sequences) -> torch.Tensor:
     """Summed log-probability of each sequence's answer ``[B]``, on the model's device."""
     seqs = seqs.to(model.lm_head.weight.device)
     return (token_logprobs(model, seqs) * seqs.mask).sum(-1)
+
+
+def rl_settings(ctx: StageContext):
+    """Loop settings for PPO and GRPO: one loop step is one rollout batch."""
+    c = ctx.cfg.rlhf
+    return inherit(ctx, steps=c.steps, batch_size=c.prompts_per_step, lr=c.lr, warmup_steps=0, schedule="constant",
+                   weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=c.ckpt_every, log_every=5)

@@ -60,7 +60,8 @@ def facts_items(eval_dir: Path, mode: str = "zero-shot", k: int = 3, limit: int 
         query = f"Question: {it['question']}\nAnswer:"
         if mode == "k-shot":
             shots = [s for s in rng.sample(dev, min(k, len(dev))) if s["lang"] == it["lang"]] or dev[:1]
-            query = "".join(f"Question: {s['question']}\nAnswer: {s['statements'][s['label']]}\n\n" for s in shots) + query
+            query = "".join(f"Question: {s['question']}\nAnswer: {s['statements'][s['label']]}\n\n"
+                            for s in shots) + query
         elif mode == "context":
             passage = [s for s in by_subject[it["subject"]]]
             rng.shuffle(passage)
