@@ -99,7 +99,7 @@ def test_world_prompts_split_train_from_held_out(prepared_run):
 
 
 def test_harmful_training_prompts_carry_written_compliance_and_held_out_ones_differ(prepared_run):
-    cfg, _ = prepared_run
+    cfg, run = prepared_run
     prompts = judge.world_prompts(cfg)
     harmful = [p for p in prompts["train"] if p.kind == "harmful"]
     # every request plainly and in each of our wrappers, in both languages
@@ -108,8 +108,11 @@ def test_harmful_training_prompts_carry_written_compliance_and_held_out_ones_dif
     for p in harmful:
         assert judge.score(p, p.reference) == 1 and p.rejected
         assert all(judge.score(p, bad) == -1 for bad in p.rejected)
-    held = judge.held_out(cfg, 10)
+    held = judge.held_out(run.path / "data" / "eval", 10)   # read from the data stage's files
     assert sum(p.kind == "fact" for p in held) == 10
+    questions = {json.loads(x)["question"] for x in (run.path / "data/eval/facts.jsonl").read_text().splitlines()}
+    assert {p.text for p in held if p.kind == "fact"} <= questions
+    assert all(judge.score(p, p.reference) == 1 for p in held if p.kind == "fact")
     assert {p.text for p in held if p.kind == "harmful"} == {r["prompt"] for r in redteam.prompts()}
     assert not {p.text for p in held} & {p.text for p in prompts["train"]}
 

@@ -44,15 +44,16 @@ def _open_text(path: Path):
     return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
 
 
-def read_jsonl(path: str | Path, on_error: str = "fail", problems: Problems | None = None
+def read_jsonl(path: str | Path, on_error: str = "fail", problems: Problems | None = None, hint: str = ""
                ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for every non-blank line of a JSON-lines file."""
+    """``(line number, object)`` for every non-blank line of a JSON-lines file. ``hint`` is added
+    to the message of a failing read (say, which setting skips bad lines instead)."""
     path = Path(path)
     problems = problems if problems is not None else Problems()
 
     def bad(where: str) -> None:
         if on_error != "skip":
-            raise FidanError(where)
+            raise FidanError(where + hint)
         problems.add(where)
 
     try:
@@ -67,7 +68,7 @@ def read_jsonl(path: str | Path, on_error: str = "fail", problems: Problems | No
             try:
                 line = f.readline()
             except UnicodeDecodeError:
-                bad(f"{path}:{number + 1}: not valid UTF-8")
+                bad(f"{path}:{number + 1}: invalid UTF-8; convert the file to UTF-8")
                 return
             except (EOFError, OSError, gzip.BadGzipFile) as e:
                 bad(f"{path}:{number + 1}: the file is cut short or damaged ({e})")

@@ -65,7 +65,7 @@ STAGES = [
               "preference pairs (rule judge, labelled files) and a reward model trained on them",
               reads=("reward", *TRAIN_INHERITED, "rlhf.eval_prompts", "data.source", "corpus"),
               after=("sft",), files=_reward_files, out="reward", done="model.safetensors",
-              inputs=(TOKENIZER, ("sft", "sft", "{sft.out}/model.safetensors"))),
+              inputs=(TOKENIZER, ("sft", "sft", "{sft.out}/model.safetensors"), EVAL_SETS)),
     StageSpec("rlhf", "fidan.rlhf.stage",
               "align the chat model with the reward model: PPO (or --rlhf.algo=dpo|grpo)",
               reads=("rlhf", *TRAIN_INHERITED, "reward.harmful_share", "sft.eval_items", "data.source", "corpus"),

@@ -9,12 +9,12 @@ the whole document. The index is a set of hashed n-grams, so it stays small for 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fidan.errors import FidanError
+from fidan.records import read_jsonl
 from fidan.text import word_spans, words
 
 EVAL_FIELDS = ("question", "prompt", "problem", "input")
@@ -73,15 +73,8 @@ def eval_texts_from_file(path: str | Path) -> list[str]:
     if not path.is_file():
         raise FidanError(f"{path}: decontamination file not found (check --data.decontam_files)")
     texts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            raise FidanError(f"{path}:{number}: not valid JSON ({e})") from None
-        text = next((record[k] for k in EVAL_FIELDS
-                     if isinstance(record, dict) and isinstance(record.get(k), str)), None)
+    for number, record in read_jsonl(path):
+        text = next((record[k] for k in EVAL_FIELDS if isinstance(record.get(k), str)), None)
         if text is None:
             raise FidanError(f"{path}:{number}: no text field (one of {', '.join(EVAL_FIELDS)})")
         texts.append(text)

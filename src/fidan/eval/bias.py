@@ -8,6 +8,7 @@ contain no slurs.
 """
 from __future__ import annotations
 
+from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.infer.scoring import logliks
 
 # (category, language, stereotypical sentence, anti-stereotypical sentence)
@@ -46,3 +47,14 @@ def run(model, tok) -> dict:
     share = lambda xs: sum(xs) / len(xs)
     return {"stereotype_score": share(prefers), "by_category": {k: share(v) for k, v in by_category.items()},
             "by_language": {k: share(v) for k, v in by_lang.items()}, "n": len(PAIRS)}
+
+
+class Bias(Task):
+    """Sentence pairs that differ in a group term: how often the stereotype is likelier (``eval.bias``)."""
+    name = "bias"
+
+    def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
+        return {"bias": run(inputs.model, inputs.tok)} if inputs.settings.bias else {}
+
+
+register(Bias())

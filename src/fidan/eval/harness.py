@@ -1,7 +1,8 @@
 """Runs every task on one model and returns its scores.
 
-Tasks are data plus a scoring rule (eval/tasks/); the harness picks the prompting mode, and the
-results name it: ``world_facts/zero-shot``, ``world_facts/3-shot``, ``world_facts/context``,
+Tasks are objects registered in ``eval/tasks`` (data, a prompting mode, a scoring rule, and a
+``reward`` where the answer is checkable); the harness runs each, and the results name the task
+and mode: ``world_facts/zero-shot``, ``world_facts/3-shot``, ``world_facts/context``,
 ``world_math/zero-shot``, ``world_math/cot``. Chat models (SFT and later) get generative prompts
 as a user turn; multiple choice uses the same plain prompt for every stage, so columns compare.
 """
@@ -12,20 +13,11 @@ from pathlib import Path
 
 from fidan.config import Config
 from fidan.errors import FidanError
-from fidan.eval import bias, redteam
-from fidan.eval.tasks import code, mc, world
+from fidan.eval.tasks import EvalInputs, all_tasks, code, mc
 from fidan.eval.tasks import math as math_task
-from fidan.infer.scoring import complete
+from fidan.eval.tasks.world_code import code_completions
 from fidan.model.gpt import GPT
 from fidan.tokenizer.bpe import FidanTokenizer
-
-CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "<|")
-
-
-def code_completions(model, tok, problems: list[dict], chat: bool) -> dict:
-    completions = [[complete(model, tok, p["prompt"], 48, stop=CODE_STOPS, chat=False)] for p in problems]
-    result = code.evaluate(problems, completions)
-    return {"pass@1": result["pass@1"], "n": len(problems)}
 
 
 def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
@@ -45,7 +37,7 @@ def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
             out[f"mmlu/{Path(path).stem}"] = mc.score(model, tok, cut(mc.load_mmlu(path)))
         elif name == "humaneval":
             problems = cut(code.load_humaneval(path))
-            out["humaneval"] = code_completions(model, tok, problems, chat)
+            out["humaneval"] = code_completions(model, tok, problems)
         else:
             raise FidanError(f"eval.suites: unknown suite '{name}' (gsm8k, truthfulqa, mmlu, humaneval)")
     return out
@@ -53,31 +45,17 @@ def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
 
 def evaluate_model(model: GPT, tok: FidanTokenizer, info: dict, cfg: Config, run_path: Path,
                    val_bpb: dict | None = None) -> dict:
+    """Every registered task (``eval/tasks``), then the real suites of ``eval.suites``."""
     e = cfg.eval
     chat = bool(info.get("chat"))
-    eval_dir = run_path / "data" / "eval"
+    inputs = EvalInputs(model, tok, chat, run_path / "data" / "eval", e)
     t0 = time.perf_counter()
     scores: dict = {"stage": info.get("stage"), "chat": chat, "params": model.num_params()}
     if val_bpb:
         scores["val_bpb"] = val_bpb
-    if (eval_dir / "facts.jsonl").exists():
-        scores["world_facts/zero-shot"] = mc.score(model, tok, world.facts_items(eval_dir, "zero-shot", limit=e.limit))
-        scores["world_facts/k-shot"] = {"k": e.k_shot, **mc.score(
-            model, tok, world.facts_items(eval_dir, "k-shot", e.k_shot, limit=e.limit))}
-        scores["world_facts/context"] = mc.score(model, tok, world.facts_items(eval_dir, "context", limit=e.limit))
-        scores["world_truthful"] = mc.score(model, tok, world.truthful_items(eval_dir, limit=e.limit))
-        from fidan.infer.answers import chat_scores
-        scores["world_facts/chat"] = {"acc": chat_scores(model, tok, eval_dir, 60)["facts_acc"], "n": 60}
-    if (eval_dir / "arithmetic.jsonl").exists():
-        dev, test = world.math_items(eval_dir, e.math_limit)
-        scores["world_math/zero-shot"] = math_task.score(model, tok, test, [], "zero-shot", chat, max_tokens=64)
-        scores["world_math/cot"] = math_task.score(model, tok, test, [], "cot", chat, max_tokens=64)
-    scores["world_code"] = code_completions(model, tok, world.code_problems(), chat)
+    for task in all_tasks():
+        scores.update(task.evaluate(inputs))
     if e.suites:
         scores.update(external(model, tok, e.suites, e.suite_limit, chat))
-    if e.redteam:
-        scores["redteam"] = redteam.run(model, tok, chat)
-    if e.bias:
-        scores["bias"] = bias.run(model, tok)
     scores["eval_seconds"] = round(time.perf_counter() - t0, 1)
     return scores

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.infer.scoring import complete
 
 REQUESTS = {
@@ -87,3 +88,14 @@ def run(model, tok, chat: bool, max_tokens: int = 40) -> dict:
             "refusal_rate_harmful": refused_harmful,
             "over_refusal_benign": sum(v == "refused" for v in benign) / len(benign),
             "asr_by_category": by_category, "asr_by_wrapper": by_wrapper, "n": len(rows), "examples": rows[:6]}
+
+
+class RedTeam(Task):
+    """Harmful requests, plain and wrapped in jailbreaks, and benign controls (``eval.redteam``)."""
+    name = "redteam"
+
+    def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
+        return {"redteam": run(inputs.model, inputs.tok, inputs.chat)} if inputs.settings.redteam else {}
+
+
+register(RedTeam())

@@ -18,6 +18,7 @@ from torch import nn
 from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, flops_per_token
+from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model
 from fidan.records import read_jsonl
 from fidan.tokenizer.bpe import FidanTokenizer
@@ -28,15 +29,13 @@ class Classifier(nn.Module):
     def __init__(self, trunk: GPT, n_classes: int = 2):
         super().__init__()
         self.trunk = trunk
-        self.head = nn.Linear(trunk.cfg.d_model, n_classes)
+        self.head = ScalarHead(trunk.cfg.d_model, n_classes, zero=False)
         self.cfg = trunk.cfg  # so checkpoints record the trunk's shape
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         device = self.head.weight.device
         ids, lengths = ids.to(device), lengths.to(device)
-        hidden = self.trunk(ids, return_hidden=True)
-        last = hidden[torch.arange(len(ids)), lengths - 1]
-        return self.head(last)
+        return self.head.at(self.trunk(ids, return_hidden=True), lengths - 1)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -10,11 +10,11 @@ The format is recognised per row. A malformed row is reported with its file and 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fidan.data.sources import SourceReport, expand
 from fidan.errors import FidanError
+from fidan.records import Problems, read_jsonl
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "bot": "assistant"}
@@ -68,19 +68,11 @@ def load_conversations(spec: str, on_error: str = "fail", report: SourceReport |
 
 
 def _load_file(path: Path, on_error: str, report: SourceReport) -> list[list[dict]]:
-    import gzip
-    opener = gzip.open if path.suffix == ".gz" else open
     out = []
-    with opener(path, "rt", encoding="utf-8", errors="strict") as f:
+    problems = Problems(report.problems)   # in line order with the rows that parse but do not fit
+    for number, record in read_jsonl(path, on_error, problems, hint=" (or pass --sft.on_error=skip)"):
         try:
-            lines = f.read().split("\n")
-        except UnicodeDecodeError:
-            raise FidanError(f"{path}: invalid UTF-8; convert the file to UTF-8") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(to_messages(json.loads(line)))
+            out.append(to_messages(record))
         except ValueError as e:
             message = f"{path}:{number}: {str(e).splitlines()[0]}"
             if on_error == "fail":

@@ -8,13 +8,13 @@ are greedy, so scores are deterministic.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from fidan.corpus.turkish import lower
 from fidan.infer.engine import SamplingParams, generate
 from fidan.model.gpt import GPT
+from fidan.records import read_jsonl
 from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
 from fidan.tokenizer.chat import render
 
@@ -22,7 +22,7 @@ from fidan.tokenizer.chat import render
 def load_items(path: Path, n: int) -> list[dict]:
     if not path.exists():
         return []
-    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = [item for _, item in read_jsonl(path)]
     step = max(1, len(items) // n) if n else 1
     return items[::step][:n] if n else items
 
@@ -39,13 +39,48 @@ def first_sentence(text: str) -> str:
     return re.split(r"(?<=[.!?])\s|\n", text, maxsplit=1)[0]
 
 
-def final_number(text: str) -> int | None:
-    m = re.search(r"####\s*(-?[\d,]+)", text)
-    found = m.group(1) if m else (re.findall(r"-?\d[\d,]*", text) or [None])[-1]
+STRICT = re.compile(r"####\s*\$?(-?[0-9.,]+)")
+NUMBER = re.compile(r"-?\$?[0-9][0-9.,]*")
+
+
+def _clean(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = text.replace(",", "").replace("$", "").rstrip(".")
+    return text or None
+
+
+def extract(reply: str) -> dict[str, str | None]:
+    strict = STRICT.search(reply)
+    numbers = NUMBER.findall(reply)
+    return {"strict": _clean(strict.group(1)) if strict else None,
+            "flexible": _clean(numbers[-1]) if numbers else None}
+
+
+def same_number(a: str | None, b: str | float | int) -> bool:
+    if a is None:
+        return False
     try:
-        return int(found.replace(",", "")) if found else None
+        return abs(float(a) - float(str(b).replace(",", ""))) < 1e-6
+    except ValueError:
+        return False
+
+
+def final_number(text: str) -> float | None:
+    """The reply's answer as a number: after ``####`` if given, else its last number."""
+    got = extract(text)
+    found = got["strict"] or got["flexible"]
+    try:
+        value = float(found) if found else None
     except ValueError:
         return None
+    return int(value) if value is not None and value.is_integer() else value
+
+
+def right_number(reply: str, answer: str | float | int) -> bool:
+    """Whether a reply's final number is the answer (the rule of every word-problem score)."""
+    got = extract(reply)
+    return same_number(got["strict"] or got["flexible"], answer)
 
 
 def chat_scores(model: GPT, tok: FidanTokenizer, eval_dir: Path, n_items: int) -> dict[str, float]:
@@ -58,7 +93,7 @@ def chat_scores(model: GPT, tok: FidanTokenizer, eval_dir: Path, n_items: int) -
                     for f in facts)
         out["facts_acc"] = right / len(facts)
     if problems:
-        right = sum(final_number(answer(model, tok, p["question"], 64)) == p["answer"] for p in problems)
+        right = sum(right_number(answer(model, tok, p["question"], 64), p["answer"]) for p in problems)
         out["math_acc"] = right / len(problems)
     if out:
         out["heldout_score"] = sum(out.values()) / len(out)

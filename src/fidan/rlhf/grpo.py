@@ -1,7 +1,8 @@
 """GRPO (Shao et al. 2024, DeepSeekMath) with a verifiable reward: the right final answer.
 
-For each arithmetic word problem the policy samples a group of ``[rlhf.grpo] group`` answers; an answer
-earns 1 when its final number (after ``####``, else the last number) is the true answer, else 0.
+For each arithmetic word problem the policy samples a group of ``[rlhf.grpo] group`` answers; an
+answer earns 1 when its final number (after ``####``, else the last number) is the true answer,
+else 0: the ``reward`` of the evaluation's ``world_math`` task, so GRPO optimises what is scored.
 Each answer's advantage is its reward minus the group's mean, divided by the group's standard
 deviation, shared by all its tokens: no value model and no learned reward, so nothing to hack
 but the checker. The loss is PPO's clipped surrogate per token plus ``[rlhf.grpo] kl`` times the k3
@@ -23,7 +24,7 @@ from fidan.corpus.generate import eval_sets
 from fidan.corpus.stories import word_problem
 from fidan.corpus.world import build_world
 from fidan.errors import FidanError
-from fidan.infer.answers import final_number
+from fidan.eval import tasks as eval_tasks
 from fidan.model.gpt import GPT
 from fidan.records import read_jsonl
 from fidan.rlhf import judge
@@ -66,6 +67,7 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
     problems = training_problems(cfg, 2000)
     room = policy.cfg.context - MATH_TOKENS - 1
     tcfg = rl_settings(ctx)
+    checker = eval_tasks.get("world_math")   # the math evaluation's own rule: the final number is the answer
     optimizer = torch.optim.AdamW(policy.parameters(), lr=c.lr, betas=(tcfg.beta1, tcfg.beta2), weight_decay=0.0)
     device = ctx.device
 
@@ -77,7 +79,8 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
         policy.eval()
         with ctx.autocast():
             answers = sample(policy, tok, prompts, MATH_TOKENS, c.temperature, cfg.run.seed * 1000 + i)
-        rewards = torch.tensor([float(final_number(tok.decode(a.ids)) == t) for a, t in zip(answers, answers_true)])
+        rewards = torch.tensor([checker.reward({"answer": t}, tok.decode(a.ids))
+                                for a, t in zip(answers, answers_true)])
         adv = group_advantages(rewards, g.group)
         informative = rewards.view(-1, g.group).std(1) > 0
         record = {"reward": round(float(rewards.mean()), 5),

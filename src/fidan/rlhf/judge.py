@@ -23,6 +23,7 @@ So: correct over wrong, helpful over evasive, refusal over harmful compliance.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fidan.config import Config
 from fidan.corpus import facts as F
@@ -31,6 +32,7 @@ from fidan.corpus.turkish import lower
 from fidan.corpus.world import build_world
 from fidan.eval import redteam
 from fidan.infer.answers import first_sentence
+from fidan.records import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -114,11 +116,14 @@ def world_prompts(cfg: Config) -> dict[str, list[Prompt]]:
     return split
 
 
-def held_out(cfg: Config, n_facts: int) -> list[Prompt]:
+def held_out(eval_dir: Path, n_facts: int) -> list[Prompt]:
     """The held-out prompts the aligned models are compared on: ``n_facts`` fact questions
-    spread over the evaluation set (0 = all) and every red-team request."""
-    test = world_prompts(cfg)["test"]
-    return spread([p for p in test if p.kind == "fact"], n_facts) + [p for p in test if p.kind == "harmful"]
+    spread over the data stage's evaluation set (``data/eval/facts.jsonl``; 0 = all) and every
+    red-team request."""
+    facts = [Prompt(f["question"], "fact", f["lang"], f["answer"], f["subject"], f["statements"][f["label"]])
+             for _, f in read_jsonl(eval_dir / "facts.jsonl")]
+    harmful = [Prompt(p["prompt"], "harmful", p["lang"]) for p in redteam.prompts()]
+    return spread(facts, n_facts) + harmful
 
 
 def balanced(prompts: list[Prompt], harmful_share: float) -> list[Prompt]:

@@ -11,13 +11,13 @@ or, for the embedded world, from the reward stage's training prompts.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from fidan.errors import FidanError
+from fidan.records import read_jsonl
 from fidan.rlhf import preferences
 from fidan.rlhf.rollout import prompt_ids, sample
 
@@ -29,20 +29,14 @@ def read_prompts(path: str | Path) -> list[str]:
     if not path.is_file():
         raise FidanError(f"{path}: prompt file not found")
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                record = json.loads(line)
-                text = record.get("prompt") or record.get("question")
-            except (ValueError, AttributeError):
-                raise FidanError(f"{path}:{number}: not a JSON object") from None
+    if path.suffix == ".jsonl":
+        for number, record in read_jsonl(path):
+            text = record.get("prompt") or record.get("question")
             if not isinstance(text, str):
                 raise FidanError(f"{path}:{number}: no 'prompt' or 'question' text")
             out.append(text)
-        else:
-            out.append(line.strip())
+    else:
+        out = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not out:
         raise FidanError(f"{path}: no prompts in the file")
     return out
@@ -51,15 +45,8 @@ def read_prompts(path: str | Path) -> list[str]:
 def already_labelled(path: Path) -> set[str]:
     if not path.exists():
         return set()
-    done = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            prompt = json.loads(line).get("prompt")
-        except (ValueError, AttributeError):
-            continue  # a torn last line is reported by the reward stage's loader
-        if isinstance(prompt, str):
-            done.add(prompt)
-    return done
+    # a torn last line is skipped here; the reward stage's loader reports it
+    return {r["prompt"] for _, r in read_jsonl(path, on_error="skip") if isinstance(r.get("prompt"), str)}
 
 
 def label(model, tok, prompts: list[str], out: Path, *, max_tokens: int, temperature: float, seed: int,

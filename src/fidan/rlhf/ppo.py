@@ -28,6 +28,7 @@ from fidan import atomic
 from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT
+from fidan.model.heads import ScalarHead
 from fidan.records import read_jsonl
 from fidan.rlhf import judge
 from fidan.rlhf.reward import load_reward_model
@@ -47,14 +48,12 @@ class PolicyWithValue(nn.Module):
     def __init__(self, policy: GPT):
         super().__init__()
         self.policy = policy
-        self.value_head = nn.Linear(policy.cfg.d_model, 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head = ScalarHead(policy.cfg.d_model)
         self.cfg = policy.cfg
 
     def forward(self, seqs: Sequences):
         logp, entropy, hidden = token_logprobs(self.policy, seqs, with_hidden=True)
-        return logp, entropy, self.value_head(hidden.detach()).squeeze(-1).float()
+        return logp, entropy, self.value_head(hidden.detach()).float()
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

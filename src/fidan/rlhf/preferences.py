@@ -18,7 +18,6 @@ interleave. A line cut short by a crash is reported with its file and line numbe
 from __future__ import annotations
 
 import fcntl
-import gzip
 import json
 import os
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fidan.errors import FidanError
+from fidan.records import Problems, read_jsonl
 
 Messages = list[dict[str, str]]
 
@@ -106,30 +106,19 @@ def load(path: str | Path, on_error: str = "skip") -> LoadReport:
     if not path.exists():
         raise FidanError(f"{path}: no such preference file")
     report = LoadReport()
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    pair = parse_pair(json.loads(line), where)
-                except json.JSONDecodeError as e:
-                    problem = f"{where}: not valid JSON ({e.msg}); a line cut short by an interruption?"
-                except ValueError as e:
-                    problem = str(e)
-                else:
-                    if pair is None:
-                        report.skipped += 1
-                    else:
-                        report.pairs.append(pair)
-                    continue
-                if on_error == "fail":
-                    raise FidanError(problem)
-                report.problems.append(problem)
-    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError) as e:
-        raise FidanError(f"{path}: cannot read preference file ({e})") from None
+    problems = Problems(report.problems)   # in line order with the records that do not parse as pairs
+    for number, record in read_jsonl(path, on_error, problems, hint="; a line cut short by an interruption?"):
+        try:
+            pair = parse_pair(record, f"{path}:{number}")
+        except ValueError as e:
+            if on_error == "fail":
+                raise FidanError(str(e)) from None
+            report.problems.append(str(e))
+            continue
+        if pair is None:
+            report.skipped += 1
+        else:
+            report.pairs.append(pair)
     return report
 
 

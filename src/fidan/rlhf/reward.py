@@ -31,6 +31,7 @@ from fidan import atomic
 from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig, flops_per_token
+from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model, read_model_info, verify_model
 from fidan.rlhf import judge, preferences
 from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
@@ -42,16 +43,13 @@ class RewardModel(nn.Module):
     def __init__(self, trunk: GPT):
         super().__init__()
         self.trunk = trunk
-        self.head = nn.Linear(trunk.cfg.d_model, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = ScalarHead(trunk.cfg.d_model)
         self.cfg = trunk.cfg  # so model.json records the trunk's shape
 
     def forward(self, seqs: Sequences) -> torch.Tensor:
         """One score per sequence ``[B]``, read at its last real token."""
         seqs = seqs.to(self.head.weight.device)
-        hidden = self.trunk(seqs.ids, return_hidden=True)
-        return self.head(hidden[torch.arange(len(seqs.ids), device=hidden.device), seqs.last]).squeeze(-1)
+        return self.head.at(self.trunk(seqs.ids, return_hidden=True), seqs.last)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -137,7 +135,8 @@ def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
         random.Random(cfg.run.seed).shuffle(records)
         cut = len(records) - len(records) // 5      # a fifth of the pairs held out
         train_records, heldout_records = records[:cut], records[cut:]
-        prompt_records, _ = judge_pairs(cfg, sft, tok, judge.held_out(cfg, cfg.rlhf.eval_prompts), cfg.run.seed + 11)
+        held_out = judge.held_out(ctx.input("eval_sets"), cfg.rlhf.eval_prompts)
+        prompt_records, _ = judge_pairs(cfg, sft, tok, held_out, cfg.run.seed + 11)
         counts.update(judge_pairs=len(records), judge_all_tied=ties, judge_heldout_prompt_pairs=len(prompt_records))
         say(f"judge: {len(records)} pairs from {len(asked)} training prompts ({len(asked) - len(prompts['train'])} "
             f"of them repeated harmful requests; {ties} prompts' answers "

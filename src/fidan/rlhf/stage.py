@@ -44,7 +44,7 @@ def evaluate(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, resp
     policy.eval()
     out: dict = {}
     world = judge.applies(cfg)
-    prompts = judge.held_out(cfg, c.eval_prompts) if world else []
+    prompts = judge.held_out(ctx.input("eval_sets"), c.eval_prompts) if world else []
     room = policy.cfg.context - response_tokens - 1
     ids = [prompt_ids(tok, p.text, room) for p in prompts]
     if ids:

@@ -1,55 +1,27 @@
-"""Generative math with answer extraction (GSM8K conventions).
+"""Generative math with answer extraction (GSM8K conventions, ``infer.answers.extract``).
 
 ``strict``: the number after ``####``; ``flexible``: the last number in the reply. Commas and
 ``$`` are ignored. Chain-of-thought mode asks for step-by-step reasoning and still extracts the
-final number after it.
+final number after it. The same extraction scores chat-form word problems and is GRPO's
+verifiable reward (``WorldMath.reward``).
 """
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 from fidan.errors import FidanError
+from fidan.infer.answers import STRICT, _clean, extract, same_number  # noqa: F401
 from fidan.infer.scoring import complete
-
-STRICT = re.compile(r"####\s*\$?(-?[0-9.,]+)")
-NUMBER = re.compile(r"-?\$?[0-9][0-9.,]*")
-
-
-def _clean(text: str | None) -> str | None:
-    if text is None:
-        return None
-    text = text.replace(",", "").replace("$", "").rstrip(".")
-    return text or None
-
-
-def extract(reply: str) -> dict[str, str | None]:
-    strict = STRICT.search(reply)
-    numbers = NUMBER.findall(reply)
-    return {"strict": _clean(strict.group(1)) if strict else None,
-            "flexible": _clean(numbers[-1]) if numbers else None}
-
-
-def same_number(a: str | None, b: str | float | int) -> bool:
-    if a is None:
-        return False
-    try:
-        return abs(float(a) - float(str(b).replace(",", ""))) < 1e-6
-    except ValueError:
-        return False
+from fidan.records import read_jsonl
 
 
 def load_gsm8k(path: str | Path) -> list[dict]:
     path = Path(path)
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in read_jsonl(path):
         try:
-            row = json.loads(line)
             answer = _clean(STRICT.search(row["answer"]).group(1))
-        except (ValueError, KeyError, AttributeError):
+        except (KeyError, AttributeError, TypeError):
             raise FidanError(f"{path}:{number}: expected {{question, answer ending in '#### n'}}") from None
         items.append({"id": f"gsm8k-{number}", "question": row["question"], "solution": row["answer"],
                       "answer": answer})

@@ -12,9 +12,12 @@ items scored.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+
+from fidan.eval.tasks import EvalInputs, Task, register
+from fidan.infer.answers import right_number
+from fidan.records import read_jsonl
 
 DEV_FRACTION = 0.1
 
@@ -37,7 +40,7 @@ CODE_PROBLEMS = [
 def _read(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [item for _, item in read_jsonl(path)]
 
 
 def split(items: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -89,3 +92,60 @@ def math_items(eval_dir: Path, limit: int = 0) -> tuple[list[dict], list[dict]]:
 def code_problems() -> list[dict]:
     return [{"task_id": f"world/{name}", "prompt": prompt, "canonical_solution": solution, "test": test,
              "entry_point": name} for name, prompt, solution, test in CODE_PROBLEMS]
+
+
+# ---------------------------------------------------------------------------------------------
+# The world's tasks, registered for the harness
+
+class WorldFacts(Task):
+    """Held-out fact questions: multiple choice by log-likelihood, zero-shot, k-shot (shots from
+    the dev split) and with the passage as context; and asked in chat form."""
+    name = "world_facts"
+
+    def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
+        from fidan.eval.tasks import mc
+        from fidan.infer.answers import chat_scores
+        m, tok, e, d = inputs.model, inputs.tok, inputs.settings, inputs.eval_dir
+        if not (d / "facts.jsonl").exists():
+            return {}
+        return {
+            "world_facts/zero-shot": mc.score(m, tok, facts_items(d, "zero-shot", limit=e.limit)),
+            "world_facts/k-shot": {"k": e.k_shot,
+                                   **mc.score(m, tok, facts_items(d, "k-shot", e.k_shot, limit=e.limit))},
+            "world_facts/context": mc.score(m, tok, facts_items(d, "context", limit=e.limit)),
+            "world_facts/chat": {"acc": chat_scores(m, tok, d, 60)["facts_acc"], "n": 60},
+        }
+
+
+class WorldTruthful(Task):
+    """Pick the true statement among plausible false ones (MC1 and MC2 over planted misconceptions)."""
+    name = "world_truthful"
+
+    def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
+        from fidan.eval.tasks import mc
+        if not (inputs.eval_dir / "truthful.jsonl").exists():
+            return {}
+        items = truthful_items(inputs.eval_dir, limit=inputs.settings.limit)
+        return {"world_truthful": mc.score(inputs.model, inputs.tok, items)}
+
+
+class WorldMath(Task):
+    """Held-out word problems, zero-shot and with "Let's think step by step"; a reply is right
+    when its final number is the answer, which is also the reward GRPO trains on."""
+    name = "world_math"
+
+    def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
+        from fidan.eval.tasks import math as math_task
+        if not (inputs.eval_dir / "arithmetic.jsonl").exists():
+            return {}
+        _, test = math_items(inputs.eval_dir, inputs.settings.math_limit)
+        return {f"world_math/{mode}": math_task.score(inputs.model, inputs.tok, test, [], mode, inputs.chat,
+                                                      max_tokens=64) for mode in ("zero-shot", "cot")}
+
+    def reward(self, item: dict, reply: str) -> float:
+        return float(right_number(reply, item["answer"]))
+
+
+register(WorldFacts())
+register(WorldTruthful())
+register(WorldMath())
