@@ -221,3 +221,17 @@ def test_a_registered_method_is_all_sft_needs(pretrained_copy):
     with pytest.raises(FidanError, match="choose one of: distill, full, gradual, layers, lora"):
         from fidan.pipeline import check
         check(micro_config(run.path.parent, "micro", "sft.method=nope"), ["sft"])
+
+
+def test_pipeline_on_an_existing_run_starts_from_its_saved_config(tmp_path):
+    """`fidan pipeline --run.name=X` without a preset resumes X as it was configured (overrides on
+    top); a new run starts from the defaults."""
+    import argparse
+
+    from fidan.cli import _config
+    RunDir.for_config(micro_config(tmp_path, "kept", "train.steps=40"))
+    args = argparse.Namespace(preset=None, config=None, command="pipeline")
+    cfg = _config(args, [f"run.root={tmp_path}", "run.name=kept", "sample.temperature=0.2"])
+    assert (cfg.train.steps, cfg.model.d_model, cfg.sample.temperature) == (40, 64, 0.2)
+    fresh = _config(args, [f"run.root={tmp_path}", "run.name=new"])
+    assert fresh.train.steps == build_config().train.steps

@@ -100,7 +100,11 @@ def test_eval_and_report_stages(pretrained_copy):
     assert "| metric | pretrain | sft |" in md and "validation bits per byte" in md
     page = (run.path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<table>" in page
-    assert summary["rows"] >= 10
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| metric")]
+    assert len(rows) == summary["rows"]
+    for name in ("world facts, zero-shot (acc)", "truthfulness MC2", "word problems, chain of thought",
+                 "code, pass@1", "red team: attack success rate", "bias: stereotype preferred"):
+        assert any(name in r for r in rows), name
 
 
 @pytest.mark.slow
