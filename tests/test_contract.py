@@ -235,3 +235,27 @@ def test_pipeline_on_an_existing_run_starts_from_its_saved_config(tmp_path):
     assert (cfg.train.steps, cfg.model.d_model, cfg.sample.temperature) == (40, 64, 0.2)
     fresh = _config(args, [f"run.root={tmp_path}", "run.name=new"])
     assert fresh.train.steps == build_config().train.steps
+
+
+def test_a_stage_that_fails_half_way_leaves_no_stale_stamp(prepared_run, tmp_path, monkeypatch):
+    import shutil
+
+    import fidan.data.shards as shards
+    from fidan.pipeline import run_stage
+    cfg, run = prepared_run
+    shutil.copytree(run.path, tmp_path / "micro")
+    run = RunDir(tmp_path / "micro")
+    cfg = micro_config(tmp_path)
+    assert run.stage_hash("tokens") == stage_hash(cfg, "tokens", run.path)
+
+    def half_way(ctx):
+        (ctx.out / "train.bin").write_bytes(b"\0" * 6)   # outputs partly rewritten, then a crash
+        raise RuntimeError("killed half-way")
+
+    monkeypatch.setattr(shards, "run", half_way)
+    with pytest.raises(RuntimeError):
+        run_stage(cfg, run, "tokens")
+    assert not run.stamp("tokens").exists()      # so the next pipeline re-runs tokens
+    monkeypatch.undo()
+    assert run_stage(cfg, run, "tokens", force=False) is not None
+    assert run.stage_hash("tokens") == stage_hash(cfg, "tokens", run.path)

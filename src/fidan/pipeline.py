@@ -41,6 +41,9 @@ def run_stage(cfg: Config, run: RunDir, name: str, force: bool = True, overrides
             return None
         print(f"▶ {instance}: {spec.help}")
         t0 = time.perf_counter()
+        # The old stamp goes before the stage touches its outputs: a stage that fails half-way
+        # leaves no stamp claiming that its folder still holds what the old stamp described.
+        run.stamp(instance).unlink(missing_ok=True)
         summary = importlib.import_module(spec.module).run(ctx)
         summary = {"seconds": round(time.perf_counter() - t0, 1), **summary}
         run.mark_done(instance, ctx.hash, summary, overrides)
