@@ -49,6 +49,8 @@ def settings_help(sections: dict[str, frozenset[str] | None], title: str) -> str
             bits = [f"default {value!r}"]
             if f.metadata.get("choices"):
                 bits.append("one of " + ", ".join(f.metadata["choices"]))
+            if f.metadata.get("check") and str(f.metadata["check"]):
+                bits.append(str(f.metadata["check"]))
             if f.metadata.get("when"):
                 bits.append(f"used when {f.metadata['when']}")
             if f.metadata.get("exec_only"):

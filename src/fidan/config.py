@@ -28,18 +28,32 @@ else:  # pragma: no cover
 
 from fidan.errors import FidanError
 from fidan.model.config import GPTConfig
-from fidan.settings import hashed_values, if_step, only_if, setting
+from fidan.settings import (
+    SEED,
+    at_least,
+    below_one,
+    between,
+    fraction,
+    hashed_values,
+    if_step,
+    non_negative,
+    only_if,
+    out_of_range,
+    positive,
+    setting,
+)
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"   # shipped inside the package
+MAX_NOISE = 5.0   # corpus.noise above this would plant faults in every clean page (fidan/corpus/web.py)
 
 
 @dataclass
 class RunConfig:
     name: str = setting("default", exec_only=True)   # run directory is <root>/<name>
     root: str = setting("runs", exec_only=True)
-    seed: int = 1337
+    seed: int = setting(1337, check=SEED)
     device: str = setting("auto", exec_only=True, choices=("auto", "cpu", "cuda", "mps"))  # every stage's device
-    threads: int = setting(0, exec_only=True)        # CPU threads; 0 = all cores
+    threads: int = setting(0, exec_only=True, check=between(0, 1024))  # CPU threads; 0 = all cores
     compile: bool = setting(False, exec_only=True)   # torch.compile the training loops' models
 
 
@@ -49,66 +63,72 @@ class DataConfig:
     text_field: str = "text"       # jsonl / parquet / HF datasets: the field that holds the document text
     split: str = setting("auto", choices=("auto", "tail", "hash"))  # "tail": the last val_fraction of the text;
                                    # "hash": whole documents by id; "auto": tail for one document
-    val_fraction: float = 0.1
+    val_fraction: float = setting(0.1, check=between(0, 1, lo_open=True, hi_open=True))
     on_error: str = setting("fail", choices=("fail", "skip"))  # bad documents: "fail" stops with file and line,
                                    # "skip" counts them
     # Cleaning chain, in this order; drop names to skip steps ("" = no cleaning at all).
     steps: str = "normalize,language,c4,gopher_repetition,gopher_quality,fineweb,decontam,pii,exact_dedup,near_dedup"
     languages: str = setting("en,tr", when=if_step("language"))  # language keep-list (ISO 639-1)
-    lang_threshold: float = setting(0.65, when=if_step("language"))  # minimum language-ID probability
-    minhash_ngram: int = setting(5, when=if_step("near_dedup"))  # word n-grams for near-duplicate detection
-    minhash_bands: int = setting(14, when=if_step("near_dedup"))  # LSH bands x rows = MinHash permutations
-                                   # (FineWeb: 14 x 8)
-    minhash_rows: int = setting(8, when=if_step("near_dedup"))
-    decontam_n: int = setting(13, when=if_step("decontam"))  # n-gram overlap with evaluation sets (GPT-3: 13)
-    decontam_min_words: int = setting(3, when=if_step("decontam"))  # shorter evaluation items are not indexed
+    lang_threshold: float = setting(0.65, when=if_step("language"), check=fraction)  # minimum language-ID probability
+    minhash_ngram: int = setting(5, when=if_step("near_dedup"), check=at_least(1))  # word n-grams for
+                                   # near-duplicate detection
+    minhash_bands: int = setting(14, when=if_step("near_dedup"), check=between(1, 1024))  # LSH bands x rows =
+                                   # MinHash permutations (FineWeb: 14 x 8)
+    minhash_rows: int = setting(8, when=if_step("near_dedup"), check=between(1, 1024))
+    decontam_n: int = setting(13, when=if_step("decontam"), check=at_least(1))  # n-gram overlap with evaluation
+                                   # sets (GPT-3: 13)
+    decontam_min_words: int = setting(3, when=if_step("decontam"), check=non_negative)  # shorter evaluation
+                                   # items are not indexed
     decontam_mode: str = setting("cut", when=if_step("decontam"), choices=("cut", "drop"))  # "cut" contaminated
                                    # paragraphs, or "drop" the whole document
     decontam_files: str = setting("", when=if_step("decontam"))  # extra jsonl files of evaluation prompts to
                                    # keep out of training
     executor: str = setting("local", exec_only=True, choices=("local", "ray"))  # "local" worker processes, or "ray"
-    workers: int = setting(0, exec_only=True)        # local worker processes; 0 = one per CPU core
+    workers: int = setting(0, exec_only=True, check=between(0, 1024))  # local worker processes; 0 = one per CPU core
     ray_address: str = setting("", exec_only=True)   # existing Ray cluster ("" = $RAY_ADDRESS, else start a local one)
-    shard_docs: int = 2000         # documents per shard (the unit of work and of resuming)
+    shard_docs: int = setting(2000, check=at_least(1))  # documents per shard (the unit of work and of resuming)
 
 
 @dataclass
 class CorpusConfig:
-    scale_mb: float = 2.0          # size of the generated pre-training text
-    turkish_fraction: float = 0.5  # share of documents written in Turkish
-    n_places: int = 24
-    n_people: int = 48
-    n_creatures: int = 16
-    sft_conversations: int = 6000  # instruction-tuning conversations about the world
-    sentiment_examples: int = 1500 # labelled reviews for the classifier-head example (80% train)
-    noise: float = 1.0             # faults in the embedded web crawl (duplicates, spam, PII ...); 0 = none
+    scale_mb: float = setting(2.0, check=at_least(0.01))  # size of the generated pre-training text
+    turkish_fraction: float = setting(0.5, check=fraction)  # share of documents written in Turkish
+    n_places: int = setting(24, check=between(6, 10_000))
+    n_people: int = setting(48, check=between(6, 10_000))
+    n_creatures: int = setting(16, check=between(6, 10_000))
+    sft_conversations: int = setting(6000, check=non_negative)  # instruction-tuning conversations about the world
+    sentiment_examples: int = setting(1500, check=non_negative)  # labelled reviews for the classifier-head
+                                   # example (80% train)
+    noise: float = setting(1.0, check=between(0, MAX_NOISE))  # faults in the embedded web crawl (duplicates,
+                                   # spam, PII ...); 0 = none, at most 5 (some pages must stay clean)
 
 
 @dataclass
 class TokenizerConfig:
-    vocab_size: int = 4096
-    min_frequency: int = 2
+    vocab_size: int = setting(4096, check=between(300, 2**32))  # at least 256 bytes + special tokens
+    min_frequency: int = setting(2, check=non_negative)
 
 
 @dataclass
 class TrainConfig:
     """Pre-training's optimiser and loop; the other training stages state what they take from it."""
-    steps: int = 1000
-    batch_size: int = 16           # sequences per micro-batch
-    grad_accum: int = 1            # micro-batches per optimizer step
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1      # final learning rate as a fraction of lr
-    warmup_steps: int = 50
+    steps: int = setting(1000, check=at_least(1))
+    batch_size: int = setting(16, check=at_least(1))  # sequences per micro-batch
+    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step
+    lr: float = setting(3e-3, check=positive)
+    min_lr_ratio: float = setting(0.1, check=fraction)  # final learning rate as a fraction of lr
+    warmup_steps: int = setting(50, check=non_negative)
     schedule: str = setting("cosine", choices=("cosine", "linear", "constant"))  # decay after warm-up
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0         # 0 disables clipping
-    eval_every: int = setting(100, exec_only=True)   # steps between validation evaluations
-    eval_tokens: int = setting(0, exec_only=True)    # validation tokens per periodic eval; 0 = the whole split
-    log_every: int = setting(10, exec_only=True)     # steps between metrics.jsonl records
-    ckpt_every: int = setting(200, exec_only=True)   # steps between checkpoints
-    keep_checkpoints: int = setting(2, exec_only=True)
+    weight_decay: float = setting(0.1, check=non_negative)
+    beta1: float = setting(0.9, check=below_one)
+    beta2: float = setting(0.95, check=below_one)
+    grad_clip: float = setting(1.0, check=non_negative)  # 0 disables clipping
+    eval_every: int = setting(100, exec_only=True, check=at_least(1))  # steps between validation evaluations
+    eval_tokens: int = setting(0, exec_only=True, check=non_negative)  # validation tokens per periodic eval;
+                                   # 0 = the whole split
+    log_every: int = setting(10, exec_only=True, check=at_least(1))  # steps between metrics.jsonl records
+    ckpt_every: int = setting(200, exec_only=True, check=at_least(1))  # steps between checkpoints
+    keep_checkpoints: int = setting(2, exec_only=True, check=at_least(1))
 
 
 # The settings of [train] that every other training stage (sft, classify, reward, dpo) inherits:
@@ -127,28 +147,28 @@ class LayersSettings:
 
 @dataclass
 class GradualSettings:
-    every: int = 40                # steps between thawing the next block down
+    every: int = setting(40, check=at_least(1))  # steps between thawing the next block down
 
 
 @dataclass
 class LoRASettings:
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    rank: int = setting(8, check=at_least(1))
+    alpha: float = setting(16.0, check=positive)
+    dropout: float = setting(0.0, check=below_one)
     targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
 @dataclass
 class PromptSettings:
-    tokens: int = 16               # learned soft-prompt vectors
+    tokens: int = setting(16, check=at_least(1))  # learned soft-prompt vectors
 
 
 @dataclass
 class DistillSettings:
     teacher: str = ""              # teacher model folder ("" = this run's sft/, else pretrain/)
-    student_layers: int = 2        # the student keeps this many of the teacher's blocks
-    temperature: float = 2.0
-    alpha: float = 0.5             # weight of the soft (teacher) term against the hard labels
+    student_layers: int = setting(2, check=at_least(1))  # the student keeps this many of the teacher's blocks
+    temperature: float = setting(2.0, check=positive)
+    alpha: float = setting(0.5, check=fraction)  # weight of the soft (teacher) term against the hard labels
 
 
 def method_table(cls: type, name: str, key: str = "method") -> Any:
@@ -165,15 +185,16 @@ class SFTConfig:
     method: str = "full"           # what trains: a method of finetune/methods/ (full, layers, gradual, lora,
                                    # prompt, distill)
     out: str = setting("sft", exec_only=True)  # output folder inside the run directory (later stages read it)
-    steps: int = 200
-    batch_size: int = 16
-    lr: float = 5e-4               # gentle: 2e-3 overwrote what pre-training learned (BENCHMARKS.md)
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    eval_items: int = 60           # held-out fact questions scored (and a third as many word problems)
-    reweight: float = 0.0          # instance reweighting temperature (0 = off)
-    adversarial: float = 0.0       # ALUM perturbation size in embedding space (0 = off)
-    adversarial_weight: float = 1.0  # weight of the ALUM term (used when adversarial > 0)
+    steps: int = setting(200, check=at_least(1))
+    batch_size: int = setting(16, check=at_least(1))
+    lr: float = setting(5e-4, check=positive)  # gentle: 2e-3 overwrote what pre-training learned (BENCHMARKS.md)
+    warmup_steps: int = setting(10, check=non_negative)
+    weight_decay: float = setting(0.0, check=non_negative)
+    eval_items: int = setting(60, check=non_negative)  # held-out fact questions scored (and a third as
+                                   # many word problems)
+    reweight: float = setting(0.0, check=non_negative)  # instance reweighting temperature (0 = off)
+    adversarial: float = setting(0.0, check=non_negative)  # ALUM perturbation size in embedding space (0 = off)
+    adversarial_weight: float = setting(1.0, check=non_negative)  # weight of the ALUM term (used when adversarial > 0)
     layers: LayersSettings = method_table(LayersSettings, "layers")
     gradual: GradualSettings = method_table(GradualSettings, "gradual")
     lora: LoRASettings = method_table(LoRASettings, "lora")
@@ -184,9 +205,9 @@ class SFTConfig:
 @dataclass
 class ClassifyConfig:
     data: str = ""                 # "" = the run's sentiment set; else a jsonl with "text" and "label" (0/1)
-    steps: int = 150
-    batch_size: int = 32
-    lr: float = 1e-3
+    steps: int = setting(150, check=at_least(1))
+    batch_size: int = setting(32, check=at_least(1))
+    lr: float = setting(1e-3, check=positive)
     freeze_trunk: bool = False     # True: train only the new head
 
 
@@ -195,16 +216,16 @@ class RewardConfig:
     preferences: str = ""          # extra preference files, comma-separated (ours or HH-RLHF jsonl[.gz]); the
                                    # run's preferences.jsonl (web page, `fidan label`) is always read when present
     judge: bool = True             # label sampled answer pairs with the rule judge (the embedded world only)
-    samples: int = 4               # answers the SFT model samples per training prompt for the judge
-    response_tokens: int = 64      # longest sampled answer (the SFT refusals are 34-55 tokens)
-    temperature: float = 1.0       # sampling temperature for the two answers
-    steps: int = 120
-    batch_size: int = 16           # pairs per step
-    lr: float = 1e-4
+    samples: int = setting(4, check=at_least(1))  # answers the SFT model samples per training prompt for the judge
+    response_tokens: int = setting(64, check=at_least(1))  # longest sampled answer (the SFT refusals are 34-55 tokens)
+    temperature: float = setting(1.0, check=non_negative)  # sampling temperature for the two answers
+    steps: int = setting(120, check=at_least(1))
+    batch_size: int = setting(16, check=at_least(1))  # pairs per step
+    lr: float = setting(1e-4, check=positive)
     on_error: str = setting("skip", choices=("fail", "skip"))  # malformed preference lines: "skip" (counted,
                                    # reported) or "fail"
-    harmful_share: float = 0.5     # embedded world: harmful requests repeated to this share of the
-                                   # judge's and PPO's training prompts (0 = as they come, 14%)
+    harmful_share: float = setting(0.5, check=below_one)  # embedded world: harmful requests repeated to this
+                                   # share of the judge's and PPO's training prompts (0 = as they come, 14%)
 
 
 # Each alignment algorithm's own settings: a sub-table of [rlhf] (``[rlhf.ppo]``), hashed only when
@@ -212,31 +233,35 @@ class RewardConfig:
 
 @dataclass
 class PPOSettings:
-    epochs: int = 4                # optimisation passes over each rollout batch
-    minibatch: int = 32
-    kl_coef: float = 0.2           # per-token KL penalty against the SFT model (0 = off: see reward hacking)
-    target_kl: float = 0.0         # > 0: adapt kl_coef towards this KL per response (Ziegler et al.)
-    clip: float = 0.2              # ratio clipping
-    value_clip: float = 0.2
-    vf_coef: float = 0.5
-    value_lr: float = 1e-3         # the value head's learning rate (it starts from zero and must catch up fast)
-    gamma: float = 1.0
-    lam: float = 0.95              # GAE
-    no_eos_penalty: float = 1.0    # subtracted from the reward of an answer cut off at response_tokens
+    epochs: int = setting(4, check=at_least(1))  # optimisation passes over each rollout batch
+    minibatch: int = setting(32, check=at_least(1))
+    kl_coef: float = setting(0.2, check=non_negative)  # per-token KL penalty against the SFT model
+                                   # (0 = off: see reward hacking)
+    target_kl: float = setting(0.0, check=non_negative)  # > 0: adapt kl_coef towards this KL per response
+                                   # (Ziegler et al.)
+    clip: float = setting(0.2, check=positive)  # ratio clipping
+    value_clip: float = setting(0.2, check=positive)
+    vf_coef: float = setting(0.5, check=non_negative)
+    value_lr: float = setting(1e-3, check=positive)  # the value head's learning rate (it starts from zero
+                                   # and must catch up fast)
+    gamma: float = setting(1.0, check=fraction)
+    lam: float = setting(0.95, check=fraction)  # GAE
+    no_eos_penalty: float = setting(1.0, check=non_negative)  # subtracted from the reward of an answer cut off
+                                   # at response_tokens
 
 
 @dataclass
 class DPOSettings:
-    beta: float = 0.1              # the implicit KL weight
-    batch: int = 16                # pairs per step
+    beta: float = setting(0.1, check=positive)  # the implicit KL weight
+    batch: int = setting(16, check=at_least(1))  # pairs per step
 
 
 @dataclass
 class GRPOSettings:
-    group: int = 8                 # answers per prompt
-    kl: float = 0.04               # KL weight in the loss
-    epochs: int = 4                # optimisation passes over each group batch
-    clip: float = 0.2              # ratio clipping
+    group: int = setting(8, check=at_least(2))  # answers per prompt
+    kl: float = setting(0.04, check=non_negative)  # KL weight in the loss
+    epochs: int = setting(4, check=at_least(1))  # optimisation passes over each group batch
+    clip: float = setting(0.2, check=positive)  # ratio clipping
 
 
 ROLLOUTS = only_if("algo", "ppo", "grpo")
@@ -246,16 +271,18 @@ ROLLOUTS = only_if("algo", "ppo", "grpo")
 class RLHFConfig:
     algo: str = "ppo"              # an algorithm of rlhf/algorithms.py: ppo, dpo or grpo
     out: str = setting("rlhf", exec_only=True)  # output folder inside the run directory (eval reads it)
-    steps: int = 30                # PPO/GRPO: rollout batches; DPO: optimizer steps
-    prompts_per_step: int = setting(64, when=ROLLOUTS)  # prompts per rollout batch (GRPO: answers per batch,
-                                   # group x prompts)
-    response_tokens: int = 64      # an answer cut off here is penalised (no_eos_penalty): keep refusals whole
-    temperature: float = setting(1.0, when=ROLLOUTS)  # rollouts sample the policy as it is
-    lr: float = 3e-5
-    eval_prompts: int = 120        # held-out fact questions for the win rate and reward scores (0 = all), plus
-                                   # every red-team request
-    eval_samples: int = 4          # sampled answers per held-out prompt and model for the sampled win rate
-    ckpt_every: int = setting(10, exec_only=True)  # PPO/GRPO: rollout batches between checkpoints
+    steps: int = setting(30, check=at_least(1))  # PPO/GRPO: rollout batches; DPO: optimizer steps
+    prompts_per_step: int = setting(64, when=ROLLOUTS, check=at_least(1))  # prompts per rollout batch (GRPO:
+                                   # answers per batch, group x prompts)
+    response_tokens: int = setting(64, check=at_least(1))  # an answer cut off here is penalised
+                                   # (no_eos_penalty): keep refusals whole
+    temperature: float = setting(1.0, when=ROLLOUTS, check=non_negative)  # rollouts sample the policy as it is
+    lr: float = setting(3e-5, check=positive)
+    eval_prompts: int = setting(120, check=non_negative)  # held-out fact questions for the win rate and
+                                   # reward scores (0 = all), plus every red-team request
+    eval_samples: int = setting(4, check=at_least(1))  # sampled answers per held-out prompt and model for
+                                   # the sampled win rate
+    ckpt_every: int = setting(10, exec_only=True, check=at_least(1))  # PPO/GRPO: rollout batches between checkpoints
     ppo: PPOSettings = method_table(PPOSettings, "ppo", key="algo")
     dpo: DPOSettings = method_table(DPOSettings, "dpo", key="algo")
     grpo: GRPOSettings = method_table(GRPOSettings, "grpo", key="algo")
@@ -263,11 +290,11 @@ class RLHFConfig:
 
 @dataclass
 class EvalConfig:
-    limit: int = 120               # items per built-in multiple-choice task (0 = all)
-    math_limit: int = 20           # word problems generated per mode (generation is the slow part)
-    k_shot: int = 3
+    limit: int = setting(120, check=non_negative)  # items per built-in multiple-choice task (0 = all)
+    math_limit: int = setting(20, check=non_negative)  # word problems generated per mode (generation is the slow part)
+    k_shot: int = setting(3, check=non_negative)
     suites: str = ""               # extra real benchmarks: "gsm8k=PATH,truthfulqa=PATH,mmlu=CSV,humaneval=PATH"
-    suite_limit: int = 50          # items per extra benchmark (0 = all)
+    suite_limit: int = setting(50, check=non_negative)  # items per extra benchmark (0 = all)
     redteam: bool = True
     bias: bool = True
 
@@ -275,13 +302,13 @@ class EvalConfig:
 @dataclass
 class SampleConfig:
     prompt: str = ""
-    max_tokens: int = 160
-    temperature: float = 0.8
-    top_k: int = 0                 # 0 = off
-    top_p: float = 1.0             # 1.0 = off
-    seed: int = 0
-    num_samples: int = 3
-    repetition_penalty: float = 1.0  # > 1 makes tokens already present less likely
+    max_tokens: int = setting(160, check=at_least(1))
+    temperature: float = setting(0.8, check=non_negative)
+    top_k: int = setting(0, check=non_negative)  # 0 = off
+    top_p: float = setting(1.0, check=between(0, 1, lo_open=True))  # 1.0 = off
+    seed: int = setting(0, check=SEED)
+    num_samples: int = setting(3, check=at_least(1))
+    repetition_penalty: float = setting(1.0, check=positive)  # > 1 makes tokens already present less likely
 
 
 @dataclass
@@ -347,6 +374,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise FidanError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise FidanError(f"{path}: not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise FidanError(f"{path}: not valid UTF-8 (byte {e.start}); save the config file as UTF-8") from None
+    except RecursionError:
+        raise FidanError(f"{path}: not valid TOML (nested too deep)") from None
+    except OSError as e:
+        raise FidanError(f"{path}: cannot read the config file ({e.strerror or e})") from None
 
 
 def build_config(preset: str | None = None, config_file: str | None = None,
@@ -463,13 +496,15 @@ def _coerce(value: Any, typ: Any, from_text: bool) -> Any:
                 pass
         raise ValueError(f"{value!r} is not an integer")
     if typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if from_text:
-            try:
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
-            except ValueError:
-                pass
+            if from_text:
+                return float(value)
+        except OverflowError:
+            raise ValueError(f"{value!r} is too large for a number") from None
+        except ValueError:
+            pass
         raise ValueError(f"{value!r} is not a number")
     if typ is str:
         if isinstance(value, str):
@@ -479,17 +514,21 @@ def _coerce(value: Any, typ: Any, from_text: bool) -> Any:
 
 
 def validate(cfg: Config) -> None:
-    def check_choices(values: Any, where: str) -> None:
+    """What each field says it accepts (``choices``, ``check``: see ``fidan/settings.py``), then
+    the rules that tie settings together."""
+    def check_fields(values: Any, where: str) -> None:
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)
             if dataclasses.is_dataclass(value):
-                check_choices(value, f"{where}.{f.name}")
+                check_fields(value, f"{where}.{f.name}")
             elif f.metadata.get("choices") and value not in f.metadata["choices"]:
                 raise FidanError(f"bad value for '{where}.{f.name}': {value!r} "
                                  f"(choose one of: {', '.join(f.metadata['choices'])})")
+            elif (why := out_of_range(f, value)) is not None:
+                raise FidanError(f"bad value for '{where}.{f.name}': {why}")
 
     for section in dataclasses.fields(cfg):
-        check_choices(getattr(cfg, section.name), section.name)
+        check_fields(getattr(cfg, section.name), section.name)
     m = cfg.model
     if m.d_model % m.n_head:
         raise FidanError(f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head})")
@@ -497,15 +536,6 @@ def validate(cfg: Config) -> None:
         raise FidanError(f"model.n_head ({m.n_head}) must be divisible by model.n_kv_head ({m.n_kv_head})")
     if (m.d_model // m.n_head) % 2:
         raise FidanError("model.d_model / model.n_head must be even (RoPE rotates pairs of dimensions)")
-    if cfg.data.shard_docs < 1 or cfg.data.minhash_bands < 1 or cfg.data.minhash_rows < 1:
-        raise FidanError("data.shard_docs, data.minhash_bands and data.minhash_rows must be at least 1")
-    if not 0.0 < cfg.data.val_fraction < 1.0:
-        raise FidanError(f"bad value for 'data.val_fraction': {cfg.data.val_fraction} (must be between 0 and 1)")
-    for key in ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "ckpt_every", "keep_checkpoints"):
-        if getattr(cfg.train, key) < 1:
-            raise FidanError(f"bad value for 'train.{key}': must be at least 1")
-    if cfg.tokenizer.vocab_size < 300:
-        raise FidanError("bad value for 'tokenizer.vocab_size': must be at least 300 (256 bytes + special tokens)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 (``.jsonl``, optionally gzipped) and the text column of the data stage's parquet files.
 
 :func:`read_jsonl` is the one JSON-lines reader: a bad line (not JSON, not an object, nested too
-deep, invalid UTF-8, a gzip stream cut short) is reported as ``file:line`` and either stops the
-read (``on_error="fail"``, a :class:`FidanError`) or is counted and skipped (``"skip"``).
+deep, invalid UTF-8, a lone surrogate such as ``"\\ud800"``, a gzip stream cut short) is reported
+as ``file:line`` and either stops the read (``on_error="fail"``, a :class:`FidanError`) or is
+counted and skipped (``"skip"``).
 """
 from __future__ import annotations
 
@@ -89,7 +90,21 @@ def read_jsonl(path: str | Path, on_error: str = "fail", problems: Problems | No
             if not isinstance(obj, dict):
                 bad(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
                 continue
+            if "\\u" in line and _lone_surrogate(obj):
+                bad(f"{path}:{number}: a string holds a lone surrogate (such as \\ud800), which is not a character")
+                continue
             yield number, obj
+
+
+def _lone_surrogate(obj: Any) -> bool:
+    """Whether any key or string in a parsed JSON value is not valid Unicode (half a surrogate pair)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:  # as deep as the parser allowed, deeper than the encoder does
+        return True
+    return False
 
 
 def read_texts(path: str | Path) -> list[str]:

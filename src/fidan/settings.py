@@ -6,7 +6,9 @@ A setting is a dataclass field. Made with :func:`setting`, it can say
   device, logging cadence); no stage hash covers it;
 * ``when``: it only matters when another setting of its section has a given value (LoRA's rank
   when ``method = "lora"``); a stage hash covers it only then;
-* ``choices``: the values it accepts, checked when the config is built.
+* ``choices``: the values it accepts, checked when the config is built;
+* ``check``: for a number, the :class:`Range` it must lie in (``positive``, ``at_least(1)``,
+  ``fraction`` ...), checked when the config is built. Every number must also be finite.
 
 Its one-line help is the comment written after it in the source, which ``fidan <stage> --help``
 prints; there is no second copy of it. This module imports nothing of fidan, so every layer may
@@ -18,6 +20,7 @@ import dataclasses
 import functools
 import inspect
 import io
+import math
 import tokenize
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,11 +53,79 @@ def if_step(*names: str) -> When:
     return When("steps", names, contains=True)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The numbers a setting accepts: at least ``lo`` and at most ``hi`` (either may be absent),
+    each bound excluded when ``lo_open`` / ``hi_open``. NaN and infinities never pass."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def __str__(self) -> str:
+        lo, hi = _number(self.lo), _number(self.hi)
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {lo}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {hi}"
+        return ""
+
+    def describe(self, integer: bool) -> str:
+        """``an integer >= 1``, ``a finite number in [0, 1]``: what the error message asks for."""
+        return f"{'an integer' if integer else 'a finite number'} {self}".strip()
+
+
+def _number(x: float | None) -> str:
+    if x is None:
+        return ""
+    if float(x).is_integer() and x >= 2**16:
+        for k in range(17, 64):
+            if x in (2**k, 2**k - 1):
+                return f"2**{k}" + (" - 1" if x == 2**k - 1 else "")
+    return f"{int(x)}" if float(x).is_integer() else repr(x)
+
+
+def at_least(lo: float) -> Range:
+    return Range(lo)
+
+
+def between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Range:
+    return Range(lo, hi, lo_open, hi_open)
+
+
+positive = Range(0, lo_open=True)            # > 0
+non_negative = Range(0)                      # >= 0 (0 is usually "off" or "all")
+fraction = Range(0, 1)                       # a share or probability, in [0, 1]
+below_one = Range(0, 1, hi_open=True)        # [0, 1): Adam's betas, dropout
+finite = Range()                             # any finite number
+SEED = Range(0, 2**32 - 1)                   # what every random generator here takes
+
+
 def setting(default: Any, *, exec_only: bool = False, when: When | None = None,
-            choices: tuple[str, ...] | None = None) -> Any:
+            choices: tuple[str, ...] | None = None, check: Range | None = None) -> Any:
     """A dataclass field carrying the stage contract's metadata (see the module docstring)."""
-    meta = {"exec_only": exec_only, "when": when, "choices": choices}
+    meta = {"exec_only": exec_only, "when": when, "choices": choices, "check": check}
     return field(default=default, metadata={k: v for k, v in meta.items() if v})
+
+
+def out_of_range(f: dataclasses.Field, value: Any) -> str | None:
+    """Why a number does not fit its field's range (``None`` when it does, or is no number);
+    a number without a declared range must still be finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    limits = f.metadata.get("check") or finite
+    if limits.admits(value):
+        return None
+    return f"{value!r} (must be {limits.describe(isinstance(value, int))})"
 
 
 def is_exec_only(f: dataclasses.Field) -> bool:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import random
 
+from fidan.config import MAX_NOISE
+from fidan.errors import FidanError
 from fidan.records import Document
 from fidan.text import jaccard
 
@@ -165,14 +167,22 @@ def _contamination(item: dict, lang: str) -> tuple[str, str]:
 
 def noisy_web(pages: list[Document], evals: dict[str, list[dict]], seed: int,
               noise: float = 1.0) -> tuple[list[Document], list[dict]]:
-    """The crawl stream (clean pages plus faults, in crawl order) and its ground truth."""
+    """The crawl stream (clean pages plus faults, in crawl order) and its ground truth.
+
+    ``noise`` scales every fault count (0 = none, at most ``MAX_NOISE``). However many faults
+    that asks for, at least a quarter of the pages stay clean, since the copies are made of them."""
+    if not 0 <= noise <= MAX_NOISE:  # also refuses nan
+        raise FidanError(f"corpus.noise must be between 0 and {MAX_NOISE:g}, not {noise}")
     rng = random.Random(f"fidan-web-{seed}")
     n = len(pages)
+    if n == 0:
+        return [], []
     count = {k: max(MIN_EACH, round(v * n * noise)) if noise > 0 else 0 for k, v in FAULTS.items()}
     docs = [Document(p.id, p.text, p.source, dict(p.meta)) for p in pages]
     truth = {d.id: {"id": d.id, "label": "clean", "lang": d.meta["lang"]} for d in docs}
-    # Faults planted inside clean pages: each page gets at most one.
-    order = rng.sample(range(n), min(n, count["boilerplate"] + count["pii"] + count["contaminated"]))
+    # Faults planted inside clean pages: each page gets at most one, and some pages get none.
+    inside = count["boilerplate"] + count["pii"] + count["contaminated"]
+    order = rng.sample(range(n), min(n - max(1, n // 4), inside) if inside else 0)
     items = {lang: [x for x in evals.get("eval/facts", []) + evals.get("eval/arithmetic", []) if x["lang"] == lang]
              for lang in ("en", "tr")}
     for k, i in enumerate(order):

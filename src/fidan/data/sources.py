@@ -2,10 +2,11 @@
 not, and Hugging Face datasets by name (``hf:<name>[:<config>][:<split>]``, streamed, when online).
 
 Every document keeps its provenance (file, and line, row or record for multi-document files).
-Problems are reported with the file and line: an empty or binary file, invalid UTF-8, a malformed
-jsonl line, a missing or non-string text field, a gzip file cut short. With ``on_error="fail"``
-the first problem stops the run; with ``"skip"`` the bad document is counted, reported, and left
-out while good documents, including those read before a truncation, are kept. jsonl, parquet and
+Problems are reported with the file and line: an empty, binary or unreadable file, invalid UTF-8,
+a malformed jsonl line (not JSON, nested too deep, a lone surrogate such as ``"\\ud800"``), a
+missing or non-string text field, a gzip or parquet file cut short. With ``on_error="fail"`` the
+first problem stops the run; with ``"skip"`` the bad document is counted, reported, and left out
+while good documents, including those read before a truncation, are kept. jsonl, parquet and
 WARC files are streamed, so a file never has to fit in memory.
 """
 from __future__ import annotations
@@ -81,6 +82,18 @@ def expand(spec: str) -> list[Path]:
     return paths
 
 
+def unreadable(path: Path, e: OSError) -> FidanError:
+    """The one-line error for a file the operating system will not let us read."""
+    why = e.strerror or str(e) or type(e).__name__
+    if isinstance(e, PermissionError):
+        why += "; check the file's permissions"
+    return FidanError(f"{path}: cannot read the file ({why})")
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         if path.suffix.lower() == ".gz":
@@ -89,6 +102,8 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise FidanError(f"{path}: damaged gzip file ({e}); re-download or re-compress it") from None
+    except OSError as e:
+        raise unreadable(path, e) from None
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -121,6 +136,18 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise FidanError(f"{path}:{number + 1}: damaged or truncated gzip file ({e}); "
                          f"the {number} lines before it were read") from None
+    except OSError as e:
+        raise unreadable(path, e) from None
+
+
+def lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds half of a UTF-16 surrogate pair (JSON's ``"\\ud800"``): not a
+    character, and not writable as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def read_jsonl_file(path: Path, text_field: str, on_error: str, report: SourceReport) -> Iterator[Document]:
@@ -138,11 +165,17 @@ def read_jsonl_file(path: Path, text_field: str, on_error: str, report: SourceRe
             text = record[text_field]
             if not isinstance(text, str):
                 raise ValueError(f"field '{text_field}' is not a string")
+            doc_id = str(record.get("id", f"{path.name}:{number}"))
+            if lone_surrogate(text) or lone_surrogate(doc_id):
+                raise ValueError(f"field '{text_field if lone_surrogate(text) else 'id'}' holds a lone surrogate "
+                                 "(such as \\ud800), which is not a character")
+        except RecursionError:
+            report.bad_document(f"{path}:{number}: JSON nested too deep", on_error)
+            continue
         except (UnicodeDecodeError, ValueError) as e:
             reason = "invalid UTF-8" if isinstance(e, UnicodeDecodeError) else str(e).split("\n")[0]
             report.bad_document(f"{path}:{number}: {reason}", on_error)
             continue
-        doc_id = str(record.get("id", f"{path.name}:{number}"))
         yield Document(id=doc_id, text=text, source=str(path), meta={"line": number})
     if empty:
         raise FidanError(f"{path}: file is empty; give a file with text in it")
@@ -153,15 +186,27 @@ def read_parquet_file(path: Path, text_field: str, on_error: str, report: Source
     import pyarrow.parquet as pq
     try:
         f = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as e:
-        raise FidanError(f"{path}: not a readable parquet file ({e})") from None
+    except OSError as e:
+        if e.errno is not None:  # the operating system's refusal, not a damaged file
+            raise unreadable(path, e) from None
+        raise FidanError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
+    except pa.ArrowException as e:
+        raise FidanError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
     names = f.schema_arrow.names
     if text_field not in names:
         raise FidanError(f"{path}: no '{text_field}' column (columns: {', '.join(names)}); set --data.text_field")
     columns = [text_field] + (["id"] if "id" in names and text_field != "id" else [])
     row = 0
-    for batch in f.iter_batches(columns=columns, batch_size=1024):
-        data = batch.to_pydict()
+    batches = f.iter_batches(columns=columns, batch_size=1024)
+    while True:
+        try:
+            batch = next(batches, None)
+            data = batch.to_pydict() if batch is not None else {}
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
+            raise FidanError(f"{path}: row {row + 1}: damaged parquet file ({_first_line(e)}); "
+                             f"the {row} rows before it were read") from None
+        if batch is None:
+            break
         ids = data.get("id", [None] * batch.num_rows)
         for text, doc_id in zip(data[text_field], ids):
             row += 1
@@ -181,7 +226,11 @@ def read_warc_file(path: Path, on_error: str, report: SourceReport) -> Iterator[
     from fidan.data.html import html_to_text
     number = 0
     try:
-        with open(path, "rb") as f:
+        f = open(path, "rb")
+    except OSError as e:
+        raise unreadable(path, e) from None
+    try:
+        with f:
             for number, record in enumerate(ArchiveIterator(f), start=1):
                 if record.rec_type not in ("response", "conversion"):
                     continue

@@ -4,25 +4,30 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from fidan.settings import at_least, below_one, between, non_negative, positive, setting
+
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 0            # 0 = take it from the tokenizer
-    context: int = 256             # longest sequence the model attends over
-    n_layer: int = 4
-    n_head: int = 4
-    n_kv_head: int = 4             # fewer than n_head = grouped-query attention
-    d_model: int = 256
+    vocab_size: int = setting(0, check=between(0, 2**32))  # 0 = take it from the tokenizer
+    context: int = setting(256, check=at_least(1))  # longest sequence the model attends over
+    n_layer: int = setting(4, check=at_least(1))
+    n_head: int = setting(4, check=at_least(1))
+    n_kv_head: int = setting(4, check=at_least(1))  # fewer than n_head = grouped-query attention
+    d_model: int = setting(256, check=at_least(2))
     mlp: str = "swiglu"            # "swiglu", "relu2" (squared ReLU) or "gelu"
-    mlp_hidden: int = 0            # 0 = 8/3 d_model for SwiGLU, 4 d_model otherwise (rounded up to 64)
-    rope_theta: float = 10000.0
+    mlp_hidden: int = setting(0, check=non_negative)  # 0 = 8/3 d_model for SwiGLU, 4 d_model otherwise
+                                   # (rounded up to 64)
+    rope_theta: float = setting(10000.0, check=positive)
     qk_norm: bool = False          # RMS-normalise queries and keys per head
-    sparse_every: int = 0          # every n-th layer uses banded attention (2 = alternate); 0 = dense only
-    window: int = 128              # band width (tokens) of the banded layers
-    norm_eps: float = 1e-5
-    dropout: float = 0.0
-    init_std: float = 0.02
-    prompt_tokens: int = 0         # learned soft-prompt vectors placed before every input (prompt tuning)
+    sparse_every: int = setting(0, check=non_negative)  # every n-th layer uses banded attention (2 = alternate);
+                                   # 0 = dense only
+    window: int = setting(128, check=at_least(1))  # band width (tokens) of the banded layers
+    norm_eps: float = setting(1e-5, check=positive)
+    dropout: float = setting(0.0, check=below_one)
+    init_std: float = setting(0.02, check=positive)
+    prompt_tokens: int = setting(0, check=non_negative)  # learned soft-prompt vectors placed before every input
+                                   # (prompt tuning)
 
     @property
     def head_dim(self) -> int:
