@@ -24,7 +24,7 @@ CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "<|")
 def code_completions(model, tok, problems: list[dict], chat: bool) -> dict:
     completions = [[complete(model, tok, p["prompt"], 48, stop=CODE_STOPS, chat=False)] for p in problems]
     result = code.evaluate(problems, completions)
-    return {"pass@1": result["pass@1"], "n": len(problems)}
+    return {**{k: v for k, v in result.items() if k != "problems"}, "n": len(problems)}  # pass@1, or skipped
 
 
 def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
@@ -71,6 +71,7 @@ def evaluate_model(model: GPT, tok: FidanTokenizer, info: dict, cfg: Config, run
         dev, test = world.math_items(eval_dir, e.math_limit)
         scores["world_math/zero-shot"] = math_task.score(model, tok, test, [], "zero-shot", chat, max_tokens=64)
         scores["world_math/cot"] = math_task.score(model, tok, test, [], "cot", chat, max_tokens=64)
+    code.allow_unsafe(e.unsafe_code)
     scores["world_code"] = code_completions(model, tok, world.code_problems(), chat)
     if e.suites:
         scores.update(external(model, tok, e.suites, e.suite_limit, chat))
