@@ -158,3 +158,16 @@ def test_humaneval_through_the_unsafe_fallback(monkeypatch):
     monkeypatch.setattr(sandbox, "unavailable", lambda: "bwrap pretended missing")
     problems = load_humaneval(shared_file("HumanEval.jsonl.gz"))[:20]
     assert evaluate(problems, [[p["canonical_solution"]] for p in problems], unsafe=True)["pass@1"] == 1.0
+
+
+@pytest.mark.slow
+def test_without_isolation_the_eval_stage_runs_and_records_why_code_was_skipped(pretrained_copy, monkeypatch):
+    import json
+
+    from fidan.pipeline import run_stage
+    monkeypatch.setattr(sandbox, "unavailable", lambda: "bubblewrap (bwrap) is not installed")
+    cfg, run = pretrained_copy
+    cfg.eval.limit, cfg.eval.math_limit, cfg.eval.redteam, cfg.eval.bias = 4, 1, False, False
+    run_stage(cfg, run, "eval")
+    world_code = json.loads((run.path / "eval" / "pretrain.json").read_text())["world_code"]
+    assert "pass@1" not in world_code and "bwrap) is not installed" in world_code["skipped"]

@@ -242,6 +242,9 @@ def _probes() -> dict[str, tuple[str, Limits, str]]:
         SHORT)
     add("memory_hog", "try:\n    x = bytearray(2 * 1024 ** 3)\n    print('ALLOCATED')\nexcept MemoryError:\n"
         "    print('MemoryError')\n", extra="!ALLOCATED")
+    add("memory_hog_many_processes", SPAWN + "for _ in range(12):\n"
+        "    _spawn(['/usr/bin/python3', '-c', 'import time\\nx = b\"x\" * 150000000\\ntime.sleep(30) # @MARKER@'])\n"
+        "import time\ntime.sleep(30)\n", extra="memory")
     add("infinite_loop_at_load", "while True:\n    pass\n", SHORT, extra="timeout")
     p["infinite_loop_in_call"] = ("    while True:\n        pass\n", SHORT, "timeout")
     add("output_flood", "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", SHORT, extra="timeout")
@@ -414,6 +417,8 @@ def test_probe_is_contained(world, name, hook):
         elif item == "disk" and not hook:  # without the hook the writes go ahead until the walls stop them
             mb = int(text.split("MB ", 1)[1].split()[0])
             assert 0 < mb <= FAST.disk_mb + 16 + 8, text[-300:]
+        elif item == "memory":  # stopped by the supervisor's watch on the whole sandbox, not the timeout
+            assert "more than" in outcome.detail and seconds < limits.timeout_s, text[-300:]
         elif item == "daemon" and not hook:  # the daemon really started: the probe has teeth
             assert "spawned" in outcome.stdout, text[-300:]
 

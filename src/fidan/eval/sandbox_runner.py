@@ -185,6 +185,27 @@ def _others():
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
 
 
+def _watch_memory(limit_bytes, state):
+    """Namespace mode: the resident memory of all the sandbox's processes together stays under the
+    limit (the address-space limit holds for each process alone); over it, all of them are killed."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    while True:
+        total = 0
+        for pid in _others():
+            try:
+                with open("/proc/%d/statm" % pid) as f:
+                    total += int(f.read().split()[1]) * page
+            except (OSError, ValueError, IndexError):
+                pass
+        if total > limit_bytes:
+            state["memory"] = total
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
 def _kill_everyone_else(mode, worker_proc):
     """Namespace mode: every process but us, the namespace's init (kill -1 in our PID namespace)."""
     if mode == "namespace" and os.getpid() == 1:  # bwrap --as-pid-1: we are init of a fresh namespace
@@ -238,6 +259,11 @@ def supervisor():
 
 
 def _judge(job):
+    watch = {}
+    if job["mode"] == "namespace" and os.getpid() == 1:
+        import threading
+        threading.Thread(target=_watch_memory, args=(job["limits"]["memory_mb"] * 1024 * 1024, watch),
+                         daemon=True).start()
     req_r, req_w = os.pipe()
     ans_r, ans_w = os.pipe()
     worker_proc = subprocess.Popen(
@@ -259,6 +285,8 @@ def _judge(job):
             pass
     if not _kill_everyone_else(job["mode"], worker_proc):
         verdict = "failed: processes in the sandbox would not die"
+    if "memory" in watch:
+        verdict = "failed: the sandbox's processes used more than %d MB together" % job["limits"]["memory_mb"]
     return verdict
 
 

@@ -83,6 +83,8 @@ def evaluate(problems: list[dict], completions: list[list[str]], ks: tuple[int, 
         message = f"code evaluation skipped: {reason}; {sandbox.UNSAFE_HINT}"
         print(f"  {message}")
         return {"skipped": message, "problems": []}
+    if reason is not None:
+        print(f"  code evaluation WITHOUT OS isolation (--eval.unsafe_code=true): {reason}")
     jobs = [(p, c) for p, cs in zip(problems, completions) for c in cs]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(lambda job: check(*job, unsafe=unsafe), jobs))
