@@ -340,7 +340,8 @@ class _Namespace:
         if self.init_pid is not None:
             return
         try:
-            pid = int(json.loads(data.decode())["child-pid"])
+            info = json.loads(data.decode())
+            pid, ns = int(info["child-pid"]), info.get("pid-namespace")
         except (ValueError, KeyError, TypeError):
             return
         try:  # it must be bwrap's own child (the supervisor), so a wrong message cannot aim the kill elsewhere
@@ -348,8 +349,8 @@ class _Namespace:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             if ppid == self.proc.pid:
                 self.init_pid = pid
-                self.ns = os.readlink(f"/proc/{pid}/ns/pid")
-        except (OSError, ValueError, IndexError):
+                self.ns = f"pid:[{int(ns)}]" if ns is not None else os.readlink(f"/proc/{pid}/ns/pid")
+        except (OSError, ValueError, IndexError, TypeError):
             pass
 
     def members(self) -> list[int]:
