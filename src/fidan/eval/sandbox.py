@@ -292,7 +292,8 @@ def _run_unsafe(job: dict, limits: Limits) -> Outcome:
             except (ProcessLookupError, PermissionError):
                 pass
         try:
-            outcome = _talk(proc, job, limits, (res_r, sec_w, *numbers), "process", kill, None)
+            outcome = _talk(proc, job, limits, (res_r, sec_w, *numbers), "process", kill, None,
+                            user[0] if user else os.getuid())
         finally:
             kill()
             proc.wait()
@@ -326,17 +327,48 @@ def _preexec(limits: Limits, user: tuple[int, int] | None):
     return setup
 
 
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that names this process and no later one with the same number (Linux 5.3+)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _signal(pid: int, pidfd: int | None) -> None:
+    try:
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: state, ppid, pgrp, ..."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 class _Namespace:
-    """The sandbox's PID namespace, found through bwrap's info descriptor, and its killing."""
+    """The sandbox's PID namespace, found through bwrap's info descriptor, and its killing.
+
+    PIDs are reused (pid_max can be as low as 32768), so the supervisor is held by a pidfd taken
+    while it is known to be bwrap's child, and every other kill re-checks the namespace first."""
 
     def __init__(self, proc: subprocess.Popen, info_r: int):
         self.proc, self.info_r = proc, info_r
         self.init_pid: int | None = None
+        self.init_fd: int | None = None
         self.ns: str | None = None
         self.killed = False
 
     def read_info(self, data: bytes) -> None:
-        """bwrap's first message: the host PID of the namespace's init."""
+        """bwrap's first message: the host PID of the namespace's init, the supervisor."""
         if self.init_pid is not None:
             return
         try:
@@ -344,14 +376,16 @@ class _Namespace:
             pid, ns = int(info["child-pid"]), info.get("pid-namespace")
         except (ValueError, KeyError, TypeError):
             return
-        try:  # it must be bwrap's own child (the supervisor), so a wrong message cannot aim the kill elsewhere
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid == self.proc.pid:
-                self.init_pid = pid
+        fd = _pidfd(pid)
+        stat = _stat(pid)  # checked after the pidfd exists: then the pidfd names bwrap's own child
+        if len(stat) > 1 and stat[1] == str(self.proc.pid):
+            self.init_pid, self.init_fd = pid, fd
+            try:
                 self.ns = f"pid:[{int(ns)}]" if ns is not None else os.readlink(f"/proc/{pid}/ns/pid")
-        except (OSError, ValueError, IndexError, TypeError):
-            pass
+            except (OSError, ValueError, TypeError):
+                pass
+        elif fd is not None:
+            os.close(fd)
 
     def members(self) -> list[int]:
         """Live processes (not zombies) in the sandbox's PID namespace."""
@@ -359,58 +393,57 @@ class _Namespace:
             return []
         pids = []
         for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != self.proc.pid:
-                try:
-                    if os.readlink(f"/proc/{entry}/ns/pid") != self.ns:
-                        continue
-                    with open(f"/proc/{entry}/stat") as f:
-                        if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
-                            continue
-                    pids.append(int(entry))
-                except (OSError, IndexError):
-                    pass
+            if entry.isdigit() and int(entry) != self.proc.pid and self._inside(int(entry)):
+                pids.append(int(entry))
         return pids
 
+    def _inside(self, pid: int) -> bool:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") != self.ns:
+                return False
+        except OSError:
+            return False
+        stat = _stat(pid)
+        return bool(stat) and stat[0] not in "ZX"
+
     def kill(self) -> None:
-        """Kill the namespace's init (the kernel then kills everything in it), let bwrap reap
-        it, and make sure nothing in the namespace is left."""
+        """Kill the supervisor (the namespace's init: the kernel then kills everything in it),
+        let bwrap reap it and end, and make sure nothing in the namespace is left."""
         if self.killed:
             return
         self.killed = True
-        if self.init_pid is not None:
-            try:
-                os.kill(self.init_pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if self.init_fd is not None:
+            _signal(self.init_pid, self.init_fd)
+        elif self.init_pid is not None and self.proc.poll() is None and self._inside(self.init_pid):
+            _signal(self.init_pid, None)  # no pidfd: bwrap alive, so its child's number is not reused yet
         try:
             self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            self.proc.kill()  # Popen signals only a child it has not reaped
         self.proc.wait()
         deadline = time.monotonic() + 10
         while (left := self.members()):
             if time.monotonic() > deadline:
                 raise SandboxError(f"processes {left} of a sandbox would not die")
             for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                fd = _pidfd(pid)
+                if self._inside(pid):  # still the same process, now held by fd
+                    _signal(pid, fd)
+                if fd is not None:
+                    os.close(fd)
             time.sleep(0.02)
 
     def close(self) -> None:
-        try:
-            os.close(self.info_r)
-        except OSError:
-            pass
+        for fd in (self.info_r, self.init_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 def _talk(proc, job: dict, limits: Limits, pipes: tuple[int, int, int, int], mode: str, kill,
-          namespace: _Namespace | None) -> Outcome:
+          namespace: _Namespace | None, sandbox_uid: int | None = None) -> Outcome:
     """Send the job, then read the output and the result descriptor until the verdict, the end,
     or the deadline. ``pipes``: our ends (result, secret) and the numbers the child's ends have."""
     res_r, sec_w, res_child, sec_child = pipes
@@ -482,7 +515,7 @@ def _talk(proc, job: dict, limits: Limits, pipes: tuple[int, int, int, int], mod
         kill()
         if namespace is None:
             for pgid in workers:
-                _kill_group(pgid)
+                _kill_group(pgid, sandbox_uid)
     seconds = time.monotonic() - start
     for fd in (proc.stdout.fileno(), proc.stderr.fileno()):  # what is left in the pipes after the kill
         buf = buffers[fd]
@@ -494,7 +527,8 @@ def _talk(proc, job: dict, limits: Limits, pipes: tuple[int, int, int, int], mod
     proc.stdout.close()
     proc.stderr.close()
     if state == "starting" and not timed_out:
-        raise SandboxError("the sandbox did not start: "
+        proc.wait()
+        raise SandboxError(f"the sandbox did not start (exit status {proc.returncode}): "
                            + (err.decode(errors="replace").strip().splitlines() or ["no message"])[-1][:300])
     detail = ""
     if timed_out and verdict is None:
@@ -513,15 +547,27 @@ def _talk(proc, job: dict, limits: Limits, pipes: tuple[int, int, int, int], mod
                    err.decode(errors="replace")[-4000:], seconds, detail)
 
 
-def _kill_group(pgid: int, wait_s: float = 5.0) -> None:
-    """SIGKILL a process group until it is gone (a forking group takes a moment to die)."""
+def _kill_group(pgid: int, uid: int, wait_s: float = 5.0) -> None:
+    """SIGKILL a process group until it is gone (a forking group takes a moment to die), as long
+    as it still has a live member of the sandbox's user: an empty group's number may be reused."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
+        members = [p for p in os.listdir("/proc") if p.isdigit() and (st := _stat(int(p)))
+                   and st[2] == str(pgid) and st[0] not in "ZX" and _owner(p) == uid]
+        if not members:
+            return
         try:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             return
         time.sleep(0.02)
+
+
+def _owner(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
 
 
 def _read_now(fd: int) -> bytes:
