@@ -57,8 +57,15 @@ def _spawn(argv, setsid=True):
             pid = P.fork_exec(args, [args[0]], True, (), None, None, -1, -1, -1, -1, -1, -1, r, w, True, setsid,
                               -1, None, None, None, -1, None, False)
         except TypeError:
-            pid = P.fork_exec(args, [args[0]], True, (), None, None, -1, -1, -1, -1, -1, -1, r, w, True, setsid,
-                              None, None, None, -1, None)
+            try:
+                pid = P.fork_exec(args, [args[0]], True, (), None, None, -1, -1, -1, -1, -1, -1, r, w, True,
+                                  setsid, None, None, None, -1, None)
+            except TypeError:  # another Python's signature: fork and exec by hand (no audit hook only)
+                pid = os.fork()
+                if pid == 0:
+                    if setsid:
+                        os.setsid()
+                    os.execv(argv[0], argv)
         os.close(w)
         print("spawned", pid, flush=True)
         return pid
