@@ -56,10 +56,6 @@ def load_humaneval(path: str | Path) -> list[dict]:
     return problems
 
 
-def program(problem: dict, completion: str) -> str:
-    return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
-
-
 def check(problem: dict, completion: str, limits: Limits = Limits(timeout_s=10),
           unsafe: bool | None = None) -> Outcome:
     return run_tests(problem["prompt"], completion, problem["test"], problem["entry_point"], limits,
