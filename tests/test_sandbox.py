@@ -10,13 +10,12 @@ import threading
 
 import pytest
 
+from conftest import shared_file
 from fidan.config import build_config
 from fidan.eval import sandbox
 from fidan.eval.sandbox import Limits, SandboxUnavailable, run_python, run_tests
 from fidan.eval.tasks import code
 from fidan.eval.tasks.code import check, evaluate, load_humaneval, pass_at_k
-
-from conftest import shared_file
 
 FAST = Limits(timeout_s=3, memory_mb=256, processes=32)
 REASON = sandbox.unavailable()

@@ -301,11 +301,11 @@ def world():
             for s in (tcp, unix):
                 try:
                     arrived.append(s.accept())
-                except (OSError, socket.timeout):
+                except (TimeoutError, OSError):
                     pass
             try:
                 arrived.append(udp.recvfrom(4096))
-            except (OSError, socket.timeout):
+            except (TimeoutError, OSError):
                 pass
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
@@ -342,7 +342,7 @@ def world():
         s.close()
     os.environ.pop("FIDAN_HOSTILE_TOKEN", None)
     if bashrc.exists() and MARKER in bashrc.read_text(errors="replace"):  # only if the sandbox failed
-        bashrc.write_text("".join(l for l in bashrc.read_text().splitlines(True) if MARKER not in l))
+        bashrc.write_text("".join(line for line in bashrc.read_text().splitlines(True) if MARKER not in line))
     shutil.rmtree(out, ignore_errors=True)
 
 

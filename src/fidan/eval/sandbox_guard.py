@@ -38,25 +38,25 @@ def install(root=None):
 
     def hook(event, args):
         if event.startswith(blocked):
-            raise PermissionError("sandbox: %s is not allowed" % event)
+            raise PermissionError(f"sandbox: {event} is not allowed")
         if event == "import" and args and args[0] in no_imports:
-            raise PermissionError("sandbox: importing %s is not allowed" % args[0])
+            raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
         if event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
-            raise PermissionError("sandbox: replacing a function's %s is not allowed" % args[1])
+            raise PermissionError(f"sandbox: replacing a function's {args[1]} is not allowed")
         if event == "open" and args[0] is not None and not isinstance(args[0], int):
             mode, flags = args[1] or "", args[2] or 0
             writing = any(c in str(mode) for c in "wax+") or flags & write_flags
             if writing and (not inside(args[0]) or (args[1] is None and not os.path.isabs(fsdecode(args[0])))):
                 # os.open with a relative name may carry a dir_fd the event does not show
-                raise PermissionError("sandbox: writing %r outside the working folder" % (args[0],))
+                raise PermissionError(f"sandbox: writing {args[0]!r} outside the working folder")
         elif event in path_events:
             dir_fd = args[-1] if event in dir_fd_last else None
             if not inside(args[0]) or dir_fd not in (None, -1):
-                raise PermissionError("sandbox: %s on %r outside the working folder" % (event, args[0]))
+                raise PermissionError(f"sandbox: {event} on {args[0]!r} outside the working folder")
         elif event in pair_events:
             dir_fds = [a for a in args[2:] if isinstance(a, int) and a != -1]
             if dir_fds or not all(inside(a) for a in args[:2]):
-                raise PermissionError("sandbox: %s outside the working folder" % event)
+                raise PermissionError(f"sandbox: {event} outside the working folder")
 
     sys.addaudithook(hook)
 

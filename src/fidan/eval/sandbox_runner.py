@@ -64,7 +64,7 @@ def encode(x, depth=0):
         return {"s": [encode(v, depth + 1) for v in x]}
     if isinstance(x, range):
         return {"r": [x.start, x.stop, x.step]}
-    raise TypeError("a %s cannot leave the sandbox (plain data only)" % type(x).__name__)
+    raise TypeError(f"a {type(x).__name__} cannot leave the sandbox (plain data only)")
 
 
 def decode(x):
@@ -139,7 +139,7 @@ def worker(answers_fd):
     except BaseException as e:  # noqa: BLE001 - the program's own failure, reported as data
         import traceback
         traceback.print_exc()
-        write_message(answers, {"loaded": False, "error": "%s: %s" % (type(e).__name__, e)})
+        write_message(answers, {"loaded": False, "error": f"{type(e).__name__}: {e}"})
         return
     write_message(answers, {"loaded": True})
     entry = job.get("entry")
@@ -193,7 +193,7 @@ def _watch_memory(limit_bytes, state):
         total = 0
         for pid in _others():
             try:
-                with open("/proc/%d/statm" % pid) as f:
+                with open(f"/proc/{pid}/statm") as f:
                     total += int(f.read().split()[1]) * page
             except (OSError, ValueError, IndexError):
                 pass
@@ -250,7 +250,7 @@ def supervisor():
     result.write(b"ready\n")
     with os.fdopen(secret_fd, "rb") as f:
         secret = f.readline(200).strip().decode("ascii", "replace")
-    line = "%s %s\n" % (secret, verdict.replace("\n", " ")[:500])
+    line = "{} {}\n".format(secret, verdict.replace("\n", " ")[:500])
     sys.stdout.flush()
     sys.stderr.flush()
     result.write(line.encode("utf-8", "replace"))
@@ -277,7 +277,7 @@ def _judge(job):
     try:
         verdict = _run_tests(job, requests, answers)
     except BaseException as e:  # noqa: BLE001 - whatever happened, it is not a pass
-        verdict = "failed %s: %s" % (type(e).__name__, e)
+        verdict = f"failed {type(e).__name__}: {e}"
     for f in (requests, answers):
         try:
             f.close()
@@ -286,7 +286,7 @@ def _judge(job):
     if not _kill_everyone_else(job["mode"], worker_proc):
         verdict = "failed: processes in the sandbox would not die"
     if "memory" in watch:
-        verdict = "failed: the sandbox's processes used more than %d MB together" % job["limits"]["memory_mb"]
+        verdict = f"failed: the sandbox's processes used more than {job['limits']['memory_mb']} MB together"
     return verdict
 
 
@@ -294,7 +294,8 @@ def _run_tests(job, requests, answers):
     write_message(requests, {"guard": job["guard"], "source": job["source"], "entry": job["entry_point"]})
     loaded = read_message(answers)
     if type(loaded) is not dict or loaded.get("loaded") is not True:
-        return "failed: the program did not run (%s)" % str(loaded.get("error") if type(loaded) is dict else "")[:300]
+        error = str(loaded.get("error") if type(loaded) is dict else "")[:300]
+        return f"failed: the program did not run ({error})"
     if not job["test"]:
         return "passed"  # a plain program (run_python): it ran to its end, by the worker's own account
     import builtins
@@ -312,9 +313,9 @@ def _run_tests(job, requests, answers):
             try:
                 error = kind(message)
             except Exception:  # noqa: BLE001 - exception types with other signatures
-                error = CandidateFailed("%s: %s" % (name, message))
+                error = CandidateFailed(f"{name}: {message}")
             raise error
-        raise CandidateFailed("%s: %s" % (name, message))
+        raise CandidateFailed(f"{name}: {message}")
 
     ns = {"__name__": "__check__", "__builtins__": builtins}
     for prompt in (job["prompt"], job["prompt"] + "    pass\n", ""):
