@@ -270,6 +270,7 @@ class EvalConfig:
     suite_limit: int = 50          # items per extra benchmark (0 = all)
     redteam: bool = True
     bias: bool = True
+    unsafe_code: bool = False      # run generated code without OS isolation when bubblewrap is unavailable
 
 
 @dataclass
