@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 RUN    ?= demo
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test lint bench clean browser bwrap
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,20 @@ browser:
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	  echo "note: chromium could not be installed; tests/test_web.py will be skipped"
 
+# The code sandbox isolates generated code with bubblewrap (user, mount, PID and network
+# namespaces). Install Debian's package when we can (root, apt); otherwise the hostile-completion
+# tests are skipped and say why.
+bwrap:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }; }; } || \
+	  echo "note: bubblewrap could not be installed; the sandbox tests that need it will be skipped"
+
 # ruff, configured in pyproject.toml: pycodestyle, pyflakes, import order, bugbear, pyupgrade
 lint: $(BIN)/.installed
 	$(BIN)/python -m ruff check src tests benchmarks
 
-test: $(BIN)/.installed browser
+test: $(BIN)/.installed browser bwrap
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed

@@ -297,6 +297,7 @@ class EvalConfig:
     suite_limit: int = setting(50, check=non_negative)  # items per extra benchmark (0 = all)
     redteam: bool = True
     bias: bool = True
+    unsafe_code: bool = False      # run generated code without OS isolation when bubblewrap is unavailable
 
 
 @dataclass

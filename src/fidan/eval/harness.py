@@ -53,6 +53,7 @@ def evaluate_model(model: GPT, tok: FidanTokenizer, info: dict, cfg: Config, run
     scores: dict = {"stage": info.get("stage"), "chat": chat, "params": model.num_params()}
     if val_bpb:
         scores["val_bpb"] = val_bpb
+    code.allow_unsafe(e.unsafe_code)   # generated code runs only in the OS sandbox unless the user says otherwise
     for task in all_tasks():
         scores.update(task.evaluate(inputs))
     if e.suites:
