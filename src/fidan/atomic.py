@@ -5,6 +5,7 @@ crash mid-write leaves the previous version untouched.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -123,3 +124,12 @@ def replace_dir(new: str | os.PathLike, path: str | os.PathLike) -> None:
         os.replace(new, path)
         shutil.rmtree(old, ignore_errors=True)
     fsync_dir(path.parent)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's content, read in 1 MiB blocks: the checksum every output carries."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

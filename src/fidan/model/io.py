@@ -23,12 +23,7 @@ from fidan.model.gpt import GPT, GPTConfig
 WEIGHTS = "model.safetensors"
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = atomic.file_sha256
 
 
 def config_sha256(config: dict[str, Any]) -> str:

@@ -18,7 +18,6 @@ fidan export and lists each file's size and SHA-256; an existing folder that is 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -90,12 +89,7 @@ def qwen2_config(cfg: GPTConfig, tok: FidanTokenizer) -> dict:
 MARKER = "fidan-export.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+_sha256 = atomic.file_sha256
 
 
 def is_fidan_export(folder: Path) -> bool:

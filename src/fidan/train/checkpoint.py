@@ -9,7 +9,6 @@ newest first: a damaged one is reported and the previous good one is used.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -27,12 +26,7 @@ from fidan.model.io import save_model
 FILES = ("model.safetensors", "model.json", "state.pt")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256 = atomic.file_sha256
 
 
 def save(root: Path, model: GPT, optimizer: torch.optim.Optimizer, step: int, extra: dict[str, Any],
