@@ -129,6 +129,8 @@ def test_latest_run_is_recorded_not_guessed(tmp_path):
     assert latest(tmp_path) == b
     a.mark_latest()
     assert latest(tmp_path) == a
+    named = RunDir.for_config(micro_config(tmp_path, "latest"))   # a run may be called "latest"
+    assert latest(tmp_path) == named
 
 
 def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys):

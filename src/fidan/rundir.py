@@ -7,7 +7,7 @@ skips a stage whose stamp matches.
 
 ``config.toml`` is written when the run is created and by ``fidan pipeline``; a single-stage
 command's one-off overrides go into that stage's stamp, never into ``config.toml``, so they do
-not change what the next plain command does. ``<root>/latest`` names the run created or run by
+not change what the next plain command does. ``<root>/.latest`` names the run created or run by
 ``pipeline`` most recently (what ``fidan chat`` and friends use without ``--run.name``).
 
 One process writes into a run at a time: every writing command holds ``.lock`` (an ``fcntl``
@@ -60,7 +60,7 @@ class RunDir:
 
     def mark_latest(self) -> None:
         """Record this run as the latest one (read by :func:`latest` under the same root)."""
-        atomic.write_text(self.path.parent / "latest", self.path.name + "\n")
+        atomic.write_text(self.path.parent / ".latest", self.path.name + "\n")
 
     @contextmanager
     def lock(self, command: str | None = None) -> Iterator[None]:
@@ -144,9 +144,9 @@ _HELD: set[RunDir] = set()
 
 
 def latest(root: str | Path = "runs") -> RunDir:
-    """The run ``<root>/latest`` names, else the most recently created run under ``root``."""
+    """The run ``<root>/.latest`` names, else the most recently created run under ``root``."""
     root = Path(root)
-    pointer = root / "latest"
+    pointer = root / ".latest"  # a dot-name, so a run called "latest" cannot clash
     if pointer.exists():
         name = pointer.read_text(encoding="utf-8").strip()
         if name and (root / name / "fidan.json").exists():
