@@ -261,3 +261,22 @@ def test_a_stage_that_fails_half_way_leaves_no_stale_stamp(prepared_run, tmp_pat
     monkeypatch.undo()
     assert run_stage(cfg, run, "tokens", force=False) is not None
     assert run.stage_hash("tokens") == stage_hash(cfg, "tokens", run.path)
+
+
+def test_review_edge_cases(tmp_path):
+    """Explicit sub-table keys beat old flat names in one file; an old run's empty rlhf.out means
+    rlhf/; a folder left holding only a lock is still usable; a stage's hash follows what its
+    upstream stage really ran with (its stamp), not what config.toml says."""
+    path = tmp_path / "mixed.toml"
+    path.write_text("[rlhf.grpo]\nepochs = 7\n\n[rlhf]\nepochs = 2\nout = \"\"\n")
+    cfg = build_config(None, str(path))
+    assert (cfg.rlhf.grpo.epochs, cfg.rlhf.ppo.epochs, cfg.rlhf.out) == (7, 2, "rlhf")
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / ".lock").write_text("")
+    RunDir.for_config(micro_config(tmp_path, "fresh"))   # not refused as a foreign folder
+    run = RunDir.for_config(micro_config(tmp_path, "stamped"))
+    cfg = micro_config(tmp_path, "stamped")
+    planned = stage_hash(cfg, "reward", run.path)
+    run.mark_done("sft", "made-with-other-settings", {}, ["sft.lr=1e-3"])
+    assert stage_hash(cfg, "reward", run.path) != planned
+    assert stage_hash(cfg, "reward", run.path) == stage_hash(cfg, "reward", run.path)

@@ -403,7 +403,8 @@ def apply_dict(cfg: Config, data: dict[str, Any], origin: str) -> None:
         if not isinstance(values, dict):
             raise FidanError(f"{origin}: [{section}] must be a table of settings")
         _section(cfg, section, origin)
-        for key, value in _flatten(values):
+        # old flat names first, so a sub-table key the same file sets explicitly wins
+        for key, value in sorted(_flatten(values), key=lambda kv: (section, kv[0]) not in ALIASES):
             for dotted in ALIASES.get((section, key), (f"{section}.{key}",)):
                 _set_dotted(cfg, dotted, value, origin, from_text=False)
 
@@ -515,6 +516,9 @@ def _coerce(value: Any, typ: Any, from_text: bool) -> Any:
 
 
 def validate(cfg: Config) -> None:
+    # runs saved before output folders had defaults wrote rlhf.out = "" (meaning rlhf/)
+    cfg.rlhf.out = cfg.rlhf.out.strip("/") or "rlhf"
+    cfg.sft.out = cfg.sft.out.strip("/") or "sft"
     """What each field says it accepts (``choices``, ``check``: see ``fidan/settings.py``), then
     the rules that tie settings together."""
     def check_fields(values: Any, where: str) -> None:

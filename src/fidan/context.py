@@ -205,8 +205,23 @@ def stage_hash(cfg: Config, spec: StageSpec, table: dict[str, StageSpec], run_pa
         for path in spec.files(cfg, run_path or Path(cfg.run.root) / cfg.run.name):
             h.update(f"{path}\0{file_digest(path)}".encode())
     for upstream in spec.after:  # upstream hashes already cover their own upstream
-        h.update(stage_hash(cfg, table[upstream], table, run_path).encode())
+        h.update(_upstream_hash(cfg, table[upstream], table, run_path).encode())
     return h.hexdigest()[:16]
+
+
+def _upstream_hash(cfg: Config, spec: StageSpec, table: dict[str, StageSpec], run_path: Path | None) -> str:
+    """What an upstream stage's outputs were made from: the hash in its stamp when it has run
+    (a one-off `fidan sft --sft.lr=...` made them from other settings than config.toml's),
+    else the hash this config would give it."""
+    import json
+
+    if run_path is not None:
+        stamp = Path(run_path) / "stages" / f"{spec.instance(cfg)}.json"
+        try:
+            return json.loads(stamp.read_text())["config_hash"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return stage_hash(cfg, spec, table, run_path)
 
 
 def paths_in(value: str, named: bool = False) -> list[Path]:

@@ -52,8 +52,9 @@ def run_stage(cfg: Config, run: RunDir, name: str, force: bool = True, overrides
 
 
 def run_pipeline(cfg: Config, until: str | None = None, overrides: tuple[str, ...] = ()) -> RunDir:
-    run = RunDir.for_config(cfg, save_config=True)
+    run = RunDir.for_config(cfg)
     with run.lock():
+        run.save_config(cfg)
         run.mark_latest()
         check(cfg, [s.name for s in STAGES])
         print(f"fidan pipeline → {run.path}/")

@@ -98,7 +98,7 @@ class RunDir:
     def check_format(self) -> None:
         stamp = self.path / "fidan.json"
         if not stamp.exists():
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(p.name != ".lock" for p in self.path.iterdir()):
                 raise FidanError(f"{self.path}: not a fidan run directory (no fidan.json); "
                                  f"choose another --run.name")
             return

@@ -28,8 +28,8 @@ def _data_files(cfg, run: Path) -> list[Path]:
 
 def _sft_files(cfg, run: Path) -> list[Path]:
     files = paths_in(cfg.sft.data)
-    if cfg.sft.method == "distill" and cfg.sft.distill.teacher:
-        files.append(Path(cfg.sft.distill.teacher) / "model.safetensors")
+    if cfg.sft.method == "distill":   # the teacher: the given folder, else this run's SFT model (or pretrain)
+        files.append(Path(cfg.sft.distill.teacher or run / "sft") / "model.safetensors")
     return files
 
 

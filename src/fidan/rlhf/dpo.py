@@ -48,7 +48,7 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
         return value, int(seqs.last.sum() + len(seqs.last))
 
     tcfg = inherit(ctx, steps=c.steps, batch_size=c.dpo.batch, lr=c.lr, warmup_steps=min(5, c.steps),
-                   weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=max(1, c.steps // 2))
+                   weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=c.ckpt_every)
     task = Task(name="dpo", batch=batch, loss=loss, flops_per_token=flops_per_token(policy.cfg), info=info)
     _, summary = train(policy, tcfg, task, ctx)
     return {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "pairs": len(encoded)}
