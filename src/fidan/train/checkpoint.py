@@ -35,6 +35,8 @@ def save(root: Path, model: GPT, optimizer: torch.optim.Optimizer, step: int, ex
     with atomic.atomic_dir(final) as tmp:
         save_model(tmp, model, {**info, "step": step})
         state = {"optimizer": optimizer.state_dict(), "step": step, "torch_rng": torch.get_rng_state(), **extra}
+        if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(state, tmp / "state.pt")
         manifest = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in FILES}
         (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": manifest}, indent=1))

@@ -133,6 +133,8 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
     if resumed:
         optimizer.load_state_dict(resumed.state["optimizer"])
         torch.set_rng_state(resumed.state["torch_rng"].cpu())
+        if "cuda_rng" in resumed.state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in resumed.state["cuda_rng"]])
         start = resumed.state["step"]
         tokens_seen, elapsed = resumed.state["tokens"], resumed.state["elapsed"]
         if task.load_state is not None:
