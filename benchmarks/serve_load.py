@@ -21,8 +21,8 @@ import httpx
 import openai
 import uvicorn
 
-from fidan.rundir import RunDir
-from fidan.serve.loading import latest_run, load_for_inference, model_folder
+from fidan.rundir import RunDir, latest
+from fidan.serve.loading import load_for_inference, model_folder
 from fidan.serve.server import create_app
 
 QUESTIONS = ["Where does Tomas Daldorzom live?", "What does Arda Laful do for a living?", "Merhaba!",
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--max-batch", type=int, default=8, help="requests the server decodes together (1 = one at a time)")
     args = ap.parse_args()
-    run = RunDir(f"runs/{args.run_name}") if args.run_name else latest_run()
+    run = RunDir(f"runs/{args.run_name}") if args.run_name else latest()
     folder = model_folder(run)
     model, tok = load_for_inference(folder, run, "cpu")
     with socket.socket() as s:

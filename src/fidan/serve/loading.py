@@ -7,15 +7,11 @@ from fidan.context import pick_device
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT
 from fidan.model.io import load_model
-from fidan.rundir import RunDir, latest
+from fidan.rundir import RunDir
 from fidan.tokenizer.bpe import FidanTokenizer
 
 # Later stages first: chat uses the most trained model a run has.
 STAGE_PREFERENCE = ("rlhf", "sft", "pretrain")
-
-
-def latest_run(root: str | Path = "runs") -> RunDir:
-    return latest(root)
 
 
 def model_folder(run: RunDir, stage: str | None = None) -> Path:
