@@ -220,7 +220,7 @@ def test_a_killed_data_run_resumes_without_redoing_finished_shards(tmp_path):
             "--data.shard_docs=40", "--data.workers=1"]
     proc = subprocess.Popen(args + ["--run.name=killed"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    work = tmp_path / "killed" / "data" / "work"
+    work = tmp_path / "killed" / ".staging" / "data" / "work"   # a running stage writes here
     deadline = time.time() + 120
     while time.time() < deadline and len(list(work.glob("shard-*.json"))) < 3:
         time.sleep(0.05)
@@ -231,7 +231,8 @@ def test_a_killed_data_run_resumes_without_redoing_finished_shards(tmp_path):
     subprocess.run(args + ["--run.name=killed"], cwd=ROOT, check=True, capture_output=True)
     stats = json.loads((tmp_path / "killed" / "data" / "stats.json").read_text())
     assert stats["resumed_shards"] >= len(done)
-    assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # finished shards were not redone
+    final = tmp_path / "killed" / "data" / "work"   # moved into place, untouched: not redone
+    assert all((final / p.name).stat().st_mtime_ns == t for p, t in done.items())
     subprocess.run(args + ["--run.name=whole"], cwd=ROOT, check=True, capture_output=True)
     assert _kept(tmp_path / "killed") == _kept(tmp_path / "whole")
 

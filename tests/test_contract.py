@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -239,16 +240,18 @@ def test_pipeline_on_an_existing_run_starts_from_its_saved_config(tmp_path):
     assert fresh.train.steps == build_config().train.steps
 
 
-def test_a_stage_that_fails_half_way_leaves_no_stale_stamp(prepared_run, tmp_path, monkeypatch):
+def test_a_stage_that_fails_half_way_leaves_the_previous_outputs_and_stamp(prepared_run, tmp_path, monkeypatch):
     import shutil
 
     import fidan.data.shards as shards
+    from fidan.atomic import file_sha256
     from fidan.pipeline import run_stage
     cfg, run = prepared_run
     shutil.copytree(run.path, tmp_path / "micro")
     run = RunDir(tmp_path / "micro")
     cfg = micro_config(tmp_path)
-    assert run.stage_hash("tokens") == stage_hash(cfg, "tokens", run.path)
+    stamp = run.stamp("tokens").read_text()
+    before = file_sha256(run.path / "data" / "tokens" / "train.bin")
 
     def half_way(ctx):
         (ctx.out / "train.bin").write_bytes(b"\0" * 6)   # outputs partly rewritten, then a crash
@@ -256,11 +259,61 @@ def test_a_stage_that_fails_half_way_leaves_no_stale_stamp(prepared_run, tmp_pat
 
     monkeypatch.setattr(shards, "run", half_way)
     with pytest.raises(RuntimeError):
-        run_stage(cfg, run, "tokens")
-    assert not run.stamp("tokens").exists()      # so the next pipeline re-runs tokens
+        run_stage(cfg, run, "tokens", overrides=("tokens.anything=1",))
+    assert run.stamp("tokens").read_text() == stamp            # the old stamp still describes ...
+    assert file_sha256(run.path / "data" / "tokens" / "train.bin") == before   # ... the old outputs
+    assert (run.path / ".staging" / "tokens" / "train.bin").stat().st_size == 6
     monkeypatch.undo()
-    assert run_stage(cfg, run, "tokens", force=False) is not None
+    assert run_stage(cfg, run, "tokens") is not None
+    assert file_sha256(run.path / "data" / "tokens" / "train.bin") == before   # same inputs, same shards
+    assert not (run.path / ".staging" / "tokens").exists()
     assert run.stage_hash("tokens") == stage_hash(cfg, "tokens", run.path)
+
+
+def test_a_crash_while_moving_outputs_is_finished_by_the_next_command(prepared_run, tmp_path, monkeypatch):
+    """The commit is journaled: killed after moving some entries, the next locked command moves
+    the rest and writes the stamp; a nested stage's folder (data/tokens/) survives its parent."""
+    import os
+    import shutil
+
+    from fidan import staging
+    from fidan.pipeline import run_stage
+    cfg, run = prepared_run
+    shutil.copytree(run.path, tmp_path / "micro")
+    run = RunDir(tmp_path / "micro")
+    cfg = micro_config(tmp_path)
+    tokens_stamp = run.stamp("tokens").read_text()
+    real, moves = os.replace, []
+
+    def dies_on_the_third_move(a, b):
+        if Path(a).parent == run.path / ".staging" / "data" and Path(b).parent == run.path / "data":
+            moves.append(b)
+            if len(moves) == 3:
+                raise KeyboardInterrupt("killed while moving")
+        return real(a, b)
+
+    monkeypatch.setattr(staging.os, "replace", dies_on_the_third_move)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(cfg, run, "data")
+    monkeypatch.undo()
+    assert not run.stamp("data").exists()               # half moved: no stamp claims the folder
+    assert (run.path / ".staging" / "data" / staging.COMMIT).exists()
+    assert staging.recover(run.path) == ["data"]
+    assert run.stage_hash("data") == stage_hash(cfg, "data", run.path)
+    assert not (run.path / ".staging" / "data").exists()
+    assert run.stamp("tokens").read_text() == tokens_stamp and (run.path / "data" / "tokens" / "meta.json").exists()
+    assert run_stage(cfg, run, "data", force=False) is None   # up to date, nothing more to do
+
+
+def test_summaries_name_the_final_folder(pretrained_copy):
+    import json
+
+    from fidan.pipeline import run_stage
+    cfg, run = pretrained_copy
+    summary = run_stage(cfg, run, "sample")
+    assert summary["file"] == str(run.path / "sample" / "samples.txt")
+    assert json.loads(run.stamp("sample").read_text())["summary"]["file"] == summary["file"]
+    assert (run.path / "sample" / "samples.txt").exists()
 
 
 def test_review_edge_cases(tmp_path):

@@ -51,7 +51,7 @@ def test_sigkill_of_fidan_data_takes_its_workers_with_it(tmp_path):
             "--data.shard_docs=40", "--data.workers=2"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    work = tmp_path / "killed" / "data" / "work"
+    work = tmp_path / "killed" / ".staging" / "data" / "work"   # a running stage writes here
     try:
         deadline = time.time() + 180
         workers: list[int] = []

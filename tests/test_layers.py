@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fidan"
 LAYERS = [
     {"__init__", "errors", "atomic", "settings", "records", "text"},
     {"model"},
-    {"config", "context", "rundir"},
+    {"config", "context", "rundir", "staging"},
     {"corpus", "tokenizer"},
     {"data"},
     {"train"},

@@ -107,7 +107,7 @@ def test_sigkill_and_resume_reproduces_the_uninterrupted_run(prepared_run, tmp_p
     subprocess.run(args("straight"), check=True, capture_output=True, env=env)
 
     proc = subprocess.Popen(args("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    ckpt = paths["killed"] / "micro" / "pretrain" / "ckpt"
+    ckpt = paths["killed"] / "micro" / ".staging" / "pretrain" / "ckpt"   # a running stage writes here
     deadline = time.time() + 120
     while time.time() < deadline and not (ckpt / "step_0000050").exists():
         time.sleep(0.02)

@@ -64,6 +64,7 @@ class StageSpec:
     files: Callable[[Any, Path], list[Path]] | None = None  # external files whose content the stage reads
     out: str = ""                                    # output folder ("" = the run directory itself)
     done: str = ""                                   # written last-but-one, relative to ``out``
+    resume: tuple[str, ...] = ("ckpt", "metrics.jsonl")  # resumable state in ``out`` (fidan/staging.py)
 
     def allowed(self) -> dict[str, frozenset[str] | None]:
         """Section -> the declared keys (None = the whole section)."""
@@ -261,6 +262,7 @@ class StageContext:
     quiet: bool = False
     overrides: tuple[str, ...] = ()
     inputs: dict[str, str] = field(default_factory=dict)
+    staging: Path | None = None                      # where ``out`` points while the stage runs
     rank: int = field(default_factory=lambda: int(os.environ.get("RANK", 0)))
     world_size: int = field(default_factory=lambda: int(os.environ.get("WORLD_SIZE", 1)))
     local_rank: int = field(default_factory=lambda: int(os.environ.get("LOCAL_RANK", 0)))
@@ -271,7 +273,16 @@ class StageContext:
 
     @functools.cached_property
     def out(self) -> Path:
-        """The stage's output folder (created on first use)."""
+        """Where the stage writes: its staging folder when the pipeline runs it (the outputs move
+        to :attr:`final_out` when it succeeds; see ``fidan/staging.py``), else its output folder."""
+        if self.staging is not None:
+            self.staging.mkdir(parents=True, exist_ok=True)
+            return self.staging
+        return self.final_out
+
+    @functools.cached_property
+    def final_out(self) -> Path:
+        """The stage's output folder, which later stages read (created on first use)."""
         folder = self.spec.out_folder(self.cfg)
         return self.run.stage(folder) if folder else self.run.path
 

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 
+from fidan import atomic, staging
 from fidan.config import Config
 from fidan.rundir import RunDir
 from fidan.stages import BY_NAME, STAGES, context
@@ -28,25 +29,40 @@ def check(cfg: Config, names: list[str]) -> None:
 
 def run_stage(cfg: Config, run: RunDir, name: str, force: bool = True, overrides: tuple[str, ...] = (),
               quiet: bool = False) -> dict | None:
-    """Run one stage (or skip it when ``force`` is off and it is up to date); returns its summary."""
+    """Run one stage (or skip it when ``force`` is off and it is up to date); returns its summary.
+
+    The stage writes into its staging folder; its outputs and then its stamp replace the old
+    ones only when it returns, so a stage that fails leaves the previous ones in place
+    (``fidan/staging.py``)."""
     spec = BY_NAME[name]
     with run.lock():
+        for finished in staging.recover(run.path):
+            print(f"  {finished:<10} finished moving its outputs into place (a crash had interrupted it)")
         if force:
             check(cfg, [name])
         ctx = context(cfg, run, name, quiet=quiet, overrides=overrides)
         instance = spec.instance(cfg)
-        done = ctx.run.path / spec.out_folder(cfg) / spec.done
-        if not force and run.stage_hash(instance) == ctx.hash and done.exists():
+        folder = spec.out_folder(cfg)
+        done = ctx.run.path / folder / spec.done
+        stamp_hash = run.stage_hash(instance)
+        if not force and stamp_hash == ctx.hash and done.exists():
             print(f"  {instance:<10} up to date, skipped")
             return None
         print(f"▶ {instance}: {spec.help}")
         t0 = time.perf_counter()
-        # The old stamp goes before the stage touches its outputs: a stage that fails half-way
-        # leaves no stamp claiming that its folder still holds what the old stamp described.
-        run.stamp(instance).unlink(missing_ok=True)
+        if folder:
+            final = run.path / folder
+            ctx = context(cfg, run, name, quiet=quiet, overrides=overrides,
+                          staging=staging.prepare(run.path, instance, final, ctx.hash, stamp_hash, spec.resume))
+        else:  # writes into the run directory itself, one atomic file at a time: no staging
+            run.stamp(instance).unlink(missing_ok=True)
         summary = importlib.import_module(spec.module).run(ctx)
         summary = {"seconds": round(time.perf_counter() - t0, 1), **summary}
-        run.mark_done(instance, ctx.hash, summary, overrides)
+        record = run.stamp_record(instance, ctx.hash, summary, overrides)
+        if folder:
+            summary = staging.commit(run.path, instance, final, run.stamp(instance), record)["summary"]
+        else:
+            atomic.write_json(run.stamp(instance), record)
     print(f"✓ {instance:<10} " + "  ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
     return summary
 

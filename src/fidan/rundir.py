@@ -127,11 +127,15 @@ class RunDir:
         except ValueError:
             return None
 
+    @staticmethod
+    def stamp_record(name: str, config_hash: str, summary: dict[str, Any],
+                     overrides: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+        return {"stage": name, "config_hash": config_hash, "fidan": __version__,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": list(overrides), "summary": summary}
+
     def mark_done(self, name: str, config_hash: str, summary: dict[str, Any],
                   overrides: tuple[str, ...] | list[str] = ()) -> None:
-        atomic.write_json(self.stamp(name), {
-            "stage": name, "config_hash": config_hash, "fidan": __version__,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": list(overrides), "summary": summary})
+        atomic.write_json(self.stamp(name), self.stamp_record(name, config_hash, summary, overrides))
 
     def require(self, relative: str, produced_by: str) -> Path:
         path = self.path / relative

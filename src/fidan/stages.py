@@ -41,7 +41,7 @@ def _reward_files(cfg, run: Path) -> list[Path]:
 STAGES = [
     StageSpec("data", "fidan.data.prepare",
               "collect documents, clean them (dedup, quality, language, PII, decontamination), split train/val",
-              reads=("data", "corpus"), files=_data_files, out="data", done="clean/train.parquet"),
+              reads=("data", "corpus"), files=_data_files, out="data", done="clean/train.parquet", resume=("work",)),
     StageSpec("tokenizer", "fidan.tokenizer.stage", "train the byte-level BPE tokenizer on the training split",
               reads=("tokenizer",), after=("data",), inputs=(("train", "data", "data/clean/train.parquet"),),
               out="tokenizer", done="tokenizer.json"),
@@ -101,9 +101,11 @@ def stage_hash(cfg: Config, name: str, run_path: Path | None = None) -> str:
     return _stage_hash(cfg, BY_NAME[name], BY_NAME, run_path)
 
 
-def context(cfg: Config, run, name: str, quiet: bool = False, overrides: tuple[str, ...] = ()) -> StageContext:
-    """What stage ``name`` gets to see of this config and run directory."""
+def context(cfg: Config, run, name: str, quiet: bool = False, overrides: tuple[str, ...] = (),
+            staging: Path | None = None) -> StageContext:
+    """What stage ``name`` gets to see of this config and run directory (``staging``: the folder
+    it writes into while it runs; see ``fidan/staging.py``)."""
     spec = BY_NAME[name]
     return StageContext(spec=spec, cfg=ConfigView(cfg, spec.allowed(), name), run=run,
                         hash=stage_hash(cfg, name, run.path), quiet=quiet, overrides=tuple(overrides),
-                        inputs=spec.input_paths(cfg))
+                        inputs=spec.input_paths(cfg), staging=staging)

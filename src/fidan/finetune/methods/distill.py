@@ -30,7 +30,7 @@ def student_from(teacher: GPT, n_layers: int) -> GPT:
 @method("distill")
 def prepare(ctx, base):
     s = ctx.cfg.sft.distill
-    own = ctx.has_input("teacher") and ctx.input("teacher").parent.resolve() == ctx.out.resolve()
+    own = ctx.has_input("teacher") and ctx.input("teacher").parent.resolve() == ctx.final_out.resolve()
     folder = Path(s.teacher) if s.teacher else (ctx.input("teacher").parent if ctx.has_input("teacher") and not own
                                                  else ctx.input("base").parent)
     teacher, _ = load_model(folder, ctx.device)
