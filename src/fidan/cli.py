@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import textwrap
 import typing
@@ -113,6 +114,19 @@ def _parser() -> argparse.ArgumentParser:
     es.add_argument("--price", type=float, default=2.0, help="US$ per GPU-hour")
     es.add_argument("--pue", type=float, default=1.2, help="data-centre power usage effectiveness")
     es.add_argument("--grid", type=float, default=0.4, help="kg CO2 per kWh")
+    es.add_argument("--check", action="store_true",
+                    help="check the planner against published training runs (GPT-3, Megatron-LM, Llama 2, BLOOM)")
+    es.add_argument("--project", action="store_true",
+                    help="price a whole project (data, labelling, red teaming, compute, facility power); "
+                         "a GPT-4-scale scenario unless --params/--tokens/--gpus/--assume change it")
+    es.add_argument("--assume", action="append", default=[], metavar="KEY=VALUE",
+                    help="change one --project assumption, e.g. comparisons=1e6 (repeatable)")
+    es.add_argument("--inference", action="store_true",
+                    help="serving: latency per token, time to answer, cost, energy and CO2 per 1M tokens")
+    es.add_argument("--batch", type=int, default=1, help="--inference: sequences decoded together")
+    es.add_argument("--bytes-per-param", type=float, default=2.0, help="--inference: 2 bf16, 1 int8, 0.5 4-bit")
+    es.add_argument("--prompt-tokens", type=int, default=500, help="--inference: prompt length")
+    es.add_argument("--answer-tokens", type=int, default=200, help="--inference: answer length")
     es.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common(es)
     bp = sub.add_parser("bpb", help="bits per byte and perplexity of a run's model on a text file")
@@ -206,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nfidan: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # the reader went away (`fidan estimate --check | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _run_model(cfg: Config, stage: str | None, device: str):
@@ -325,6 +342,23 @@ def _estimate(args, cfg: Config) -> int:
               f"compute {result['compute']:.3e} FLOPs -> N = {result['params']:.3e} parameters, "
               f"D = {result['tokens']:.3e} tokens ({result['rule']})")
         return 0
+    if args.check:
+        from fidan.estimate import published
+        rows = published.check()
+        print(json.dumps(rows, indent=2) if args.json else published.format_check(rows))
+        return 0 if all(r["within"] for r in rows) else 1
+    if args.project:
+        return _estimate_project(args)
+    if args.inference:
+        from fidan.estimate import inference
+        if args.params is None:
+            raise FidanError("--inference needs --params (the model's parameter count, e.g. 70e9)")
+        result = inference.serve(inference.Serving(
+            params=args.params, gpu=args.gpu, n_gpus=args.gpus, bytes_per_param=args.bytes_per_param,
+            batch=args.batch, prompt_tokens=args.prompt_tokens, answer_tokens=args.answer_tokens,
+            price_per_gpu_hour=args.price, pue=args.pue, grid_kg_per_kwh=args.grid))
+        print(json.dumps(result, indent=2) if args.json else inference.format_serving(result))
+        return 0
     knobs = dict(gpu=args.gpu, n_gpus=args.gpus, mfu=args.mfu, price_per_gpu_hour=args.price, pue=args.pue,
                  grid_kg_per_kwh=args.grid, peak_override=args.throughput)
     if args.params is not None or args.tokens is not None:
@@ -338,6 +372,28 @@ def _estimate(args, cfg: Config) -> int:
         raise FidanError("give --params and --tokens, a --preset, or a --config to estimate")
     result = est.estimate(plan)
     print(json.dumps(result, indent=2) if args.json else est.format_table(result))
+    return 0
+
+
+def _estimate_project(args) -> int:
+    import json
+
+    from fidan.estimate import project
+    given = {"params": args.params, "tokens": args.tokens}
+    values = {k: v for k, v in given.items() if v is not None}
+    if args.gpus != 1:
+        values["n_gpus"] = args.gpus
+    fields = {f.name: f.type for f in dataclasses.fields(project.Project)}
+    for item in args.assume:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in fields:
+            raise FidanError(f"--assume {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        try:
+            values[key] = raw if key == "gpu" else (int(float(raw)) if fields[key] == "int" else float(raw))
+        except ValueError:
+            raise FidanError(f"--assume {key}: {raw!r} is not a number") from None
+    result = project.breakdown(project.Project(**values))
+    print(json.dumps(result, indent=2) if args.json else project.format_breakdown(result))
     return 0
 
 

@@ -12,17 +12,19 @@ class Accelerator:
     tdp_watts: float
     precision: str
     source: str
+    memory_gb: float = 0.0          # on-device memory
+    bandwidth: float = 0.0          # memory bandwidth, bytes/s (what bounds decoding one token)
 
 
 ACCELERATORS = {
-    # NVIDIA Tesla V100 SXM2 datasheet: 125 TFLOPS fp16 tensor-core peak, 300 W.
-    "V100": Accelerator("V100", 125e12, 300, "fp16", "NVIDIA V100 datasheet (SXM2)"),
-    # NVIDIA A100 datasheet: 312 TFLOPS bf16 dense (624 with sparsity), 400 W (SXM).
-    "A100": Accelerator("A100", 312e12, 400, "bf16", "NVIDIA A100 datasheet (SXM, dense)"),
-    # NVIDIA H100 datasheet: 989 TFLOPS bf16 dense (1979 with sparsity), up to 700 W (SXM).
-    "H100": Accelerator("H100", 989e12, 700, "bf16", "NVIDIA H100 datasheet (SXM, dense)"),
-    # NVIDIA H200 datasheet: same compute as the H100 SXM (989 TFLOPS bf16 dense), up to 700 W.
-    "H200": Accelerator("H200", 989e12, 700, "bf16", "NVIDIA H200 datasheet (SXM, dense)"),
+    # NVIDIA Tesla V100 SXM2 datasheet: 125 TFLOPS fp16 tensor-core peak, 300 W, 32 GB HBM2 at 900 GB/s.
+    "V100": Accelerator("V100", 125e12, 300, "fp16", "NVIDIA V100 datasheet (SXM2)", 32, 900e9),
+    # NVIDIA A100 datasheet: 312 TFLOPS bf16 dense (624 with sparsity), 400 W (SXM), 80 GB at 2,039 GB/s.
+    "A100": Accelerator("A100", 312e12, 400, "bf16", "NVIDIA A100 datasheet (SXM 80 GB, dense)", 80, 2039e9),
+    # NVIDIA H100 datasheet: 989 TFLOPS bf16 dense (1979 with sparsity), up to 700 W (SXM), 80 GB at 3.35 TB/s.
+    "H100": Accelerator("H100", 989e12, 700, "bf16", "NVIDIA H100 datasheet (SXM, dense)", 80, 3.35e12),
+    # NVIDIA H200 datasheet: same compute as the H100 SXM (989 TFLOPS bf16 dense), up to 700 W, 141 GB at 4.8 TB/s.
+    "H200": Accelerator("H200", 989e12, 700, "bf16", "NVIDIA H200 datasheet (SXM, dense)", 141, 4.8e12),
 }
 CPU_WATTS_PER_CORE = 10.0   # assumption for "this CPU": a desktop/server core under full load
 
