@@ -1,6 +1,7 @@
 """RLHF: preference pairs, the reward model, PPO, DPO and GRPO."""
 import json
 import multiprocessing as mp
+import os
 import shutil
 import subprocess
 import sys
@@ -158,12 +159,16 @@ def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
              "rlhf.eval_prompts=8", "rlhf.grpo.group=4", f"reward.preferences={hh}"]
     cfg = micro_config(run.path.parent, "micro", "train.steps=120", *extra)
     preferences.append(run.path / "preferences.jsonl",
-                       preferences.record("Merhaba!", "Merhaba! Nasıl yardımcı olabilirim?", "xq", "a", "human-web"))
+                       preferences.record("Merhaba!", "Merhaba! Nasıl yardımcı olabilirim?", "xq", "a", "human-web",
+                                          user="u-test", consent=True))
+    with open(run.path / "preferences.jsonl", "a") as f:   # a person's choice kept without their consent
+        f.write(json.dumps({"prompt": "Selam", "chosen": "Selam!", "rejected": "x", "source": "human-web"}) + "\n")
     run_stage(cfg, run, "sft")
     summary = run_stage(cfg, run, "reward")
     # the micro model answers nothing right, so the judge's pairs are mostly refusals over written
     # compliance; the files supply the rest
     assert summary["judge_pairs"] > 0 and summary["file:preferences.jsonl"] == 1
+    assert summary["no_consent:preferences.jsonl"] == 1   # left out, and counted
     assert summary["file:hh_rlhf_harmless_test.jsonl.gz"] >= 2300 and 0.0 <= summary["heldout_accuracy"] <= 1.0
     pairs = preferences.load(run.path / "reward" / "pairs.jsonl", on_error="fail").pairs
     assert {p.source for p in pairs} >= {"human-web", "hh-rlhf", "judge"}
@@ -251,18 +256,60 @@ def test_label_command_records_choices_and_resumes(pretrained_copy, tmp_path):
     out = tmp_path / "prefs.jsonl"
     cmd = [sys.executable, "-m", "fidan.cli", "label", f"--run.root={run.path.parent}", "--run.name=micro",
            "--stage=pretrain", f"--prompts={prompts}", f"--out={out}"]
-    done = subprocess.run(cmd, input="a\nb\nzz\nt\ns\nq\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    refused = subprocess.run(cmd, input="n\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert refused.returncode == 0 and "nothing recorded (no consent)" in refused.stdout and not out.exists()
+    done = subprocess.run(cmd, input="y\na\nb\nzz\nt\ns\nq\n", capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "They train the next reward model" in done.stdout
     assert "type a, b, t (tie), s (skip) or q (quit)" in done.stdout
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["prompt"] for x in lines] == ["Where does Ayla live?", "What is 2 + 3?", "Merhaba!", "Tell me a story."]
     assert "tie" not in lines[0] and lines[2]["tie"] is True and lines[3]["skip"] is True
     assert all(x["source"] == "human-cli" and x["model"] == "micro-pretrain" for x in lines)
+    assert all(x["consent"] is True for x in lines) and len({x["user"] for x in lines}) == 1
     loaded = preferences.load(out, on_error="fail")
     assert len(loaded.pairs) == 3  # the skip is kept in the file but not trained on
-    again = subprocess.run(cmd, input="b\n", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    again = subprocess.run(cmd + ["--consent", "--user=u-me"], input="b\n", capture_output=True, text=True,
+                           cwd=ROOT, timeout=300)
     assert again.returncode == 0 and "1 prompts to label (4 already" in again.stdout
     assert json.loads(out.read_text().splitlines()[-1])["prompt"] == "Who are you?"
+    assert json.loads(out.read_text().splitlines()[-1])["user"] == "u-me"
+
+
+def test_consent_is_required_and_forget_takes_a_persons_records_back(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    with pytest.raises(ValueError, match="consent"):
+        preferences.append(path, preferences.record("q", "a", "b", "a", "human-web"))
+    assert not path.exists()                        # refused before anything was written
+    for i, user in enumerate(["u-ann", "u-bob", "u-ann"]):
+        preferences.append(path, preferences.record(f"q{i}", "good", "bad", "a", "human-web", user=user, consent=True))
+    preferences.append(path, preferences.record("judge", "good", "bad", "a", "judge"))   # not from a person
+    assert preferences.forget(path, "u-ann") == 2 and preferences.forget(path, "u-nobody") == 0
+    left = preferences.load(path, on_error="fail").pairs
+    assert [(p.prompt_text, p.user) for p in left] == [("q1", "u-bob"), ("judge", "")]
+
+
+def test_an_append_waiting_on_the_lock_survives_a_forget(tmp_path):
+    """forget replaces the file; an appender that was waiting for the old file's lock writes to the new one."""
+    import fcntl
+    import threading
+    path = tmp_path / "prefs.jsonl"
+    preferences.append(path, preferences.record("q0", "g", "b", "a", "human-web", user="u-ann", consent=True))
+    holder = open(path, "a+b")
+    fcntl.flock(holder, fcntl.LOCK_EX)              # forget's turn: it holds the lock ...
+    writer = threading.Thread(target=preferences.append, args=(path, preferences.record(
+        "q1", "g", "b", "a", "human-web", user="u-bob", consent=True)))
+    writer.start()                                   # ... while an append waits for it
+    import time as _time
+    _time.sleep(0.2)
+    replacement = tmp_path / "new.jsonl"
+    replacement.write_text("")
+    os.replace(replacement, path)                    # the file is replaced, as forget does
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    holder.close()
+    writer.join(5)
+    assert [p.prompt_text for p in preferences.load(path, on_error="fail").pairs] == ["q1"]
 
 
 def test_balanced_prompts_reach_the_harmful_share():
@@ -272,3 +319,22 @@ def test_balanced_prompts_reach_the_harmful_share():
     share = sum(p.kind == "harmful" for p in mixed) / len(mixed)
     assert abs(share - 0.25) < 0.01 and {p.text for p in mixed if p.kind == "harmful"} == {f"h{i}" for i in range(4)}
     assert judge.balanced(facts + harmful, 0.0) == facts + harmful
+
+
+def test_fidan_forget_removes_the_records_and_their_copies_and_marks_what_used_them_stale(tmp_path, capsys):
+    from fidan.cli import main
+    from fidan.rundir import RunDir
+    run = RunDir.for_config(micro_config(tmp_path, "kept"))
+    rec = lambda q, user: preferences.record(q, "good", "bad", "a", "human-web", user=user, consent=True)
+    for q, user in (("q0", "u-ann"), ("q1", "u-bob")):
+        preferences.append(run.path / "preferences.jsonl", rec(q, user))
+        preferences.append(run.path / "reward" / "pairs.jsonl", rec(q, user))
+    for stage in ("sft", "reward", "rlhf", "eval", "report"):
+        run.mark_done(stage, "h", {})
+    assert main(["forget", "--user", "u-ann", f"--run.root={tmp_path}", "--run.name=kept"]) == 0
+    said = capsys.readouterr().out
+    assert "removed 1 record of u-ann" in said and "stale now" in said
+    for name in ("preferences.jsonl", "reward/pairs.jsonl"):
+        assert [p.user for p in preferences.load(run.path / name, on_error="fail").pairs] == ["u-bob"]
+    assert sorted(p.stem for p in (run.path / "stages").glob("*.json")) == ["sft"]
+    assert main(["forget", "--user", "../etc", f"--run.root={tmp_path}", "--run.name=kept"]) == 2

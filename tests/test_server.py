@@ -141,11 +141,15 @@ def test_several_models_and_preferences(tok, tmp_path):
             c.chat.completions.create(model="gpt-4", messages=msgs, max_tokens=4)
         for choice in ("b", "tie", "skip"):
             r = httpx.post(f"{url}/v1/preferences", json={"prompt": "Hello", "a": "one", "b": "two",
-                                                           "choice": choice, "models": ["run-sft", "run-pretrain"]})
+                                                           "choice": choice, "models": ["run-sft", "run-pretrain"],
+                                                           "user": "u-web", "consent": True})
             assert r.status_code == 200, r.text
             assert str(tmp_path) not in r.text and "file" not in r.json()  # no server path in a response
         assert httpx.post(f"{url}/v1/preferences", json={"prompt": "x", "a": "1", "b": "2",
                                                           "choice": "maybe"}).status_code == 400
+        unconsented = httpx.post(f"{url}/v1/preferences", json={"prompt": "x", "a": "1", "b": "2", "choice": "a",
+                                                                "user": "u-web"})
+        assert unconsented.status_code == 403 and unconsented.json()["error"]["code"] == "consent_required"
     lines = [json.loads(x) for x in prefs.read_text().splitlines()]
     assert [(x.get("chosen"), x.get("rejected"), x.get("tie", False), x.get("skip", False)) for x in lines] == [
         ("two", "one", False, False), ("one", "two", True, False), (None, None, False, True)]

@@ -115,6 +115,8 @@ BAD = [  # (method, route, body, status, param or words in the message)
     ("POST", X, {"prompt": "x", "a": "1", "b": "2", "choice": "a", "models": ["m" * 201]}, 400, "models.0"),
     ("POST", X, raw('{"prompt": "x", "a": "\\ud800", "b": "2", "choice": "a"}'), 400, "a"),
     ("POST", X, {"a": "1", "b": "2", "choice": "a"}, 422, "prompt"),
+    ("POST", X, {"prompt": "x", "a": "1", "b": "2", "choice": "a"}, 403, "consent"),
+    ("POST", X, {"prompt": "x", "a": "1", "b": "2", "choice": "a", "user": "../x", "consent": True}, 400, "user"),
 ]
 
 
@@ -199,8 +201,9 @@ def app_prefs(app):
 
 
 def test_preferences_reveal_no_path_and_are_bounded(server, app, tmp_path):
-    r = send(server, "POST", X, {"prompt": "Hello", "a": "one", "b": "two", "choice": "a"})
-    assert r.status_code == 200 and r.json() == {"saved": True, "choice": "a"}
+    r = send(server, "POST", X, {"prompt": "Hello", "a": "one", "b": "two", "choice": "a", "user": "u-1",
+                                 "consent": True})
+    assert r.status_code == 200 and r.json() == {"saved": True, "choice": "a", "user": "u-1"}
     assert "/" not in r.text
     r = asgi_post(app, X, json.dumps({"prompt": "Hello", "a": "x" * 5_000_000, "b": "two", "choice": "a"}))
     check_error(r, 413, None)

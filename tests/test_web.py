@@ -84,9 +84,21 @@ def test_compare_mode_records_the_preference(page_url, browser):
     page.click("#send")
     page.wait_for_selector(".judge button[data-choice='b']", timeout=20_000)
     a, b = page.text_content("#answer-a .text"), page.text_content("#answer-b .text")
-    page.click(".judge button[data-choice='b']")
+    before = prefs.read_text() if prefs.exists() else ""
+    page.click(".judge button[data-choice='b']")             # no consent yet: nothing is written
     page.wait_for_selector("#saved", timeout=10_000)
+    assert "not saved" in page.text_content("#saved") and (prefs.read_text() if prefs.exists() else "") == before
+    assert "preferences.jsonl" in page.text_content("#consent-box")   # the page says what is kept and why
+    page.check("#consent")
+    page.click(".judge button[data-choice='b']")
+    page.wait_for_function("document.querySelector('#saved').textContent.startsWith('saved')", timeout=10_000)
     assert "saved (b)" in page.text_content("#saved")
     record = json.loads(prefs.read_text().splitlines()[-1])
     assert record["prompt"] == "Hello world" and record["chosen"] == b and record["rejected"] == a
     assert record["models"] == ["demo-sft", "demo-pretrain"] and record["source"] == "human-web"
+    user = page.text_content("#user-id")
+    assert record["consent"] is True and record["user"] == user and user.startswith("u-")
+    page.click("#forget")
+    page.wait_for_function("document.querySelector('#forget-note').textContent.startsWith('removed')")
+    assert "removed 1" in page.text_content("#forget-note")
+    assert all(json.loads(line).get("user") != user for line in prefs.read_text().splitlines())

@@ -24,7 +24,7 @@ from fidan.settings import comments
 from fidan.stages import EXTRA_STAGES, STAGES
 
 READS_RUN = ("sample", "chat", "label", "tokenize", "methods", "rlhf-compare", "sft", "classify", "reward", "rlhf",
-             "bpb", "eval", "report", "export", "serve")
+             "bpb", "eval", "report", "export", "serve", "forget")
 
 
 def settings_help(sections: dict[str, frozenset[str] | None], title: str) -> str:
@@ -158,11 +158,18 @@ def _parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("rlhf-compare", help="PPO, PPO without KL, DPO and GRPO on one table (rlhf-compare.md)")
     rc.add_argument("--only", default="", help="comma-separated variants: ppo, ppo-kl0, dpo, grpo (default: all)")
     common(rc)
+    fg = sub.add_parser("forget", help="remove one person's preference records and mark what trained on them stale")
+    fg.add_argument("--user", required=True, help="the anonymous id shown by `fidan label` or the chat page")
+    fg.add_argument("--file", action="append", default=[], help="another preference file to clean (repeatable)")
+    common(fg)
     lb = sub.add_parser("label", help="pick the better of two sampled answers per prompt (writes preferences)")
     lb.add_argument("--stage", help="which model answers: sft or rlhf (default: the newest)")
     lb.add_argument("--prompts", help=".txt (one per line) or .jsonl (prompt/question); default: the world's prompts")
     lb.add_argument("--out", help="preference file (default: the run's preferences.jsonl, read by `fidan reward`)")
     lb.add_argument("--limit", type=int, default=0, help="stop after this many prompts (0 = all)")
+    lb.add_argument("--user", help="your anonymous id (default: a new random one, printed)")
+    lb.add_argument("--consent", action="store_true",
+                    help="agree up front that your choices are kept to train the reward model (else you are asked)")
     common(lb)
     ch = sub.add_parser("chat", help="chat with the newest model of a run")
     ch.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
@@ -304,6 +311,20 @@ def _dispatch(args, cfg: Config) -> int:
         print(f"{len(args.text.encode('utf-8'))} bytes -> {len(ids)} tokens; decodes back exactly: "
               f"{tok.decode(ids) == args.text}")
         return 0
+    if args.command == "forget":
+        from fidan.commands.forget import forget
+        from fidan.rlhf import preferences
+        from fidan.rundir import RunDir
+        if not preferences.USER_ID.fullmatch(args.user):
+            raise FidanError(f"--user {args.user!r}: not an id fidan gives (letters, digits, '-', '_')")
+        result = forget(RunDir.for_config(cfg, create=False), args.user, [Path(f) for f in args.file])
+        for path, n in result["removed"].items():
+            print(f"{path}: removed {n} record{'s' if n != 1 else ''} of {args.user}")
+        if result["removed_copies"]:
+            print(f"reward/: removed {result['removed_copies']} copies the reward stage had kept")
+        if result["stale"]:
+            print(f"stale now (re-run `fidan pipeline` to train without them): {', '.join(result['stale'])}")
+        return 0
     if args.command == "label":
         from fidan.rlhf import judge
         from fidan.rlhf.label import label, read_prompts
@@ -315,8 +336,13 @@ def _dispatch(args, cfg: Config) -> int:
         else:
             raise FidanError("give --prompts FILE (.txt, one prompt per line, or .jsonl with a 'prompt' field)")
         out = Path(args.out) if args.out else run.path / "preferences.jsonl"
+        from fidan.rlhf import preferences
+        user = args.user or preferences.new_user_id()
+        if not preferences.USER_ID.fullmatch(user):
+            raise FidanError(f"--user {user!r}: use letters, digits, '-' and '_' (at most 64)")
         label(model, tok, prompts, out, max_tokens=cfg.reward.response_tokens, temperature=cfg.reward.temperature,
-              seed=cfg.run.seed, model_name=f"{run.path.name}-{folder.name}", limit=args.limit)
+              seed=cfg.run.seed, model_name=f"{run.path.name}-{folder.name}", limit=args.limit, user=user,
+              consent=args.consent)
         return 0
     if args.command == "chat":
         from fidan.infer.engine import SamplingParams

@@ -6,6 +6,11 @@ preference file at once (locked, whole line, fsynced: see ``preferences.append``
 a crash loses nothing already chosen, and prompts already in the file are not asked again. The
 reward stage reads the run's ``preferences.jsonl`` by default.
 
+Before anything is written the person is told what is kept (the prompt, both answers, the
+choice, the time, an anonymous id) and why (the next reward model trains on it), and is asked to
+agree; ``--consent`` gives that agreement on the command line. ``fidan forget --user ID`` takes
+the choices back.
+
 Prompts come from a file (``.txt``: one per line; ``.jsonl``: a ``prompt`` or ``question`` field)
 or, for the embedded world, from the reward stage's training prompts.
 """
@@ -50,9 +55,20 @@ def already_labelled(path: Path) -> set[str]:
 
 
 def label(model, tok, prompts: list[str], out: Path, *, max_tokens: int, temperature: float, seed: int,
-          model_name: str, ask: Callable[[str], str] = input, say: Callable[[str], None] = print,
-          limit: int = 0) -> Counter:
-    """Run the labelling loop; returns how many of each choice were recorded."""
+          model_name: str, user: str, consent: bool = False, ask: Callable[[str], str] = input,
+          say: Callable[[str], None] = print, limit: int = 0) -> Counter:
+    """Run the labelling loop; returns how many of each choice were recorded. Without ``consent``
+    the person is asked first, and nothing is written unless they agree."""
+    if not consent:
+        say(f"Your choices will be kept in {out}: each prompt, both answers, your choice, the time and your "
+            f"anonymous id {user}.\nThey train the next reward model. `fidan forget --user {user}` takes them back.")
+        try:
+            agreed = ask("Keep your choices for this? [y/N] ").strip().lower() in ("y", "yes")
+        except (EOFError, KeyboardInterrupt):
+            agreed = False
+        if not agreed:
+            say("nothing recorded (no consent)")
+            return Counter()
     seen = already_labelled(out)
     todo = [p for p in prompts if p not in seen]
     if limit:
@@ -79,7 +95,7 @@ def label(model, tok, prompts: list[str], out: Path, *, max_tokens: int, tempera
             say("  type a, b, t (tie), s (skip) or q (quit)")
         choice = KEYS[key]
         preferences.append(out, preferences.record(prompt, a, b, choice, "human-cli", model=model_name,
-                                                   time=int(time.time())))
+                                                   time=int(time.time()), user=user, consent=True))
         counts[choice] += 1
-    say(f"done; recorded {dict(counts)} in {out}")
+    say(f"done; recorded {dict(counts)} in {out} (your id: {user})")
     return counts

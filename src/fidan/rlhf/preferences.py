@@ -11,6 +11,12 @@ learns a difference of zero for them); ``"skip": true`` records a pair the perso
 judge (kept so a labelling session does not ask again, left out of training). Other keys
 (``source``, ``models``, ``time``, ...) are provenance.
 
+**Consent.** A record fidan takes from a person (``source`` starting with ``human``: the web
+page's compare mode, ``fidan label``) carries ``user`` (an anonymous id the person is shown),
+``time`` and ``"consent": true``, given in the page or the terminal before anything is written:
+:func:`append` refuses such a record without them, and :func:`load` leaves out (and counts) any
+that lacks them. :func:`forget` removes one person's records, atomically.
+
 Appends lock the file, write one whole line and fsync it, so an interrupted labelling session
 loses at most the pair being written, and two writers (the web page and ``fidan label``) never
 interleave. A line cut short by a crash is reported with its file and line number, not fatal.
@@ -20,6 +26,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import secrets
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +46,7 @@ class Pair:
     rejected: str
     tie: bool = False
     source: str = ""
+    user: str = ""             # the anonymous id of the person who chose (records from people only)
 
     @property
     def prompt_text(self) -> str:
@@ -49,6 +59,7 @@ class Pair:
 class LoadReport:
     pairs: list[Pair] = field(default_factory=list)
     skipped: int = 0                                   # "skip" records
+    no_consent: int = 0                                # records from people without consent, left out
     problems: list[str] = field(default_factory=list)  # bad lines, with file:line
 
 
@@ -60,6 +71,24 @@ def as_messages(prompt, where: str) -> Messages:
             and isinstance(m.get("content"), str) for m in prompt):
         return [{"role": m["role"], "content": m["content"]} for m in prompt]
     raise ValueError(f"{where}: 'prompt' must be a string or a list of {{role, content}} messages")
+
+
+USER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def from_person(record: dict) -> bool:
+    """Whether a record was taken from a person (and so needs their consent)."""
+    return str(record.get("source", "")).startswith("human")
+
+
+def consented(record: dict) -> bool:
+    return record.get("consent") is True and isinstance(record.get("user"), str) and bool(
+        USER_ID.fullmatch(record["user"]))
+
+
+def new_user_id() -> str:
+    """An anonymous id for one person: random, linked to nothing about them."""
+    return "u-" + secrets.token_hex(4)
 
 
 def parse_pair(record: dict, where: str) -> Pair | None:
@@ -76,7 +105,7 @@ def parse_pair(record: dict, where: str) -> Pair | None:
     if not isinstance(record["chosen"], str) or not isinstance(record["rejected"], str):
         raise ValueError(f"{where}: 'chosen' and 'rejected' must be strings")
     return Pair(as_messages(record["prompt"], where), record["chosen"], record["rejected"],
-                bool(record.get("tie", False)), str(record.get("source", "")))
+                bool(record.get("tie", False)), str(record.get("source", "")), str(record.get("user", "")))
 
 
 def split_transcript(text: str, where: str) -> Messages:
@@ -108,6 +137,9 @@ def load(path: str | Path, on_error: str = "skip") -> LoadReport:
     report = LoadReport()
     problems = Problems(report.problems)   # in line order with the records that do not parse as pairs
     for number, record in read_jsonl(path, on_error, problems, hint="; a line cut short by an interruption?"):
+        if isinstance(record, dict) and from_person(record) and not consented(record):
+            report.no_consent += 1
+            continue
         try:
             pair = parse_pair(record, f"{path}:{number}")
         except ValueError as e:
@@ -123,29 +155,83 @@ def load(path: str | Path, on_error: str = "skip") -> LoadReport:
 
 
 def append(path: str | Path, record: dict) -> None:
-    """Append one record as a whole line, under an exclusive lock, and make it durable."""
+    """Append one record as a whole line, under an exclusive lock, and make it durable. A record
+    from a person must carry their consent and anonymous id."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if from_person(record) and not consented(record):
+        raise ValueError("a choice made by a person is stored only with their consent and anonymous id "
+                         "('consent': true, 'user')")
     if "skip" not in record:
         parse_pair(record, str(path))  # refuse to write what could not be read back
     line = json.dumps({**record, "time": record.get("time", int(time.time()))}, ensure_ascii=False) + "\n"
-    with open(path, "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            f.seek(0, os.SEEK_END)
-            if f.tell():  # a previous writer killed mid-line leaves no newline: start a fresh line
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
-            f.write(line.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with _locked(path) as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():  # a previous writer killed mid-line leaves no newline: start a fresh line
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write(line.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def forget(path: str | Path, user: str) -> int:
+    """Remove every record of ``user`` from a preference file (rewritten atomically, under the
+    writers' lock); returns how many were removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with _locked(path) as f:
+        f.seek(0)
+        kept, removed = [], 0
+        for line in f.read().decode("utf-8", "replace").splitlines(keepends=True):
+            try:
+                mine = json.loads(line).get("user") == user
+            except (ValueError, AttributeError):
+                mine = False   # a torn or foreign line is not this person's to drop
+            if mine:
+                removed += 1
+            else:
+                kept.append(line)
+        if removed:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "wb") as out:
+                out.write("".join(kept).encode("utf-8"))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)   # writers waiting on the old file's lock reopen the new one
+    return removed
+
+
+class _locked:
+    """The preference file opened for appending and locked; when another writer replaced the
+    file while we waited (``forget``), the new one is opened and locked instead."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        while True:
+            f = open(self.path, "a+b")
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.f = f
+                return f
+            f.close()
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.f, fcntl.LOCK_UN)
+        self.f.close()
 
 
 def record(prompt: str | Messages, a: str, b: str, choice: str, source: str, **meta) -> dict:
-    """The line for a person's choice between answers ``a`` and ``b``: 'a', 'b', 'tie' or 'skip'."""
+    """The line for a person's choice between answers ``a`` and ``b``: 'a', 'b', 'tie' or 'skip'
+    (``meta`` carries ``user`` and ``consent`` for a person's choice)."""
     if choice == "skip":
         return {"prompt": prompt, "responses": [a, b], "skip": True, "source": source, **meta}
     if choice not in ("a", "b", "tie"):

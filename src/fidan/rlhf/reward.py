@@ -148,14 +148,17 @@ def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
         for problem in report.problems[:5]:
             say(f"  skipped {problem}")
         records = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "source": p.source or path.name,
-                    **({"tie": True} if p.tie else {})} for p in report.pairs]
+                    **({"tie": True} if p.tie else {}), **({"user": p.user, "consent": True} if p.user else {})}
+                   for p in report.pairs]
         # a tenth of every file is held out for the accuracy figure
         cut = len(records) - len(records) // 10
         train_records += records[:cut]
         heldout_records += records[cut:]
         counts[f"file:{path.name}"] = len(records)
+        counts[f"no_consent:{path.name}"] = report.no_consent
         say(f"{path}: {len(records)} pairs ({report.skipped} skipped by the labeller, "
-            f"{len(report.problems)} bad lines)")
+            f"{len(report.problems)} bad lines"
+            + (f", {report.no_consent} from people without consent, left out" if report.no_consent else "") + ")")
     if not train_records:
         raise FidanError("no preference pairs: the judge needs the embedded world (no --data.source), or give "
                          "files with --reward.preferences=FILE.jsonl (ours or HH-RLHF)")

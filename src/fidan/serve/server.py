@@ -142,6 +142,12 @@ class PreferenceRequest(BaseModel):
     b: Text
     choice: Literal["a", "b", "tie", "skip"]
     models: list[Annotated[Text, Field(max_length=200)]] = Field(default_factory=list)
+    user: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None   # the person's anonymous id
+    consent: bool = False           # the person agreed, on the page, that the choice is kept
+
+
+class ForgetRequest(BaseModel):
+    user: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -311,8 +317,12 @@ def create_app(models: GPT | dict[str, GPT], tok: FidanTokenizer, model_name: st
                 raise APIError(400, f"answer {field} longer than {limits.max_answer_chars} characters", param=field)
         if len(req.models) > limits.max_record_models:
             raise APIError(400, f"more than {limits.max_record_models} model names", param="models")
+        if not req.consent or not req.user:
+            raise APIError(403, "a choice is kept only with the person's consent: send \"consent\": true and "
+                                "their anonymous \"user\" id", code="consent_required", param="consent")
         try:
-            line = preferences.record(prompt, req.a, req.b, req.choice, "human-web", models=req.models)
+            line = preferences.record(prompt, req.a, req.b, req.choice, "human-web", models=req.models,
+                                      user=req.user, consent=True)
             await asyncio.get_running_loop().run_in_executor(None, preferences.append, preference_file, line)
         except ValueError as e:
             raise APIError(400, f"not a valid preference record ({public(e)})") from None
@@ -320,7 +330,17 @@ def create_app(models: GPT | dict[str, GPT], tok: FidanTokenizer, model_name: st
             log.error("cannot append to %s: %s", preference_file, e)
             raise APIError(500, "could not record the preference (the server's log says why)", "server_error",
                            "preferences_write_failed") from None
-        return {"saved": True, "choice": req.choice}
+        return {"saved": True, "choice": req.choice, "user": req.user}
+
+    @app.post("/v1/preferences/forget")
+    async def forget(req: ForgetRequest):
+        """Take one person's choices back (the page's "forget me"; ``fidan forget`` does the same
+        and also marks the stages trained on them as stale)."""
+        if preference_file is None:
+            raise APIError(404, "this server records no preferences", code="preferences_disabled")
+        removed = await asyncio.get_running_loop().run_in_executor(None, preferences.forget, preference_file,
+                                                                   req.user)
+        return {"user": req.user, "removed": removed}
 
     def pick_model(name: str | None) -> tuple[str, GPT]:
         if not name:
