@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import textwrap
 import typing
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = _split_overrides(extra)
         cfg = _config(args, overrides)
         args.overrides = tuple(overrides)
+        _distributed(cfg)
         return _dispatch(args, cfg)
     except FidanError as e:
         print(f"fidan: error: {e}", file=sys.stderr)
@@ -206,6 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nfidan: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _distributed(cfg: Config) -> None:
+    """Under torchrun: open the process group now (the stages meet at barriers before their
+    device is asked for), and let only rank 0 print."""
+    from fidan import dist
+    if dist.world_size() <= 1:
+        return
+    from fidan.context import pick_device
+    dist.init(pick_device(cfg.run.device).type)
+    if not dist.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 def _run_model(cfg: Config, stage: str | None, device: str):

@@ -12,9 +12,10 @@ import json
 import sys
 import time
 
+from fidan import dist
 from fidan.config import Config
 from fidan.rundir import RunDir
-from fidan.stages import BY_NAME, STAGES, context
+from fidan.stages import BY_NAME, STAGES, TRAINING, context
 
 
 def check(cfg: Config, names: list[str]) -> None:
@@ -36,17 +37,24 @@ def run_stage(cfg: Config, run: RunDir, name: str, force: bool = True, overrides
         ctx = context(cfg, run, name, quiet=quiet, overrides=overrides)
         instance = spec.instance(cfg)
         done = ctx.run.path / spec.out_folder(cfg) / spec.done
-        if not force and run.stage_hash(instance) == ctx.hash and done.exists():
+        # Under torchrun every rank follows rank 0's decision, and only rank 0 writes stamps.
+        if dist.broadcast(not force and run.stage_hash(instance) == ctx.hash and done.exists()):
             print(f"  {instance:<10} up to date, skipped")
             return None
         print(f"▶ {instance}: {spec.help}")
         t0 = time.perf_counter()
         # The old stamp goes before the stage touches its outputs: a stage that fails half-way
         # leaves no stamp claiming that its folder still holds what the old stamp described.
-        run.stamp(instance).unlink(missing_ok=True)
-        summary = importlib.import_module(spec.module).run(ctx)
+        if dist.is_main():
+            run.stamp(instance).unlink(missing_ok=True)
+        if dist.is_main() or name in TRAINING:  # other stages run on rank 0 alone
+            summary = importlib.import_module(spec.module).run(ctx)
+        else:
+            summary = {}
         summary = {"seconds": round(time.perf_counter() - t0, 1), **summary}
-        run.mark_done(instance, ctx.hash, summary, overrides)
+        if dist.is_main():
+            run.mark_done(instance, ctx.hash, summary, overrides)
+        dist.barrier()  # nobody reads the stage's outputs before rank 0 has written them
     print(f"✓ {instance:<10} " + "  ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
     return summary
 
