@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,9 @@ def load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     weights, optim = get_state_dict(model, optimizer)
     state = {"model": weights, "optimizer": optim}
     try:
-        dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.active())
+        with warnings.catch_warnings():  # one process reading a sharded checkpoint is what we mean
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.active())
     except Exception as e:  # DCP wraps the cause in several layers
         raise FidanError(f"{folder}: cannot read checkpoint ({str(e).splitlines()[0]})") from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
