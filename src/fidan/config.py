@@ -212,6 +212,7 @@ class ClassifyConfig:
     data: str = ""                 # "" = the run's sentiment set; else a jsonl with "text" and "label" (0/1)
     steps: int = setting(150, check=at_least(1))
     batch_size: int = setting(32, check=at_least(1))
+    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
     lr: float = setting(1e-3, check=positive)
     freeze_trunk: bool = False     # True: train only the new head
 
@@ -226,6 +227,7 @@ class RewardConfig:
     temperature: float = setting(1.0, check=non_negative)  # sampling temperature for the two answers
     steps: int = setting(120, check=at_least(1))
     batch_size: int = setting(16, check=at_least(1))  # pairs per step
+    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
     lr: float = setting(1e-4, check=positive)
     on_error: str = setting("skip", choices=("fail", "skip"))  # malformed preference lines: "skip" (counted,
                                    # reported) or "fail"
@@ -259,6 +261,7 @@ class PPOSettings:
 class DPOSettings:
     beta: float = setting(0.1, check=positive)  # the implicit KL weight
     batch: int = setting(16, check=at_least(1))  # pairs per step
+    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
 
 
 @dataclass

@@ -103,3 +103,36 @@ def share(items: Sequence[Any]) -> Sequence[Any]:
     """This rank's share of ``items``: every ``world_size``-th item from its rank on (disjoint, and
     together all of them)."""
     return items[rank()::world_size()]
+
+
+def all_mean(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the ranks (same keys on every rank)."""
+    if not active():
+        return dict(values)
+    keys = sorted(values)
+    return {k: v / world_size() for k, v in zip(keys, all_sum([values[k] for k in keys]))}
+
+
+def average_gradients(parameters) -> None:
+    """Average the ranks' gradients in place (``torch.distributed.all_reduce``), for the updates
+    the RL algorithms make outside the loop's DDP wrapper. A parameter without a gradient on this
+    rank contributes zeros, so every rank takes part in every reduction."""
+    if not active():
+        return
+    import torch
+    import torch.distributed as td
+
+    for p in parameters:
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        td.all_reduce(p.grad, op=td.ReduceOp.SUM)
+        p.grad.div_(world_size())
+
+
+def need_multiple(value: int, name: str) -> None:
+    """A per-step count that the ranks split evenly (one-line error otherwise)."""
+    from fidan.errors import FidanError
+    if value % world_size():
+        raise FidanError(f"{name}={value} must be a multiple of the {world_size()} ranks under torchrun")

@@ -63,6 +63,8 @@ class Task:
     load_state: Callable[[dict[str, Any]], None] | None = None
     export: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # what to save at the end (default: the model)
     describe: Callable[[dict[str, Any]], str] | None = None  # a progress line for an outer step's record
+    every_parameter_used: bool = False  # every trainable parameter gets a gradient each step (DDP skips a
+                                        # search for unused ones; heads on a trunk leave lm_head unused)
 
 
 def inherit(ctx: StageContext, **own: Any) -> TrainConfig:
@@ -157,7 +159,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
     quiet = ctx.quiet or not main
     say = (lambda *a: None) if quiet else tqdm.write
     kind = parallel.mode(cfg.parallel)
-    if cfg.grad_accum % world:
+    if cfg.grad_accum % world and task.step is None:
         raise FidanError(f"{task.name}: grad_accum={cfg.grad_accum} (micro-batches per step over all ranks) "
                          f"must be a multiple of the {world} ranks")
     accum = cfg.grad_accum // world  # this rank's share of each step's micro-batches
@@ -182,7 +184,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
     names = {id(p): n for n, p in model.named_parameters()}
     chosen = [names[id(p)] for p in task.parameters] if task.parameters is not None else None
     template = parallel.skeleton(model) if kind == "fsdp" else None
-    wrapped = parallel.wrap(model, kind, device, cfg.cpu_offload)
+    wrapped = parallel.wrap(model, kind, device, cfg.cpu_offload, find_unused=not task.every_parameter_used)
     trained = parallel.inner(wrapped)  # the module whose parameters the optimizer holds
     if task.optimizer is not None:
         optimizer = task.optimizer
@@ -254,7 +256,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
         done = step + 1
         if task.step is not None:  # an outer step: rollouts, then the stage's own updates
             record = task.step(step)
-            step_tokens = int(record.pop("tokens", 0))
+            step_tokens = int(dist.all_sum([record.pop("tokens", 0)])[0])
             elapsed += time.perf_counter() - t0
             tokens_seen += step_tokens
             metrics.log({"step": done, **record, "tokens": tokens_seen, "elapsed_s": round(elapsed, 2)})

@@ -40,7 +40,8 @@ def mode(requested: str) -> str:
     return requested if dist.active() else "none"
 
 
-def wrap(model: nn.Module, kind: str, device: torch.device, cpu_offload: bool = False) -> nn.Module:
+def wrap(model: nn.Module, kind: str, device: torch.device, cpu_offload: bool = False,
+         find_unused: bool = True) -> nn.Module:
     """The module to train: the model itself, a DDP wrapper, or the model sharded in place."""
     if kind == "none":
         return model
@@ -51,7 +52,7 @@ def wrap(model: nn.Module, kind: str, device: torch.device, cpu_offload: bool = 
         for p in model.parameters():
             p.requires_grad_(True)
         wrapped = _DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                       find_unused_parameters=not all(flags))
+                       find_unused_parameters=find_unused or not all(flags))
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
         return wrapped

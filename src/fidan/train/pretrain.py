@@ -123,6 +123,7 @@ def run(ctx: StageContext) -> dict:
         evaluate=lambda m: bits_per_byte(m, val_tokens, token_bytes, eval_batch, cfg.train.eval_tokens),
         flops_per_token=flops_per_token(model_cfg),
         info={"tokenizer": "tokenizer/tokenizer.json"},
+        every_parameter_used=True,
     )
     model, summary = train(model, cfg.train, task, ctx)
     if cfg.train.eval_tokens:  # the periodic evals used a subset; the final figure covers everything
