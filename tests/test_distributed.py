@@ -84,9 +84,21 @@ def assert_same_trajectory(a: Path, b: Path) -> None:
     assert len(ea) == len(eb) == 4 and max(abs(x - y) for x, y in zip(ea, eb)) < 1e-5
 
 
+def pipeline(root: Path, *extra: str) -> str:
+    """`fidan pipeline --nproc=2 --until=pretrain`: the training stage under torchrun."""
+    args = [sys.executable, "-m", "fidan", "pipeline", "--nproc=2", "--until=pretrain",
+            *[f"--{o}" for o in MICRO + list(extra)], f"--run.root={root}", "--run.name=micro"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
 def test_ddp_pretraining_matches_one_process_and_rank0_alone_writes(single, prepared_run, tmp_path):
+    """Through `fidan pipeline --nproc=2`: the data stages are up to date, pretrain runs under torchrun."""
     root = copy_run(prepared_run[1], tmp_path)
-    out = torchrun("pretrain", root, *PRETRAIN)
+    out = pipeline(root, *PRETRAIN)
+    assert "tokens     up to date, skipped" in out and "torch.distributed.run --nproc_per_node=2" in out
     run = root / "micro"
     assert_same_trajectory(single / "pretrain", run / "pretrain")
     # one writer: the same files as one process, one stamp, one progress line per stage
@@ -98,6 +110,8 @@ def test_ddp_pretraining_matches_one_process_and_rank0_alone_writes(single, prep
     a, _ = load_model(single / "pretrain", "cpu")
     b, _ = load_model(run / "pretrain", "cpu")
     assert max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values())) < 1e-4
+    again = pipeline(root, *PRETRAIN)  # finished: skipped, torchrun not started
+    assert "pretrain   up to date, skipped" in again and "torch.distributed.run" not in again
 
 
 def test_fsdp_pretraining_matches_one_process(single, fsdp_straight):

@@ -59,7 +59,9 @@ def run_stage(cfg: Config, run: RunDir, name: str, force: bool = True, overrides
     return summary
 
 
-def run_pipeline(cfg: Config, until: str | None = None, overrides: tuple[str, ...] = ()) -> RunDir:
+def run_pipeline(cfg: Config, until: str | None = None, overrides: tuple[str, ...] = (), launch=None) -> RunDir:
+    """Every stage in order; ``launch`` (``commands.scale.Launch``): the training stages under torchrun."""
+    from fidan.commands.scale import run_stage_torchrun, wants_torchrun
     run = RunDir.for_config(cfg)
     with run.lock():
         run.save_config(cfg)
@@ -68,7 +70,10 @@ def run_pipeline(cfg: Config, until: str | None = None, overrides: tuple[str, ..
         print(f"fidan pipeline → {run.path}/")
         t0 = time.perf_counter()
         for stage in STAGES:
-            run_stage(cfg, run, stage.name, force=False, overrides=overrides)
+            if wants_torchrun(launch, stage.name):
+                run_stage_torchrun(cfg, run, stage.name, launch, overrides)
+            else:
+                run_stage(cfg, run, stage.name, force=False, overrides=overrides)
             if stage.name == until:
                 break
     print(f"\ndone in {time.perf_counter() - t0:.0f} s. Run directory: {run.path}/")

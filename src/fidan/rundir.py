@@ -66,8 +66,9 @@ class RunDir:
     @contextmanager
     def lock(self, command: str | None = None) -> Iterator[None]:
         """Hold the run's writer lock; a second writer fails at once, naming the holder. Re-entrant
-        within one process. Under torchrun, rank 0 holds it for all the ranks."""
-        if self in _HELD or not dist.is_main():
+        within one process. Under torchrun, rank 0 holds it for all the ranks, or the ``fidan
+        pipeline --nproc`` that launched them does (``FIDAN_LOCK_HOLDER`` names the run)."""
+        if self in _HELD or not dist.is_main() or os.environ.get(LOCK_HOLDER_ENV) == str(self.path.resolve()):
             yield
             return
         self.path.mkdir(parents=True, exist_ok=True)
@@ -142,6 +143,7 @@ class RunDir:
 
 
 _HELD: set[RunDir] = set()
+LOCK_HOLDER_ENV = "FIDAN_LOCK_HOLDER"  # set by `fidan pipeline --nproc` for the torchrun it starts
 
 
 def latest(root: str | Path = "runs") -> RunDir:
