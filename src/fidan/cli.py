@@ -89,8 +89,18 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="a TOML config file")
 
     every = {f.name: None for f in dataclasses.fields(Config)}
-    common(sub.add_parser("pipeline", help="run every stage in order, skipping finished ones", formatter_class=raw,
-                          epilog=settings_help(every, "settings (every stage's):")))
+    pl = sub.add_parser("pipeline", help="run every stage in order, skipping finished ones", formatter_class=raw,
+                        epilog=settings_help(every, "settings (every stage's):"))
+    common(pl)
+    stage_names = [s.name for s in STAGES]
+    pl.add_argument("--until", choices=stage_names, help="stop after this stage")
+    pl.add_argument("--nproc", type=int, default=1,
+                    help="processes per node for the training stages (run under torchrun; the rest in this process)")
+    pl.add_argument("--nnodes", default="1", help="torchrun --nnodes (several machines)")
+    pl.add_argument("--node-rank", type=int, default=None, help="torchrun --node-rank")
+    pl.add_argument("--rdzv-endpoint", default="", help="torchrun --rdzv-endpoint HOST:PORT")
+    pl.add_argument("--rdzv-backend", default="c10d", help="torchrun --rdzv-backend")
+    pl.add_argument("--rdzv-id", default="", help="torchrun --rdzv-id (default: the run's name)")
     for stage in STAGES + EXTRA_STAGES:
         common(sub.add_parser(stage.name, help=stage.help, description=stage.help, formatter_class=raw,
                               epilog=stage_epilog(stage)))
@@ -220,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = _split_overrides(extra)
         cfg = _config(args, overrides)
         args.overrides = tuple(overrides)
+        _distributed(cfg)
         return _dispatch(args, cfg)
     except FidanError as e:
         print(f"fidan: error: {e}", file=sys.stderr)
@@ -230,6 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:   # the reader went away (`fidan estimate --check | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _distributed(cfg: Config) -> None:
+    """Under torchrun: open the process group now (the stages meet at barriers before their
+    device is asked for), and let only rank 0 print."""
+    from fidan import dist
+    if dist.world_size() <= 1:
+        return
+    from fidan.context import pick_device
+    dist.init(pick_device(cfg.run.device).type)
+    if not dist.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 def _run_model(cfg: Config, stage: str | None, device: str):
@@ -298,8 +321,10 @@ def _dispatch(args, cfg: Config) -> int:
             compare(cfg, run, names)
         return 0
     if args.command == "pipeline":
+        from fidan.commands.scale import Launch
         from fidan.pipeline import run_pipeline
-        run_pipeline(cfg, overrides=args.overrides)
+        launch = Launch(args.nproc, args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_backend, args.rdzv_id)
+        run_pipeline(cfg, until=args.until, overrides=args.overrides, launch=launch)
         return 0
     if args.command == "tokenize":
         from fidan.tokenizer.bpe import FidanTokenizer

@@ -114,7 +114,8 @@ class TrainConfig:
     """Pre-training's optimiser and loop; the other training stages state what they take from it."""
     steps: int = setting(1000, check=at_least(1))
     batch_size: int = setting(16, check=at_least(1))  # sequences per micro-batch
-    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step
+    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
+                                   # (torchrun: a multiple of the world size; each rank takes its share)
     lr: float = setting(3e-3, check=positive)
     min_lr_ratio: float = setting(0.1, check=fraction)  # final learning rate as a fraction of lr
     warmup_steps: int = setting(50, check=non_negative)
@@ -129,12 +130,15 @@ class TrainConfig:
     log_every: int = setting(10, exec_only=True, check=at_least(1))  # steps between metrics.jsonl records
     ckpt_every: int = setting(200, exec_only=True, check=at_least(1))  # steps between checkpoints
     keep_checkpoints: int = setting(2, exec_only=True, check=at_least(1))
+    parallel: str = setting("ddp", exec_only=True, choices=("ddp", "fsdp"))  # under torchrun: replicate the
+                                   # model (DDP) or shard it per block (FSDP2, sharded checkpoints)
+    cpu_offload: bool = setting(False, exec_only=True)  # fsdp: keep parameters and optimizer state on the CPU
 
 
 # The settings of [train] that every other training stage (sft, classify, reward, dpo) inherits:
 # the optimiser's shape and the loop's cadence. Their own sections set steps, batch and lr.
 INHERITED_TRAIN = ("beta1", "beta2", "grad_clip", "schedule", "min_lr_ratio", "log_every", "ckpt_every",
-                   "keep_checkpoints")
+                   "keep_checkpoints", "parallel", "cpu_offload")
 
 
 # Each fine-tuning method's own settings: a sub-table of [sft] (``[sft.lora]``), hashed only when
@@ -187,6 +191,7 @@ class SFTConfig:
     out: str = setting("sft", exec_only=True)  # output folder inside the run directory (later stages read it)
     steps: int = setting(200, check=at_least(1))
     batch_size: int = setting(16, check=at_least(1))
+    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
     lr: float = setting(5e-4, check=positive)  # gentle: 2e-3 overwrote what pre-training learned (BENCHMARKS.md)
     warmup_steps: int = setting(10, check=non_negative)
     weight_decay: float = setting(0.0, check=non_negative)
@@ -207,6 +212,7 @@ class ClassifyConfig:
     data: str = ""                 # "" = the run's sentiment set; else a jsonl with "text" and "label" (0/1)
     steps: int = setting(150, check=at_least(1))
     batch_size: int = setting(32, check=at_least(1))
+    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
     lr: float = setting(1e-3, check=positive)
     freeze_trunk: bool = False     # True: train only the new head
 
@@ -221,6 +227,7 @@ class RewardConfig:
     temperature: float = setting(1.0, check=non_negative)  # sampling temperature for the two answers
     steps: int = setting(120, check=at_least(1))
     batch_size: int = setting(16, check=at_least(1))  # pairs per step
+    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
     lr: float = setting(1e-4, check=positive)
     on_error: str = setting("skip", choices=("fail", "skip"))  # malformed preference lines: "skip" (counted,
                                    # reported) or "fail"
@@ -254,6 +261,7 @@ class PPOSettings:
 class DPOSettings:
     beta: float = setting(0.1, check=positive)  # the implicit KL weight
     batch: int = setting(16, check=at_least(1))  # pairs per step
+    grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
 
 
 @dataclass

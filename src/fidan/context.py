@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fidan import dist
 from fidan.atomic import file_sha256
 from fidan.errors import FidanError
 from fidan.settings import hashed_values
@@ -296,6 +297,7 @@ class StageContext:
         device = pick_device(self.cfg.run.device)
         if device.type == "cuda" and self.world_size > 1:
             device = torch.device("cuda", self.local_rank)
+        dist.init(device.type)  # under torchrun: the process group (NCCL on CUDA, else gloo)
         return device
 
     @property

@@ -12,10 +12,10 @@ import json
 import sys
 import time
 
-from fidan import atomic, staging
+from fidan import atomic, dist, staging
 from fidan.config import Config
 from fidan.rundir import RunDir
-from fidan.stages import BY_NAME, STAGES, context
+from fidan.stages import BY_NAME, STAGES, TRAINING, context
 
 
 def check(cfg: Config, names: list[str]) -> None:
@@ -33,11 +33,13 @@ def run_stage(cfg: Config, run: RunDir, name: str, force: bool = True, overrides
 
     The stage writes into its staging folder; its outputs and then its stamp replace the old
     ones only when it returns, so a stage that fails leaves the previous ones in place
-    (``fidan/staging.py``)."""
+    (``fidan/staging.py``). Under torchrun rank 0 alone prepares, commits and stamps."""
     spec = BY_NAME[name]
     with run.lock():
-        for finished in staging.recover(run.path):
-            print(f"  {finished:<10} finished moving its outputs into place (a crash had interrupted it)")
+        if dist.is_main():
+            for finished in staging.recover(run.path):
+                print(f"  {finished:<10} finished moving its outputs into place (a crash had interrupted it)")
+        dist.barrier()
         if force:
             check(cfg, [name])
         ctx = context(cfg, run, name, quiet=quiet, overrides=overrides)
@@ -45,29 +47,40 @@ def run_stage(cfg: Config, run: RunDir, name: str, force: bool = True, overrides
         folder = spec.out_folder(cfg)
         done = ctx.run.path / folder / spec.done
         stamp_hash = run.stage_hash(instance)
-        if not force and stamp_hash == ctx.hash and done.exists():
+        # Under torchrun every rank follows rank 0's decision, and only rank 0 writes stamps.
+        if dist.broadcast(not force and stamp_hash == ctx.hash and done.exists()):
             print(f"  {instance:<10} up to date, skipped")
             return None
         print(f"▶ {instance}: {spec.help}")
         t0 = time.perf_counter()
         if folder:
             final = run.path / folder
+            if dist.is_main():
+                staging.prepare(run.path, instance, final, ctx.hash, stamp_hash, spec.resume)
+            dist.barrier()  # every rank writes into, and resumes from, the folder rank 0 prepared
             ctx = context(cfg, run, name, quiet=quiet, overrides=overrides,
-                          staging=staging.prepare(run.path, instance, final, ctx.hash, stamp_hash, spec.resume))
-        else:  # writes into the run directory itself, one atomic file at a time: no staging
+                          staging=staging.folder(run.path, instance))
+        elif dist.is_main():  # writes into the run directory itself, one atomic file at a time: no staging
             run.stamp(instance).unlink(missing_ok=True)
-        summary = importlib.import_module(spec.module).run(ctx)
-        summary = {"seconds": round(time.perf_counter() - t0, 1), **summary}
-        record = run.stamp_record(instance, ctx.hash, summary, overrides)
-        if folder:
-            summary = staging.commit(run.path, instance, final, run.stamp(instance), record)["summary"]
+        if dist.is_main() or name in TRAINING:  # other stages run on rank 0 alone
+            summary = importlib.import_module(spec.module).run(ctx)
         else:
-            atomic.write_json(run.stamp(instance), record)
+            summary = {}
+        summary = {"seconds": round(time.perf_counter() - t0, 1), **summary}
+        if dist.is_main():
+            record = run.stamp_record(instance, ctx.hash, summary, overrides)
+            if folder:
+                summary = staging.commit(run.path, instance, final, run.stamp(instance), record)["summary"]
+            else:
+                atomic.write_json(run.stamp(instance), record)
+        dist.barrier()  # nobody reads the stage's outputs before rank 0 has moved them into place
     print(f"✓ {instance:<10} " + "  ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
     return summary
 
 
-def run_pipeline(cfg: Config, until: str | None = None, overrides: tuple[str, ...] = ()) -> RunDir:
+def run_pipeline(cfg: Config, until: str | None = None, overrides: tuple[str, ...] = (), launch=None) -> RunDir:
+    """Every stage in order; ``launch`` (``commands.scale.Launch``): the training stages under torchrun."""
+    from fidan.commands.scale import run_stage_torchrun, wants_torchrun
     run = RunDir.for_config(cfg)
     with run.lock():
         run.save_config(cfg)
@@ -76,7 +89,10 @@ def run_pipeline(cfg: Config, until: str | None = None, overrides: tuple[str, ..
         print(f"fidan pipeline → {run.path}/")
         t0 = time.perf_counter()
         for stage in STAGES:
-            run_stage(cfg, run, stage.name, force=False, overrides=overrides)
+            if wants_torchrun(launch, stage.name):
+                run_stage_torchrun(cfg, run, stage.name, launch, overrides)
+            else:
+                run_stage(cfg, run, stage.name, force=False, overrides=overrides)
             if stage.name == until:
                 break
     print(f"\ndone in {time.perf_counter() - t0:.0f} s. Run directory: {run.path}/")

@@ -12,7 +12,8 @@ not change what the next plain command does. ``<root>/.latest`` names the run cr
 
 One process writes into a run at a time: every writing command holds ``.lock`` (an ``fcntl``
 lock, released by the kernel when the process dies, so a crashed holder never blocks the next
-run); the file names the holder's PID and command for the message a second writer gets.
+run); the file names the holder's PID and command for the message a second writer gets. Under
+torchrun rank 0 takes the lock and is the only writer; the other ranks only read.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fidan import RUN_FORMAT, __version__, atomic
+from fidan import RUN_FORMAT, __version__, atomic, dist
 from fidan.config import Config, to_toml
 from fidan.errors import FidanError
 
@@ -41,7 +42,7 @@ class RunDir:
         the run is new, or when ``save_config`` says so (``fidan pipeline``)."""
         run = cls(Path(cfg.run.root) / cfg.run.name)
         run.check_format()
-        if create:
+        if create and dist.is_main():  # under torchrun, rank 0 alone creates and writes
             new = not (run.path / "fidan.json").exists()
             run.path.mkdir(parents=True, exist_ok=True)
             if new:
@@ -65,8 +66,9 @@ class RunDir:
     @contextmanager
     def lock(self, command: str | None = None) -> Iterator[None]:
         """Hold the run's writer lock; a second writer fails at once, naming the holder. Re-entrant
-        within one process."""
-        if self in _HELD:
+        within one process. Under torchrun, rank 0 holds it for all the ranks, or the ``fidan
+        pipeline --nproc`` that launched them does (``FIDAN_LOCK_HOLDER`` names the run)."""
+        if self in _HELD or not dist.is_main() or os.environ.get(LOCK_HOLDER_ENV) == str(self.path.resolve()):
             yield
             return
         self.path.mkdir(parents=True, exist_ok=True)
@@ -145,6 +147,7 @@ class RunDir:
 
 
 _HELD: set[RunDir] = set()
+LOCK_HOLDER_ENV = "FIDAN_LOCK_HOLDER"  # set by `fidan pipeline --nproc` for the torchrun it starts
 
 
 def latest(root: str | Path = "runs") -> RunDir:

@@ -95,6 +95,8 @@ EXTRA_STAGES = [
                       ("sentiment", "data", "data/sentiment"))),
 ]
 BY_NAME = {s.name: s for s in STAGES + EXTRA_STAGES}
+# The stages every rank of a torchrun job runs together (the others run on rank 0 alone).
+TRAINING = ("pretrain", "sft", "reward", "rlhf", "classify")
 
 
 def stage_hash(cfg: Config, name: str, run_path: Path | None = None) -> str:

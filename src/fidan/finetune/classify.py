@@ -108,13 +108,15 @@ def run(ctx: StageContext) -> dict:
         return F.cross_entropy(logits, y.to(logits.device)), int(lengths.sum())
 
     majority = max(test_y.float().mean().item(), 1 - test_y.float().mean().item())
-    tcfg = inherit(ctx, steps=c.steps, batch_size=c.batch_size, lr=c.lr, warmup_steps=min(10, c.steps),
-                   weight_decay=0.0, eval_every=c.steps + 1)
+    tcfg = inherit(ctx, steps=c.steps, batch_size=c.batch_size, grad_accum=c.grad_accum, lr=c.lr,
+                   warmup_steps=min(10, c.steps), weight_decay=0.0, eval_every=c.steps + 1)
     task = Task(name="classify", batch=batch, loss=loss, flops_per_token=flops_per_token(trunk.cfg),
                 info={"head": "sentiment (0 negative, 1 positive)", "freeze_trunk": c.freeze_trunk},
                 evaluate=None, parameters=[p for p in model.parameters() if p.requires_grad])
     before = accuracy(model, test_ids, test_len, test_y)
     model, summary = train(model, tcfg, task, ctx)
+    if ctx.rank != 0:  # under torchrun rank 0 alone scores the trained model
+        return summary
     after = accuracy(model, test_ids, test_len, test_y)
     ctx.say(f"sentiment accuracy on {len(test_rows)} held-out reviews: {after:.1%} "
             f"(untrained head {before:.1%}, majority class {majority:.1%})")

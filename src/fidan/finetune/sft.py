@@ -95,8 +95,8 @@ def run(ctx: StageContext) -> dict:
     source = s.data or "the run's generated set"
     ctx.say(f"sft: {len(conversations):,} conversations ({source}), method {method}")
     examples = encode_conversations(tok, conversations, model.cfg.context - model.cfg.prompt_tokens + 1)
-    tcfg = inherit(ctx, steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
-                   weight_decay=s.weight_decay, eval_every=s.steps + 1)
+    tcfg = inherit(ctx, steps=s.steps, batch_size=s.batch_size, grad_accum=s.grad_accum, lr=s.lr,
+                   warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, eval_every=s.steps + 1)
     task = Task(name=f"sft-{method}", batch=ChatBatches(examples, s.batch_size, tok.pad, ctx.cfg.run.seed),
                 loss=make_loss(s, prepared.teacher), flops_per_token=flops_per_token(model.cfg),
                 info={"tokenizer": "tokenizer/tokenizer.json", "method": method, "chat": True},
@@ -104,6 +104,8 @@ def run(ctx: StageContext) -> dict:
     trainable = sum(p.numel() for p in params)
     t0 = time.perf_counter()
     model, summary = train(model, tcfg, task, ctx)
+    if ctx.rank != 0:  # under torchrun rank 0 alone finishes, scores the model and writes the summary
+        return summary
     if prepared.finish is not None:  # e.g. LoRA: adapters saved alone, then merged into a plain model
         model = prepared.finish(model, out)
         save_model(out, model, {"stage": "sft", "method": method, "tokenizer": "tokenizer/tokenizer.json",

@@ -47,8 +47,11 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
         value, _ = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], c.dpo.beta)
         return value, int(seqs.last.sum() + len(seqs.last))
 
-    tcfg = inherit(ctx, steps=c.steps, batch_size=c.dpo.batch, lr=c.lr, warmup_steps=min(5, c.steps),
-                   weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=c.ckpt_every)
-    task = Task(name="dpo", batch=batch, loss=loss, flops_per_token=flops_per_token(policy.cfg), info=info)
+    tcfg = inherit(ctx, steps=c.steps, batch_size=c.dpo.batch, grad_accum=c.dpo.grad_accum, lr=c.lr,
+                   warmup_steps=min(5, c.steps), weight_decay=0.0, eval_every=c.steps + 1, ckpt_every=c.ckpt_every)
+    # every_parameter_used: the log-probabilities reach lm_head outside the model's forward, which DDP's
+    # search for unused parameters would count twice
+    task = Task(name="dpo", batch=batch, loss=loss, flops_per_token=flops_per_token(policy.cfg), info=info,
+                every_parameter_used=True)
     _, summary = train(policy, tcfg, task, ctx)
     return {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "pairs": len(encoded)}

@@ -18,6 +18,7 @@ import random
 
 import torch
 
+from fidan import dist
 from fidan.config import Config
 from fidan.context import StageContext
 from fidan.corpus.generate import eval_sets
@@ -74,19 +75,29 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
     def step(i: int) -> dict:
         rng = random.Random(cfg.run.seed * 7907 + i)
         picked = [problems[rng.randrange(len(problems))] for _ in range(per_step)]
+        picked = list(dist.share(picked))  # under torchrun: this rank's share of the step's groups
         prompts = [prompt_ids(tok, q, room) for q, _ in picked for _ in range(g.group)]
         answers_true = [a for _, a in picked for _ in range(g.group)]
         policy.eval()
         with ctx.autocast():
-            answers = sample(policy, tok, prompts, MATH_TOKENS, c.temperature, cfg.run.seed * 1000 + i)
+            answers = sample(policy, tok, prompts, MATH_TOKENS, c.temperature,
+                             cfg.run.seed * 1000 + i + 7 * dist.rank())
         rewards = torch.tensor([checker.reward({"answer": t}, tok.decode(a.ids))
                                 for a, t in zip(answers, answers_true)])
         adv = group_advantages(rewards, g.group)
         informative = rewards.view(-1, g.group).std(1) > 0
-        record = {"reward": round(float(rewards.mean()), 5),
-                  "groups_with_signal": round(float(informative.float().mean()), 5)}
+        record = {k: round(v, 5) for k, v in dist.all_mean(
+            {"reward": float(rewards.mean()), "groups_with_signal": float(informative.float().mean())}).items()}
         keep = informative.repeat_interleave(g.group).nonzero().squeeze(-1)
-        if len(keep):
+        if dist.all_sum([len(keep)])[0] and not len(keep):
+            # no signal here but on another rank: take part in every reduction with zero gradients
+            policy.train()
+            for _ in range(g.epochs):
+                optimizer.zero_grad(set_to_none=True)
+                dist.average_gradients(policy.parameters())
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), tcfg.grad_clip or float("inf"))
+                optimizer.step()
+        elif len(keep):
             seqs = pack([prompts[j] for j in keep], [answers[j].ids for j in keep], tok.pad).to(device)
             adv_k = adv[keep][:, None].to(device)
             with torch.no_grad(), ctx.autocast():
@@ -103,6 +114,7 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
                 loss = masked_mean(-surrogate + g.kl * k3, mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                dist.average_gradients(policy.parameters())
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), tcfg.grad_clip or float("inf"))
                 optimizer.step()
             record.update(loss=round(float(loss.detach()), 5),
@@ -114,6 +126,7 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
         return f"correct {record['reward']:.1%}  groups with signal {record['groups_with_signal']:.0%}"
 
     task = Task(name="grpo", step=step, optimizer=optimizer, describe=describe, info=info)
+    dist.need_multiple(per_step, "rlhf.prompts_per_step / rlhf.grpo.group")
     _, summary = train(policy, tcfg, task, ctx)
     rows = [r for _, r in read_jsonl(ctx.out / "metrics.jsonl")]
     return {"steps": c.steps, "train_seconds": summary["train_seconds"],

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fidan import atomic
+from fidan import atomic, dist
 from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT
@@ -135,7 +135,7 @@ class PPO:
         ref_logp = token_logprobs(self.ref, seqs)
         mask = seqs.mask.float()
         score = self.reward(seqs).float()
-        self.moments.update(score)
+        self.moments.update(torch.cat([s.to(device) for s in dist.gather(score.cpu())]))  # every rank's answers
         ended = torch.tensor([a.ended for a in answers], dtype=torch.float, device=device)
         final = score - self.moments.mean - c.no_eos_penalty * (1 - ended)
         kl = (logp - ref_logp) * mask
@@ -149,6 +149,7 @@ class PPO:
         if self.true_score is not None:
             texts = [self.tok.decode(a.ids) for a in answers]
             stats["judge_score"] = sum(self.true_score(prompt_index, texts)) / len(texts)
+        stats = dist.all_mean(stats)  # the step's statistics over every rank's rollouts
         return Rollout(seqs, logp, values, whiten(adv, mask), returns, stats)
 
     def update(self, ro: Rollout, generator: torch.Generator) -> dict[str, float]:
@@ -174,6 +175,7 @@ class PPO:
                 loss = masked_mean(pg, mask) + c.vf_coef * masked_mean(vf, mask)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                dist.average_gradients(self.model.parameters())
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()
                 with torch.no_grad():
@@ -185,7 +187,7 @@ class PPO:
         if c.target_kl > 0:  # adaptive KL: proportional control towards the target
             error = max(-0.2, min(0.2, ro.stats["kl"] / c.target_kl - 1))
             self.kl_coef *= 1 + error   # at most 20% per step
-        return {k: v / max(count, 1) for k, v in totals.items()}
+        return dist.all_mean({k: v / max(count, 1) for k, v in totals.items()})
 
 
 def describe(record: dict) -> str:
@@ -231,8 +233,9 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
     def step(i: int) -> dict:
         rng = random.Random(cfg.run.seed * 7919 + i)
         index = [rng.randrange(len(prompts)) for _ in range(c.prompts_per_step)]
+        index = list(dist.share(index))  # under torchrun: this rank's share of the step's prompts
         with ctx.autocast():
-            ro = algo.rollout([encoded[j] for j in index], index, cfg.run.seed * 1000 + i)
+            ro = algo.rollout([encoded[j] for j in index], index, cfg.run.seed * 1000 + i + 7 * dist.rank())
             stats = algo.update(ro, torch.Generator().manual_seed(i))
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in {**ro.stats, **stats}.items()} | \
             {"tokens": int(ro.seqs.mask.sum())}
@@ -246,8 +249,10 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
 
     task = Task(name="ppo", step=step, optimizer=optimizer, state=state, load_state=load_state,
                 export=lambda m: m.policy, describe=describe, info=info)
+    dist.need_multiple(c.prompts_per_step, "rlhf.prompts_per_step")
     _, summary = train(model, tcfg, task, ctx)
-    plot_reward_vs_kl(ctx.out / "metrics.jsonl", ctx.out / "reward_vs_kl.png")
+    if dist.is_main():
+        plot_reward_vs_kl(ctx.out / "metrics.jsonl", ctx.out / "reward_vs_kl.png")
     return {"steps": c.steps, "train_seconds": summary["train_seconds"], "final_kl_coef": algo.kl_coef}
 
 

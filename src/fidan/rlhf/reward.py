@@ -186,8 +186,9 @@ def run(ctx: StageContext) -> dict:
     out = ctx.out
     with ctx.autocast():
         pairs = collect_pairs(ctx, sft, tok)
-    write_jsonl(out / "pairs.jsonl", pairs["train"])
-    write_jsonl(out / "heldout_pairs.jsonl", pairs["heldout"])
+    if ctx.rank == 0:  # every rank collects the same pairs (seeded); one writes them
+        write_jsonl(out / "pairs.jsonl", pairs["train"])
+        write_jsonl(out / "heldout_pairs.jsonl", pairs["heldout"])
     context = sft.cfg.context
     train_set = encode_records(tok, pairs["train"], context)
     heldout = encode_records(tok, pairs["heldout"], context)
@@ -213,12 +214,14 @@ def run(ctx: StageContext) -> dict:
         return value, int(seqs.last.sum() + len(seqs.last))
 
     before = pairwise_accuracy(model, tok, heldout)
-    tcfg = inherit(ctx, steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=min(10, r.steps),
-                   weight_decay=0.0, eval_every=max(1, r.steps // 3), ckpt_every=r.steps)
+    tcfg = inherit(ctx, steps=r.steps, batch_size=r.batch_size, grad_accum=r.grad_accum, lr=r.lr,
+                   warmup_steps=min(10, r.steps), weight_decay=0.0, eval_every=max(1, r.steps // 3), ckpt_every=r.steps)
     task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg),
                 info={"head": "scalar reward (Bradley-Terry)"},
                 evaluate=(lambda m: {"heldout_accuracy": pairwise_accuracy(m, tok, heldout)}) if heldout else None)
     model, summary = train(model, tcfg, task, ctx)
+    if ctx.rank != 0:  # under torchrun rank 0 alone scores the trained model
+        return summary
     after = pairwise_accuracy(model, tok, heldout)
     train_acc = pairwise_accuracy(model, tok, train_set[:300])
     prompts_acc = pairwise_accuracy(model, tok, heldout_prompts) if heldout_prompts else None

@@ -111,6 +111,8 @@ def run(ctx: StageContext) -> dict:
     # still the SFT model's kind of model: eval and serving read "chat" (use the chat template) and "tokenizer"
     info = {**{k: sft_info[k] for k in ("tokenizer",) if k in sft_info}, "chat": True, "stage": "rlhf", "algo": c.algo}
     summary = algorithms.get(c.algo)(ctx, policy, ref, tok, info=info, response_tokens=response_tokens)
+    if ctx.rank != 0:  # under torchrun rank 0 alone evaluates and writes the summary
+        return summary
     with ctx.autocast():
         result = {"algo": c.algo, **summary, **evaluate(ctx, policy, ref, tok, response_tokens)}
     atomic.write_json(ctx.out / "summary.json", result)

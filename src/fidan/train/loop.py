@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fidan import atomic
+from fidan import atomic, dist
 from fidan.config import INHERITED_TRAIN, TrainConfig
 from fidan.context import StageContext
+from fidan.errors import FidanError
 from fidan.model.gpt import GPT
 from fidan.model.io import save_model
-from fidan.train import checkpoint
+from fidan.train import checkpoint, parallel
 from fidan.train.energy import run_energy_kwh
 from fidan.train.perf import matmul_peak_flops
 from fidan.train.schedule import lr_at
@@ -62,6 +63,8 @@ class Task:
     load_state: Callable[[dict[str, Any]], None] | None = None
     export: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # what to save at the end (default: the model)
     describe: Callable[[dict[str, Any]], str] | None = None  # a progress line for an outer step's record
+    every_parameter_used: bool = False  # every trainable parameter gets a gradient each step (DDP skips a
+                                        # search for unused ones; heads on a trunk leave lm_head unused)
 
 
 def inherit(ctx: StageContext, **own: Any) -> TrainConfig:
@@ -72,14 +75,16 @@ def inherit(ctx: StageContext, **own: Any) -> TrainConfig:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
-                   params: list[torch.nn.Parameter] | None = None) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only. Parameters whose gradient stays None (frozen) are
-    skipped by the update entirely, decay included, so they stay bit-for-bit unchanged."""
+                   params: list[torch.nn.Parameter] | None = None, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (``fused``: the one-kernel CUDA implementation).
+    Parameters whose gradient stays None (frozen) are skipped by the update entirely, decay
+    included, so they stay bit-for-bit unchanged."""
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+                             **({"fused": True} if fused else {}))
 
 
 class Metrics:
@@ -109,41 +114,103 @@ class Metrics:
         self.file.close()
 
 
+class _NoMetrics(Metrics):
+    """What a rank other than 0 keeps: nothing (rank 0 writes ``metrics.jsonl``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    """On CUDA, a batch of CPU tensors goes over in pinned memory without blocking the host."""
+    if device.type != "cuda":
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory().to(device, non_blocking=True) if batch.device.type == "cpu" else batch
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    return batch
+
+
 def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
           out: Path | None = None) -> tuple[GPT, dict[str, Any]]:
     """Train ``model`` per ``cfg`` on the context's device, resuming from ``<out>/ckpt`` if a
     checkpoint of the same stage hash exists; write the final model to ``out`` (default: the
-    stage's folder). Returns the trained model and a summary."""
+    stage's folder). Returns the trained model and a summary.
+
+    Under torchrun (``ctx.world_size`` > 1) every rank runs this with the same arguments.
+    ``grad_accum`` counts the micro-batches of one optimizer step over all ranks: rank ``r`` of
+    ``N`` takes micro-batches ``r*a .. r*a+a-1`` (``a = grad_accum / N``), so the step sees the
+    same micro-batches, and the same averaged gradient, at any world size: N ranks with ``a``
+    each equal one process with ``grad_accum = N*a``, the stage hash is the same, and a checkpoint
+    resumes at another world size. The model is replicated (``train.parallel=ddp``) or sharded
+    (``fsdp``, sharded checkpoints). Rank 0 alone writes metrics, checkpoints and the model."""
     out = out or ctx.out
-    quiet, config_hash = ctx.quiet, ctx.hash
+    config_hash = ctx.hash
     device = ctx.device
+    rank, world = dist.rank(), dist.world_size()
+    main = rank == 0
+    quiet = ctx.quiet or not main
     say = (lambda *a: None) if quiet else tqdm.write
+    kind = parallel.mode(cfg.parallel)
+    if cfg.grad_accum % world and task.step is None:
+        raise FidanError(f"{task.name}: grad_accum={cfg.grad_accum} (micro-batches per step over all ranks) "
+                         f"must be a multiple of the {world} ranks")
+    accum = cfg.grad_accum // world  # this rank's share of each step's micro-batches
+    if kind != "none" and task.step is not None and kind == "fsdp":
+        raise FidanError(f"{task.name}: train.parallel=fsdp is for the supervised stages; use "
+                         f"--train.parallel=ddp for on-policy RL")
     ckpt_root = out / "ckpt"
-    resumed = checkpoint.latest(ckpt_root, device, warn=say) if ckpt_root.exists() else None
-    if resumed and resumed.state.get("config_hash") != config_hash:
-        stale = out / f"ckpt-{resumed.state.get('config_hash', 'old')}"
-        say(f"checkpoints in {ckpt_root} are from another config; moved to {stale}, starting afresh")
-        ckpt_root.rename(stale)
-        resumed = None
-    if resumed:
+    found = None
+    if main and ckpt_root.exists():
+        found = checkpoint.newest_intact(ckpt_root, warn=say)
+        old = checkpoint.read(found, "cpu").state.get("config_hash", "old") if found is not None else config_hash
+        if old != config_hash:
+            stale = out / f"ckpt-{old}"
+            say(f"checkpoints in {ckpt_root} are from another config; moved to {stale}, starting afresh")
+            ckpt_root.rename(stale)
+            found = None
+    found = dist.broadcast(str(found) if found else None)
+    resumed = checkpoint.read(Path(found), device) if found else None
+    if resumed and not resumed.sharded:
         model.load_state_dict(resumed.weights)
     model.to(device)
-    optimizer = task.optimizer or make_optimizer(model, cfg, task.parameters)
+    names = {id(p): n for n, p in model.named_parameters()}
+    chosen = [names[id(p)] for p in task.parameters] if task.parameters is not None else None
+    template = parallel.skeleton(model) if kind == "fsdp" else None
+    wrapped = parallel.wrap(model, kind, device, cfg.cpu_offload, find_unused=not task.every_parameter_used)
+    trained = parallel.inner(wrapped)  # the module whose parameters the optimizer holds
+    if task.optimizer is not None:
+        optimizer = task.optimizer
+    else:
+        by_name = dict(trained.named_parameters())
+        optimizer = make_optimizer(trained, cfg, [by_name[n] for n in chosen] if chosen is not None else None,
+                                   fused=device.type == "cuda")
     start, tokens_seen, elapsed = 0, 0, 0.0
     if resumed:
-        optimizer.load_state_dict(resumed.state["optimizer"])
-        torch.set_rng_state(resumed.state["torch_rng"].cpu())
-        if "cuda_rng" in resumed.state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in resumed.state["cuda_rng"]])
+        if resumed.sharded:
+            checkpoint.load_sharded(resumed.folder, trained, optimizer)
+        else:
+            optimizer.load_state_dict(resumed.state["optimizer"])
+        rngs = resumed.state.get("rank_rng")
+        checkpoint.set_rng_state(rngs[rank] if rngs and rank < len(rngs) else
+                                 {"torch": resumed.state["torch_rng"], **({"cuda": resumed.state["cuda_rng"]}
+                                                                          if "cuda_rng" in resumed.state else {})})
         start = resumed.state["step"]
         tokens_seen, elapsed = resumed.state["tokens"], resumed.state["elapsed"]
         if task.load_state is not None:
             task.load_state(resumed.state["task"])
         say(f"resuming {task.name} from {resumed.folder.name} (step {start})")
     else:
-        torch.manual_seed(int(config_hash[:8], 16))
-    metrics = Metrics(out / "metrics.jsonl", start if resumed else None)
-    run_model = torch.compile(model) if ctx.cfg.run.compile else model
+        torch.manual_seed(int(config_hash[:8], 16) + rank)  # each rank its own dropout draws
+    metrics = Metrics(out / "metrics.jsonl", start if resumed else None) if main else _NoMetrics(out / "metrics.jsonl")
+    run_model = torch.compile(wrapped) if ctx.cfg.run.compile else wrapped
     autocast = ctx.autocast()
     peak = matmul_peak_flops(device.type)
     info = {"stage": task.name, "config_hash": config_hash, **(task.info or {})}
@@ -154,19 +221,31 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
         nonlocal last_eval
         if task.evaluate is None:
             return
-        model.eval()
+        wrapped.eval()
         with torch.no_grad(), autocast:
-            last_eval = task.evaluate(model)
-        model.train()
+            last_eval = task.evaluate(trained)
+        wrapped.train()
         metrics.log({"step": step, "eval": True, "tokens": tokens_seen, "elapsed_s": round(elapsed, 3),
                      "wall_s": round(time.perf_counter() - wall_start, 3), **last_eval})
         say(f"{task.name} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+
+    def save_checkpoint(done: int) -> None:
+        extra = {"tokens": tokens_seen, "elapsed": elapsed, "config_hash": config_hash}
+        if task.state is not None:
+            extra["task"] = task.state()
+        if kind == "fsdp":
+            checkpoint.save_sharded(ckpt_root, trained, optimizer, done, extra, info, cfg.keep_checkpoints)
+            return
+        rngs = dist.gather(checkpoint.rng_state())
+        if main:
+            checkpoint.save(ckpt_root, trained, optimizer, done, {**extra, "rank_rng": rngs}, info,
+                            cfg.keep_checkpoints)
 
     if start == 0:
         evaluate(0)
     elif start == cfg.steps:
         last_eval = metrics.last_eval()
-    model.train()
+    wrapped.train()
     bar = tqdm(total=cfg.steps, initial=start, desc=task.name, unit="step", disable=quiet or None,
                dynamic_ncols=True, mininterval=0.5)
     window_t, window_tokens = time.perf_counter(), 0
@@ -177,7 +256,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
         done = step + 1
         if task.step is not None:  # an outer step: rollouts, then the stage's own updates
             record = task.step(step)
-            step_tokens = int(record.pop("tokens", 0))
+            step_tokens = int(dist.all_sum([record.pop("tokens", 0)])[0])
             elapsed += time.perf_counter() - t0
             tokens_seen += step_tokens
             metrics.log({"step": done, **record, "tokens": tokens_seen, "elapsed_s": round(elapsed, 2)})
@@ -188,16 +267,23 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
             for group in optimizer.param_groups:
                 group["lr"] = lr
             total_loss, step_tokens = 0.0, 0
-            for micro in range(cfg.grad_accum):
-                batch = task.batch(step, micro)
-                with autocast:
-                    loss, n_tokens = task.loss(run_model, batch)
-                (loss / cfg.grad_accum).backward()
-                total_loss += loss.item() / cfg.grad_accum
+            for micro in range(accum):
+                batch = _to_device(task.batch(step, rank * accum + micro), device)
+                with parallel.accumulating(wrapped, kind, last=micro == accum - 1):
+                    with autocast:
+                        loss, n_tokens = task.loss(run_model, batch)
+                    (loss / accum).backward()  # DDP and FSDP average the ranks' gradients
+                total_loss += loss.item() / accum
                 step_tokens += n_tokens
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip or float("inf"))
+            if hasattr(grad_norm, "full_tensor"):  # a sharded model's norm is a DTensor
+                grad_norm = grad_norm.full_tensor()
+            grad_norm = grad_norm.item()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if world > 1:
+                total_loss, summed = dist.all_sum([total_loss, step_tokens])
+                total_loss, step_tokens = total_loss / world, int(summed)
             elapsed += time.perf_counter() - t0
             tokens_seen += step_tokens
             window_tokens += step_tokens
@@ -205,7 +291,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                 now = time.perf_counter()
                 tps = window_tokens / max(now - window_t, 1e-9)
                 window_t, window_tokens = now, 0
-                mfu = tps * task.flops_per_token / peak if task.flops_per_token else 0.0
+                mfu = tps * task.flops_per_token / (peak * world) if task.flops_per_token else 0.0
                 metrics.log({"step": done, "loss": round(total_loss, 6), "lr": lr, "grad_norm": round(grad_norm, 4),
                              "tokens": tokens_seen, "elapsed_s": round(elapsed, 3), "tok_per_s": round(tps, 1),
                              "mfu": round(mfu, 4)})
@@ -214,18 +300,19 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
         if done % cfg.eval_every == 0 or done == cfg.steps:
             evaluate(done)
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
-            extra = {"tokens": tokens_seen, "elapsed": elapsed, "config_hash": config_hash}
-            if task.state is not None:
-                extra["task"] = task.state()
-            checkpoint.save(ckpt_root, model, optimizer, done, extra, info, cfg.keep_checkpoints)
+            save_checkpoint(done)
     bar.close()
     if not last_eval and task.evaluate is not None:  # resumed from the final checkpoint
         evaluate(cfg.steps)
     metrics.close()
-    save_model(out, task.export(model) if task.export else model, {**info, "step": cfg.steps, "tokens": tokens_seen})
+    model = parallel.plain_copy(wrapped, kind, template, device)
+    if main:
+        save_model(out, task.export(model) if task.export else model,
+                   {**info, "step": cfg.steps, "tokens": tokens_seen})
+    dist.barrier()
     tps = tokens_seen / max(elapsed, 1e-9)
     return model, {"steps": cfg.steps, "tokens": tokens_seen, "train_seconds": round(elapsed, 1),
-                   "tokens_per_s": round(tps), "mfu": round(tps * task.flops_per_token / peak, 4),
+                   "tokens_per_s": round(tps), "mfu": round(tps * task.flops_per_token / (peak * world), 4),
                    "flops": float(tokens_seen * task.flops_per_token),
-                   "energy_kwh": round(run_energy_kwh(device.type, elapsed), 6), "device": device.type,
-                   **last_eval}
+                   "energy_kwh": round(run_energy_kwh(device.type, elapsed) * world, 6), "device": device.type,
+                   "world_size": world, "parallel": kind, **last_eval}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fidan import dist
 from fidan.context import StageContext
 from fidan.data.shards import load_meta, load_tokens
 from fidan.errors import FidanError
@@ -47,31 +48,44 @@ def next_token_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> tup
 @torch.no_grad()
 def bits_per_byte(model: GPT, tokens: np.ndarray, token_bytes: torch.Tensor, batch_size: int = 16,
                   max_tokens: int = 0) -> dict[str, float]:
-    """Corpus-level bits per byte on consecutive, non-overlapping windows covering ``tokens``."""
+    """Corpus-level bits per byte on consecutive, non-overlapping windows covering ``tokens``.
+
+    Under torchrun the windows are dealt out over the ranks and the sums added up, so the figure
+    is the one-process value; every rank runs the same number of forward passes (a sharded model
+    needs all of them at each one), the ranks short of a batch scoring a copy they do not count."""
     context = model.cfg.context
-    device = model.lm_head.weight.device
+    device = next(model.parameters()).device
     n = len(tokens) - 1
     if max_tokens:
         n = min(n, max_tokens)
     starts = list(range(0, n, context))
-    nats, nbytes, ntok = 0.0, 0, 0
+    full = [s for s in starts if s + context <= n]
+    tail = [s for s in starts if s + context > n]   # at most one, shorter window
+    mine = list(dist.share(full))
+    per_rank = -(-len(full) // dist.world_size())
+    batches = -(-per_rank // batch_size)
+    nats, nbytes, ntok = 0.0, 0.0, 0.0
     token_bytes = token_bytes.to(device)
-    for i in range(0, len(starts), batch_size):
-        group = starts[i:i + batch_size]
-        length = min(context, n - group[-1])  # the last window may be shorter
-        full = [s for s in group if s + context <= n]
-        for sel, t in ((full, context), ([s for s in group if s + context > n], length)):
-            if not sel:
-                continue
-            chunk = torch.from_numpy(np.stack([tokens[s:s + t + 1] for s in sel]).astype(np.int64)).to(device)
-            x, y = chunk[:, :-1], chunk[:, 1:]
-            logits = model(x).float()
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
-            b = token_bytes[y.reshape(-1)]
-            scored = b > 0
+
+    def score(sel: list[int], t: int, counted: bool) -> None:
+        nonlocal nats, nbytes, ntok
+        chunk = torch.from_numpy(np.stack([tokens[s:s + t + 1] for s in sel]).astype(np.int64)).to(device)
+        x, y = chunk[:, :-1], chunk[:, 1:]
+        logits = model(x).float()
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+        b = token_bytes[y.reshape(-1)]
+        scored = b > 0
+        if counted:
             nats += loss[scored].sum().item()
             nbytes += b.sum().item()
             ntok += scored.sum().item()
+
+    for i in range(batches):
+        sel = mine[i * batch_size:(i + 1) * batch_size]
+        score(sel or full[:1], context, bool(sel))
+    if tail:
+        score(tail, n - tail[0], dist.is_main())
+    nats, nbytes, ntok = dist.all_sum([nats, nbytes, ntok])
     return {"val_loss": nats / max(ntok, 1), "val_bpb": nats / (max(nbytes, 1) * math.log(2))}
 
 
@@ -109,6 +123,7 @@ def run(ctx: StageContext) -> dict:
         evaluate=lambda m: bits_per_byte(m, val_tokens, token_bytes, eval_batch, cfg.train.eval_tokens),
         flops_per_token=flops_per_token(model_cfg),
         info={"tokenizer": "tokenizer/tokenizer.json"},
+        every_parameter_used=True,
     )
     model, summary = train(model, cfg.train, task, ctx)
     if cfg.train.eval_tokens:  # the periodic evals used a subset; the final figure covers everything
