@@ -20,9 +20,10 @@ that takes the run's lock (:func:`recover`):
 
 Entries of the output folder that the new run did not produce stay (another stage's output
 nested inside it, such as ``data/tokens/``, or ``sft/methods/``). A re-run with the settings
-of the stamp in place starts its staging folder with hard links to the resumable state
-(``StageSpec.resume``: checkpoints, the data stage's shard work), so repeating a finished
-training stage resumes from its last checkpoint as before.
+of the stamp in place, or with no stamp at all (a run killed before staging existed), starts its
+staging folder with hard links to the resumable state (``StageSpec.resume``: checkpoints,
+metrics, the data stage's shard work), so repeating a finished training stage resumes from its
+last checkpoint as before; the training loop still checks each checkpoint's own hash.
 """
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def folder(run_path: Path, instance: str) -> Path:
 def prepare(run_path: Path, instance: str, final: Path, config_hash: str, stamp_hash: str | None,
             resume: tuple[str, ...]) -> Path:
     """The staging folder for this attempt: the previous attempt's when it had the same hash,
-    else a fresh one (seeded with links to ``final``'s resumable state when ``final`` was made
-    with this very hash)."""
+    else a fresh one (seeded with links to ``final``'s resumable state unless a stamp says
+    ``final`` was made with other settings)."""
     staging = folder(run_path, instance)
     try:
         same = (staging / HASH).read_text().strip() == config_hash
@@ -61,7 +62,7 @@ def prepare(run_path: Path, instance: str, final: Path, config_hash: str, stamp_
     tmp = staging.with_name(f".{instance}.new")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if stamp_hash == config_hash:
+    if stamp_hash in (None, config_hash):
         for name in resume:
             _link_copy(final / name, tmp / name)
     atomic.write_text(tmp / HASH, config_hash + "\n")
