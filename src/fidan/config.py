@@ -535,12 +535,14 @@ def validate(cfg: Config) -> None:
     for section in dataclasses.fields(cfg):
         check_fields(getattr(cfg, section.name), section.name)
     m = cfg.model
-    if m.d_model % m.n_head:
-        raise FidanError(f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head})")
+    if m.d_model % m.n_head and not m.head_size:
+        raise FidanError(f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head}), "
+                         f"or give model.head_size")
     if m.n_head % m.n_kv_head:
         raise FidanError(f"model.n_head ({m.n_head}) must be divisible by model.n_kv_head ({m.n_kv_head})")
-    if (m.d_model // m.n_head) % 2:
-        raise FidanError("model.d_model / model.n_head must be even (RoPE rotates pairs of dimensions)")
+    if m.head_dim % 2:
+        raise FidanError("model.d_model / model.n_head (or model.head_size) must be even "
+                         "(RoPE rotates pairs of dimensions)")
 
 
 # ---------------------------------------------------------------------------------------------
