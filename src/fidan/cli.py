@@ -121,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     common(bp)
     ex = sub.add_parser("export", help="write a run's model as a Hugging Face transformers folder "
                                        "(Llama, Qwen2 or Mistral)")
-    ex.add_argument("--format", default="hf", choices=["hf"])
-    ex.add_argument("--out", required=True, help="folder to write")
+    ex.add_argument("--format", default="hf", choices=["hf", "gguf"],
+                    help="hf: a transformers folder with a model card; gguf: one file for llama.cpp and Ollama")
+    ex.add_argument("--out", required=True, help="folder to write (hf), or file (gguf, e.g. model.gguf)")
     ex.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
     ex.add_argument("--force", action="store_true", help="replace --out even if it is not a fidan export")
     common(ex)
@@ -235,6 +236,12 @@ def _dispatch(args, cfg: Config) -> int:
         from fidan.serve.card import model_card
         from fidan.serve.export import architecture, check_exportable, export_hf
         run, folder, model, tok = _run_model(cfg, args.stage, "cpu")
+        if args.format == "gguf":
+            from fidan.serve.gguf_export import export_gguf
+            out = export_gguf(model, tok, args.out, name=f"{run.path.name}-{folder.name}")
+            print(f"wrote {out} ({folder.name} model of {run.path.name}); run it with llama.cpp: "
+                  f"llama-cli -m {out} -cnv, or in Ollama through a Modelfile (FROM {out})")
+            return 0
         check_exportable(model.cfg)
         card = model_card(run, folder, model, tok, architecture(model.cfg), cfg.to_dict(), where=args.out)
         out = export_hf(model, tok, args.out, force=args.force, card=card)
