@@ -129,12 +129,15 @@ class TrainConfig:
     log_every: int = setting(10, exec_only=True, check=at_least(1))  # steps between metrics.jsonl records
     ckpt_every: int = setting(200, exec_only=True, check=at_least(1))  # steps between checkpoints
     keep_checkpoints: int = setting(2, exec_only=True, check=at_least(1))
+    log_to: str = setting("none", exec_only=True, choices=("none", "tensorboard", "wandb", "tensorboard,wandb"))
+                                   # dashboards that also get every metrics.jsonl record: TensorBoard files in
+                                   # the run's tb/, Weights & Biases (offline with WANDB_MODE=offline)
 
 
 # The settings of [train] that every other training stage (sft, classify, reward, dpo) inherits:
 # the optimiser's shape and the loop's cadence. Their own sections set steps, batch and lr.
 INHERITED_TRAIN = ("beta1", "beta2", "grad_clip", "schedule", "min_lr_ratio", "log_every", "ckpt_every",
-                   "keep_checkpoints")
+                   "keep_checkpoints", "log_to")
 
 
 # Each fine-tuning method's own settings: a sub-table of [sft] (``[sft.lora]``), hashed only when
