@@ -159,3 +159,22 @@ def test_a_fidan_export_round_trips_with_a_tied_head_and_biases(tmp_path):
     assert again.cfg.tie_embeddings and again.cfg.attn_bias == "qkv"
     assert FidanTokenizer.load(tmp_path / "back").native  # fidan's own tokenizer comes back as fidan's
     assert torch.allclose(_logits(again, ids), _logits(model, ids), atol=1e-6)
+
+
+def test_the_server_and_chat_speak_the_imported_models_template(tmp_path):
+    from fidan.infer.engine import SamplingParams, generate
+    from fidan.serve.server import create_app
+    from test_server import serving
+    openai = pytest.importorskip("openai")
+    build("qwen2", tmp_path / "hf")
+    import_hf(tmp_path / "hf", tmp_path / "ours")
+    model, tok = load_for_inference(tmp_path / "ours", device="cpu")
+    messages = [{"role": "user", "content": "What is two plus three?"}]
+    prompt, _ = render(tok, messages, add_generation_prompt=True)
+    want = list(generate(model, prompt, SamplingParams(temperature=0, max_tokens=6, stop_ids=set(tok.stop_ids))))
+    with serving(create_app(model, tok, "imported")) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=30)
+        got = client.chat.completions.create(model="imported", messages=messages, max_tokens=6, temperature=0)
+    assert got.usage.prompt_tokens == len(prompt)  # ChatML, with the template's default system turn
+    assert got.usage.completion_tokens == len(want)  # the same greedy tokens (a cut character is held back)
+    assert tok.decode([i for i in want if i not in tok.stop_ids]).startswith(got.choices[0].message.content)

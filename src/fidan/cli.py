@@ -295,7 +295,13 @@ def _dispatch(args, cfg: Config) -> int:
         return 0
     if args.command == "tokenize":
         from fidan.tokenizer.bpe import FidanTokenizer
-        path = args.tokenizer or RunDir.for_config(cfg, create=False).require("tokenizer/tokenizer.json", "tokenizer")
+        run = RunDir.for_config(cfg, create=False)
+        path = args.tokenizer
+        if path is None and not (run.path / "tokenizer" / "tokenizer.json").exists():
+            from fidan.serve.loading import model_folder  # an imported model's own tokenizer
+            own = model_folder(run) / "tokenizer.json"
+            path = own if own.exists() else None
+        path = path or run.require("tokenizer/tokenizer.json", "tokenizer")
         tok = FidanTokenizer.load(path)
         ids = tok.encode(args.text)
         print(f"ids:    {ids}")
