@@ -7,7 +7,8 @@ import torch
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig
 from fidan.model.io import load_model
-from fidan.serve.export import export_hf, import_hf
+from fidan.serve.export import export_hf
+from fidan.serve.hf_import import import_hf
 from fidan.tokenizer.bpe import train_tokenizer
 from fidan.tokenizer.chat import render
 

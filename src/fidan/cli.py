@@ -143,14 +143,16 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("file", help="a .txt/.md/.jsonl file (optionally .gz)")
     bp.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
     common(bp)
-    ex = sub.add_parser("export", help="write a run's model as a Hugging Face transformers folder (Llama)")
-    ex.add_argument("--format", default="hf", choices=["hf"])
-    ex.add_argument("--out", required=True, help="folder to write")
+    ex = sub.add_parser("export", help="write a run's model as a Hugging Face transformers folder "
+                                       "(Llama, Qwen2 or Mistral)")
+    ex.add_argument("--format", default="hf", choices=["hf", "gguf"],
+                    help="hf: a transformers folder with a model card; gguf: one file for llama.cpp and Ollama")
+    ex.add_argument("--out", required=True, help="folder to write (hf), or file (gguf, e.g. model.gguf)")
     ex.add_argument("--stage", help="which model: pretrain, sft or rlhf (default: the newest)")
     ex.add_argument("--force", action="store_true", help="replace --out even if it is not a fidan export")
     common(ex)
-    im = sub.add_parser("import", help="bring a Llama-architecture Hugging Face folder into a run as its "
-                                       "pretrain model")
+    im = sub.add_parser("import", help="bring a Hugging Face Llama, Qwen2 or Mistral folder (with its own "
+                                       "tokenizer and chat template) into a run as its pretrain model")
     im.add_argument("folder")
     common(im)
     sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP API and chat page for a run's models")
@@ -278,21 +280,35 @@ def _dispatch(args, cfg: Config) -> int:
               f"({r['tokens']:,} tokens, {folder.name} model of {run.path.name})")
         return 0
     if args.command == "export":
-        from fidan.serve.export import export_hf
+        from fidan.serve.card import model_card
+        from fidan.serve.export import architecture, check_exportable, export_hf
         run, folder, model, tok = _run_model(cfg, args.stage, "cpu")
-        out = export_hf(model, tok, args.out, force=args.force)
+        if args.format == "gguf":
+            from fidan.serve.gguf_export import export_gguf
+            out = export_gguf(model, tok, args.out, name=f"{run.path.name}-{folder.name}")
+            print(f"wrote {out} ({folder.name} model of {run.path.name}); run it with llama.cpp: "
+                  f"llama-cli -m {out} -cnv, or in Ollama through a Modelfile (FROM {out})")
+            return 0
+        check_exportable(model.cfg)
+        card = model_card(run, folder, model, tok, architecture(model.cfg), cfg.to_dict(), where=args.out)
+        out = export_hf(model, tok, args.out, force=args.force, card=card)
         print(f"wrote {out}/ ({folder.name} model of {run.path.name}); load it with "
               f"AutoModelForCausalLM.from_pretrained('{out}')")
         return 0
     if args.command == "import":
-        from fidan.serve.export import import_hf
+        from fidan.serve.hf_import import import_hf
+        from fidan.stages import stage_hash
         run = RunDir.for_config(cfg)
         target = run.path / "pretrain"
         if (target / "model.safetensors").exists():
             raise FidanError(f"{target} already holds a model; import into a new run with --run.name=<name>")
         with run.lock():
             import_hf(args.folder, target)
-        print(f"imported {args.folder} into {target}/; try: fidan chat --run.name={run.path.name}")
+            # stamped as this run's pretrain stage, so `fidan pipeline` builds on it instead of training anew
+            run.mark_done("pretrain", stage_hash(cfg, "pretrain", run.path), {"imported": str(args.folder)},
+                          args.overrides)
+        print(f"imported {args.folder} into {target}/ (with its own tokenizer and chat template); next: "
+              f"fidan sft --run.name={run.path.name} --sft.data=FILE, or fidan chat --run.name={run.path.name}")
         return 0
     if args.command == "serve":
         from fidan.serve.loading import STAGE_PREFERENCE, load_for_inference, model_folder
@@ -328,7 +344,13 @@ def _dispatch(args, cfg: Config) -> int:
         return 0
     if args.command == "tokenize":
         from fidan.tokenizer.bpe import FidanTokenizer
-        path = args.tokenizer or RunDir.for_config(cfg, create=False).require("tokenizer/tokenizer.json", "tokenizer")
+        run = RunDir.for_config(cfg, create=False)
+        path = args.tokenizer
+        if path is None and not (run.path / "tokenizer" / "tokenizer.json").exists():
+            from fidan.serve.loading import model_folder  # an imported model's own tokenizer
+            own = model_folder(run) / "tokenizer.json"
+            path = own if own.exists() else None
+        path = path or run.require("tokenizer/tokenizer.json", "tokenizer")
         tok = FidanTokenizer.load(path)
         ids = tok.encode(args.text)
         print(f"ids:    {ids}")

@@ -133,12 +133,15 @@ class TrainConfig:
     parallel: str = setting("ddp", exec_only=True, choices=("ddp", "fsdp"))  # under torchrun: replicate the
                                    # model (DDP) or shard it per block (FSDP2, sharded checkpoints)
     cpu_offload: bool = setting(False, exec_only=True)  # fsdp: keep parameters and optimizer state on the CPU
+    log_to: str = setting("none", exec_only=True, choices=("none", "tensorboard", "wandb", "tensorboard,wandb"))
+                                   # dashboards that also get every metrics.jsonl record: TensorBoard files in
+                                   # the run's tb/, Weights & Biases (offline with WANDB_MODE=offline)
 
 
 # The settings of [train] that every other training stage (sft, classify, reward, dpo) inherits:
 # the optimiser's shape and the loop's cadence. Their own sections set steps, batch and lr.
 INHERITED_TRAIN = ("beta1", "beta2", "grad_clip", "schedule", "min_lr_ratio", "log_every", "ckpt_every",
-                   "keep_checkpoints", "parallel", "cpu_offload")
+                   "keep_checkpoints", "parallel", "cpu_offload", "log_to")
 
 
 # Each fine-tuning method's own settings: a sub-table of [sft] (``[sft.lora]``), hashed only when
@@ -543,12 +546,14 @@ def validate(cfg: Config) -> None:
     for section in dataclasses.fields(cfg):
         check_fields(getattr(cfg, section.name), section.name)
     m = cfg.model
-    if m.d_model % m.n_head:
-        raise FidanError(f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head})")
+    if m.d_model % m.n_head and not m.head_size:
+        raise FidanError(f"model.d_model ({m.d_model}) must be divisible by model.n_head ({m.n_head}), "
+                         f"or give model.head_size")
     if m.n_head % m.n_kv_head:
         raise FidanError(f"model.n_head ({m.n_head}) must be divisible by model.n_kv_head ({m.n_kv_head})")
-    if (m.d_model // m.n_head) % 2:
-        raise FidanError("model.d_model / model.n_head must be even (RoPE rotates pairs of dimensions)")
+    if m.head_dim % 2:
+        raise FidanError("model.d_model / model.n_head (or model.head_size) must be even "
+                         "(RoPE rotates pairs of dimensions)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -320,6 +320,13 @@ class StageContext:
                              f"--run.name={self.run.path.name}` first")
         return path
 
+    def tokenizer_of(self, model: str) -> Path:
+        """The tokenizer of the model input ``model``: the model's own (``tokenizer.json`` in its
+        folder: a model imported from Hugging Face, and every model trained from one), else the
+        run's ``tokenizer`` input. The chat template comes with it (``tokenizer_config.json``)."""
+        own = self.input(model).parent / "tokenizer.json"
+        return own if own.exists() else self.input("tokenizer")
+
     def has_input(self, name: str) -> bool:
         return name in self.inputs and (self.run.path / self.inputs[name]).exists()
 

@@ -147,7 +147,21 @@ def facts(run: RunDir) -> list[tuple[str, str]]:
            ("fine-tuning", f"{stamps['sft'].get('tokens', 0):,} assistant tokens in "
                            f"{stamps['sft'].get('train_seconds', '?')} s" if stamps["sft"] else "not run"),
            ("hardware", f"{platform.machine()}, {os.cpu_count()} CPU cores, device {pre.get('device', 'cpu')}")]
-    return out
+    return out + dashboards(run)
+
+
+def dashboards(run: RunDir) -> list[tuple[str, str]]:
+    """Where the training dashboards are (``--train.log_to``), when the run has any."""
+    links = []
+    if (run.path / "tb").is_dir():
+        links.append(f"TensorBoard: `tensorboard --logdir {run.path / 'tb'}`")
+    offline = sorted((run.path / "wandb").glob("offline-run-*"))
+    online = sorted((run.path / "wandb").glob("run-*"))
+    if offline:
+        links.append(f"Weights & Biases (offline): `wandb sync {run.path / 'wandb'}/offline-run-*`")
+    if online:
+        links.append(f"Weights & Biases: project fidan, runs {', '.join(p.name for p in online)}")
+    return [("dashboards", "; ".join(links))] if links else []
 
 
 def run(ctx: StageContext) -> dict:

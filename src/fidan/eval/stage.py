@@ -17,17 +17,21 @@ MODEL_STAGES = ("pretrain", "sft", "rlhf")
 
 def run(ctx: StageContext) -> dict:
     from fidan.train.pretrain import bits_per_byte, token_bytes_for
-    tok = FidanTokenizer.load(ctx.input("tokenizer"))
-    meta = load_meta(ctx.input("tokens"))
-    val = load_tokens(ctx.input("tokens").parent / "val.bin", meta)
+    val = None
     summary = {}
     for stage in MODEL_STAGES:
         if not ctx.has_input(stage):
             continue
+        tok_path = ctx.tokenizer_of(stage)   # a model imported from Hugging Face brings its own
+        tok = FidanTokenizer.load(tok_path)
         model, info = load_model(ctx.input(stage).parent, ctx.device)
         model.eval()
         with ctx.autocast():
-            bpb = bits_per_byte(model, val, token_bytes_for(tok, model.cfg.vocab_size), 32)["val_bpb"]
+            bpb = None
+            if ctx.has_input("tokens") and ctx.has_input("tokenizer") and tok_path == ctx.input("tokenizer"):
+                if val is None:  # the token shards are in the run tokenizer's ids
+                    val = load_tokens(ctx.input("tokens").parent / "val.bin", load_meta(ctx.input("tokens")))
+                bpb = bits_per_byte(model, val, token_bytes_for(tok, model.cfg.vocab_size), 32)["val_bpb"]
             scores = evaluate_model(model, tok, info, ctx.cfg, ctx.run.path, val_bpb=bpb)
         atomic.write_json(ctx.out / f"{stage}.json", scores)
         summary[f"{stage}_seconds"] = scores["eval_seconds"]

@@ -21,7 +21,7 @@ from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model
 from fidan.records import read_jsonl
-from fidan.tokenizer.bpe import FidanTokenizer
+from fidan.tokenizer.bpe import FidanTokenizer, carry
 from fidan.train.loop import Task, inherit, train
 
 
@@ -81,7 +81,8 @@ def accuracy(model: Classifier, ids, lengths, labels, batch: int = 128) -> float
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     c = cfg.classify
-    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    tok = FidanTokenizer.load(ctx.tokenizer_of("base"))
+    carry(ctx.input("base").parent, ctx.out)
     if c.data:
         rows = load_labelled(Path(c.data))
         cut = int(len(rows) * 0.8)

@@ -15,9 +15,10 @@ def freeze_all(model: nn.Module) -> None:
 
 def select(model: nn.Module, spec: str) -> list[str]:
     """Parameter names chosen by ``spec``: comma-separated block indices (negative counts from the
-    top, e.g. ``-1`` is the last block) or regular expressions over parameter names (``lm_head``)."""
+    top, e.g. ``-1`` is the last block) or regular expressions over parameter names (``lm_head``;
+    with tied embeddings it names the one matrix the embedding shares)."""
     n_blocks = len(model.blocks)
-    names = [n for n, _ in model.named_parameters()]
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
     chosen: list[str] = []
     for item in (s.strip() for s in spec.split(",") if s.strip()):
         if re.fullmatch(r"-?\d+", item):
@@ -43,7 +44,7 @@ def select(model: nn.Module, spec: str) -> list[str]:
 def train_only(model: nn.Module, names: list[str]) -> None:
     freeze_all(model)
     wanted = set(names)
-    for n, p in model.named_parameters():
+    for n, p in model.named_parameters(remove_duplicate=False):
         if n in wanted:
             p.requires_grad_(True)
 
@@ -69,7 +70,7 @@ class GradualUnfreezing:
             return
         freeze_all(self.model)
         prefixes = tuple(p for group in self.groups[:target] for p in group)
-        for n, p in self.model.named_parameters():
+        for n, p in self.model.named_parameters(remove_duplicate=False):
             if n.startswith(prefixes):
                 p.requires_grad_(True)
         self.thawed = target

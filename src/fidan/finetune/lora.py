@@ -59,6 +59,10 @@ class LoRALinear(nn.Module):
 
 def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets: list[str]) -> list[str]:
     """Freeze the model and wrap every linear layer whose name ends in a target; returns their names."""
+    tied = getattr(getattr(model, "cfg", None), "tie_embeddings", False)
+    if tied and "lm_head" in targets:
+        raise FidanError("sft.lora.targets: lm_head shares its weights with the input embedding in this model "
+                         "(tied embeddings); leave it out")
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = []

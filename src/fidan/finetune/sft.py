@@ -29,7 +29,7 @@ from fidan.infer.answers import chat_scores
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.io import load_model, save_model
 from fidan.records import read_jsonl
-from fidan.tokenizer.bpe import FidanTokenizer
+from fidan.tokenizer.bpe import FidanTokenizer, carry
 from fidan.train.loop import Task, inherit, train
 
 
@@ -88,7 +88,8 @@ def run(ctx: StageContext) -> dict:
     s = ctx.cfg.sft
     method = s.method
     out = ctx.out
-    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    tok = FidanTokenizer.load(ctx.tokenizer_of("base"))
+    carry(ctx.input("base").parent, out)
     prepared = prepare(ctx)
     model, params = prepared.model, prepared.parameters
     conversations = conversations_for(ctx)

@@ -15,7 +15,7 @@ from fidan.corpus.turkish import lower
 from fidan.infer.engine import SamplingParams, generate
 from fidan.model.gpt import GPT
 from fidan.records import read_jsonl
-from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
+from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.tokenizer.chat import render
 
 
@@ -29,7 +29,7 @@ def load_items(path: Path, n: int) -> list[dict]:
 
 def answer(model: GPT, tok: FidanTokenizer, question: str, max_tokens: int) -> str:
     ids, _ = render(tok, [{"role": "user", "content": question}], add_generation_prompt=True)
-    params = SamplingParams(temperature=0, max_tokens=max_tokens, stop_ids={tok.id_of(END), tok.id_of(EOS)})
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, stop_ids=set(tok.stop_ids))
     budget = model.cfg.context - model.cfg.prompt_tokens - max_tokens
     return tok.decode(generate(model, ids[-budget:], params))
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from fidan.infer.engine import SamplingParams, generate
 from fidan.model.gpt import GPT
-from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
+from fidan.tokenizer.bpe import FidanTokenizer
 
 
 @torch.no_grad()
@@ -51,7 +51,7 @@ def complete(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, stop
         ids = [tok.bos] + tok.encode(prompt)
     budget = model.cfg.context - model.cfg.prompt_tokens - max_tokens
     params = SamplingParams(temperature=0, max_tokens=max_tokens,
-                            stop_ids={tok.id_of(END), tok.id_of(EOS), tok.bos})
+                            stop_ids={*tok.stop_ids, tok.bos})
     text = tok.decode(generate(model, ids[-budget:], params))
     for s in stop:
         if s in text:

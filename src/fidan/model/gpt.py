@@ -1,10 +1,13 @@
 """A GPT decoder with modern defaults.
 
 Pre-norm transformer blocks with RMSNorm, rotary position embeddings (RoPE, "rotate half"
-layout as in Llama), no bias terms, separate (untied) input embedding and output head, and
-PyTorch's fused ``scaled_dot_product_attention``. Every ``sparse_every``-th layer can use
-locally banded (sliding-window) attention, the dense/sparse alternation GPT-3 used. The layout
-maps one-to-one onto Hugging Face's Llama architecture, which keeps export simple.
+layout as in Llama, optionally stretched for long contexts: linear, Llama 3 or YaRN scaling), no
+bias terms by default (Qwen2's query/key/value biases on request), a separate input embedding
+and output head unless ``tie_embeddings``, and PyTorch's fused ``scaled_dot_product_attention``.
+Every ``sparse_every``-th layer (from ``band_start`` on) can use locally banded (sliding-window)
+attention, the dense/sparse alternation GPT-3 used. The layout
+maps one-to-one onto Hugging Face's Llama, Qwen2 and Mistral architectures, which keeps export
+and import simple.
 """
 from __future__ import annotations
 
@@ -18,11 +21,48 @@ from fidan.model.config import GPTConfig
 from fidan.model.kv_cache import KVCache
 
 
+def rope_frequencies(cfg: GPTConfig) -> tuple[torch.Tensor, float]:
+    """The rotation frequency of each pair of dimensions, and the factor on cos/sin (YaRN's).
+
+    ``rope_scaling`` stretches them for a context longer than the one trained on, by the rules
+    Hugging Face's ``rope_type`` names: ``linear`` divides every frequency by the factor;
+    ``llama3`` divides only the low ones (wavelengths beyond ``original / low_freq``), keeps the
+    high ones (below ``original / high_freq``) and blends between; ``yarn`` ramps between the
+    divided and the original frequencies over the dimensions whose rotation count over the
+    original context lies between ``beta_slow`` and ``beta_fast``, and scales cos/sin.
+    """
+    dim = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    kind, factor = cfg.rope_scaling, cfg.rope_factor
+    if kind == "linear":
+        return inv_freq / factor, 1.0
+    original = cfg.rope_original_context or cfg.context
+    if kind == "llama3":
+        low_wavelen, high_wavelen = original / cfg.rope_low_freq, original / cfg.rope_high_freq
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (original / wavelen - cfg.rope_low_freq) / (cfg.rope_high_freq - cfg.rope_low_freq)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        middle = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        return torch.where(middle, blended, scaled), 1.0
+    if kind == "yarn":
+        def pair_index(rotations: float) -> float:  # the dimension that turns ``rotations`` times
+            return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(cfg.rope_theta))
+        low = max(math.floor(pair_index(cfg.rope_beta_fast)), 0)
+        high = min(math.ceil(pair_index(cfg.rope_beta_slow)), dim - 1)
+        ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / max(high - low, 1e-3)).clamp(0, 1)
+        keep = 1 - ramp                       # 1: the original frequency, 0: the divided one
+        freq = inv_freq / factor * (1 - keep) + inv_freq * keep
+        scale = cfg.rope_attention_factor or (0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0)
+        return freq, scale
+    return inv_freq, 1.0
+
+
 def rope_tables(cfg: GPTConfig, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
+    inv_freq, scale = rope_frequencies(cfg)
     angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
     angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos(), angles.sin()
+    return angles.cos() * scale, angles.sin() * scale
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -36,10 +76,11 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg, self.layer = cfg, layer
         hd = cfg.head_dim
-        self.q_proj = nn.Linear(cfg.d_model, cfg.n_head * hd, bias=False)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=False)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=False)
-        self.o_proj = nn.Linear(cfg.n_head * hd, cfg.d_model, bias=False)
+        qkv_bias = cfg.attn_bias in ("qkv", "all")
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_head * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_head * hd, cfg.d_model, bias=cfg.attn_bias == "all")
         self.q_norm = nn.RMSNorm(hd, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = nn.RMSNorm(hd, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.window = cfg.window if cfg.is_banded(layer) else 0
@@ -109,6 +150,10 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:  # one parameter; saved once, as embed.weight
+            self.lm_head.weight = self.embed.weight
+            self.register_state_dict_post_hook(_drop_tied_head)
+            self.register_load_state_dict_pre_hook(_fill_tied_head)
         self.soft_prompt = nn.Parameter(torch.zeros(cfg.prompt_tokens, cfg.d_model)) if cfg.prompt_tokens else None
         cos, sin = rope_tables(cfg, cfg.context)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -120,6 +165,9 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name == "soft_prompt":
                 nn.init.normal_(p, std=std)
+                continue
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
                 continue
             if p.dim() < 2:
                 continue  # norm weights keep their ones
@@ -190,6 +238,15 @@ class GPT(nn.Module):
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n if embeddings else n - self.embed.weight.numel()
+
+
+def _drop_tied_head(module, state_dict, prefix, local_metadata) -> None:
+    state_dict.pop(prefix + "lm_head.weight", None)
+
+
+def _fill_tied_head(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors) -> None:
+    if prefix + "embed.weight" in state_dict:
+        state_dict.setdefault(prefix + "lm_head.weight", state_dict[prefix + "embed.weight"])
 
 
 def flops_per_token(cfg: GPTConfig, training: bool = True) -> float:

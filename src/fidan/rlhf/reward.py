@@ -35,7 +35,7 @@ from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model, read_model_info, verify_model
 from fidan.rlhf import judge, preferences
 from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
-from fidan.tokenizer.bpe import END, FidanTokenizer
+from fidan.tokenizer.bpe import FidanTokenizer, carry
 from fidan.train.loop import Task, inherit, train
 
 
@@ -64,9 +64,9 @@ def load_reward_model(folder: Path, device: str | torch.device) -> RewardModel:
 
 
 def encode_pair(tok: FidanTokenizer, pair: preferences.Pair, context: int) -> tuple[list[int], list[int], list[int]]:
-    """(prompt ids, chosen answer ids, rejected answer ids), each answer closed by <|end|> and the
-    prompt cut from the left so the longer answer fits."""
-    end = tok.id_of(END)
+    """(prompt ids, chosen answer ids, rejected answer ids), each answer closed by the end-of-turn
+    token (<|end|>) and the prompt cut from the left so the longer answer fits."""
+    end = tok.end_of_turn
     answers = [(tok.encode(a)[:context // 2] + [end]) for a in (pair.chosen, pair.rejected)]
     prompt = prompt_ids(tok, pair.prompt, context - max(len(a) for a in answers))
     return prompt, answers[0], answers[1]
@@ -180,7 +180,8 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     r = cfg.reward
-    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    tok = FidanTokenizer.load(ctx.tokenizer_of("sft"))
+    carry(ctx.input("sft").parent, ctx.out)
     sft, _ = load_model(ctx.input("sft").parent, ctx.device)
     sft.eval()
     out = ctx.out

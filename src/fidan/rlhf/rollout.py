@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from fidan.context import StageContext
 from fidan.infer.engine import BatchDecoder, SamplingParams
 from fidan.model.gpt import GPT
-from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
+from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.tokenizer.chat import render
 from fidan.train.loop import inherit
 
@@ -43,8 +43,8 @@ class Answer:
 def sample(model: GPT, tok: FidanTokenizer, prompts: list[list[int]], max_tokens: int, temperature: float,
            seed: int, batch: int = 64) -> list[Answer]:
     """One sampled answer per prompt (``temperature`` 0 = greedy), decoded ``batch`` at a time."""
-    end = tok.id_of(END)
-    stops = {end, tok.id_of(EOS)}
+    end = tok.end_of_turn
+    stops = set(tok.stop_ids)
     answers: list[Answer] = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start:start + batch]

@@ -33,7 +33,7 @@ from fidan.model.io import load_model
 from fidan.rlhf import algorithms, judge
 from fidan.rlhf.reward import load_reward_model, scores
 from fidan.rlhf.rollout import answer_logprob, answer_tokens, pack, prompt_ids, sample
-from fidan.tokenizer.bpe import FidanTokenizer
+from fidan.tokenizer.bpe import FidanTokenizer, carry
 
 
 @torch.no_grad()
@@ -102,7 +102,8 @@ def check(cfg) -> None:
 def run(ctx: StageContext) -> dict:
     c = ctx.cfg.rlhf
     torch.manual_seed(ctx.cfg.run.seed)
-    tok = FidanTokenizer.load(ctx.input("tokenizer"))
+    tok = FidanTokenizer.load(ctx.tokenizer_of("sft"))
+    carry(ctx.input("sft").parent, ctx.out)
     sft_folder = ctx.input("sft").parent
     policy, sft_info = load_model(sft_folder, ctx.device)
     ref, _ = load_model(sft_folder, ctx.device)

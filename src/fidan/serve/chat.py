@@ -10,7 +10,7 @@ import sys
 
 from fidan.infer.engine import SamplingParams, TextStream, generate
 from fidan.model.gpt import GPT
-from fidan.tokenizer.bpe import END, EOS, FidanTokenizer
+from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.tokenizer.chat import render
 
 HELP = "commands: /reset  /system TEXT  /temp X  /probs  /quit"
@@ -48,7 +48,7 @@ def reply(model: GPT, tok: FidanTokenizer, messages: list[dict[str, str]], param
 
 def repl(model: GPT, tok: FidanTokenizer, params: SamplingParams, stage: str, inp=sys.stdin, out=sys.stdout,
          show_probs: bool = False) -> None:
-    params.stop_ids = {tok.id_of(END), tok.id_of(EOS)}
+    params.stop_ids = set(tok.stop_ids)
     messages: list[dict[str, str]] = []
     system = ""
     out.write(f"fidan chat ({stage} model, {model.num_params() / 1e6:.1f}M parameters). {HELP}\n")

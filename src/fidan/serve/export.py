@@ -1,14 +1,17 @@
-"""Hugging Face format: export a fidan model as a ``transformers`` Llama, and import one back.
+"""Hugging Face format: export a fidan model as a ``transformers`` Llama, Qwen2 or Mistral folder.
 
-fidan's decoder is Llama's shape (pre-norm RMSNorm, RoPE in the rotate-half layout, SwiGLU, no
-biases, untied output head), so export is a renaming of tensors plus ``config.json``, the
-tokenizer and a chat template matching ``tokenizer/chat.py``. A model with banded attention
-layers exports as Qwen2 instead, whose config marks each layer "sliding_attention" or
+fidan's decoder is Llama's shape (pre-norm RMSNorm, RoPE in the rotate-half layout, SwiGLU), so
+export is a renaming of tensors plus ``config.json`` and the tokenizer: fidan's own, with a chat
+template matching ``tokenizer/chat.py``, or the model's own (an imported model's tokenizer and
+chat template, kept as they came). The architecture follows the model: Llama by default (tied
+embeddings, RoPE scaling and all-four attention biases included); Qwen2 for query/key/value
+biases or banded attention layers, whose config marks each layer "sliding_attention" or
 "full_attention" with the same window rule (a query sees keys less than ``window`` positions
-back); Qwen2's query/key/value biases are written as zeros, which changes nothing. The exported
-folder loads with ``AutoModelForCausalLM.from_pretrained(folder)`` offline and gives the same
-logits. Models using features neither has (QK-norm, a soft prompt, a non-SwiGLU MLP) are refused
-with a message saying which.
+back; absent biases are written as zeros, which changes nothing); Mistral when every layer is
+banded and there are no biases. The exported folder loads with
+``AutoModelForCausalLM.from_pretrained(folder)`` offline and gives the same logits. Models using
+features none of them has (QK-norm, a soft prompt, a non-SwiGLU MLP) are refused with a message
+saying which. ``fidan import`` (``serve/hf_import.py``) reads such folders back.
 
 Export writes the whole folder under a temporary name beside ``out`` and then puts it in place in
 one step (``atomic.replace_dir``), so a killed export leaves the previous folder as it was, never
@@ -26,21 +29,18 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from fidan import __version__, atomic
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig
-from fidan.model.io import save_model
-from fidan.tokenizer.bpe import ASSISTANT, BOS, END, EOS, PAD, FidanTokenizer
-
-CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}"
-                 "<|end|>{% endfor %}{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}")
+from fidan.tokenizer.bpe import BOS, CONFIG, EOS, PAD, FidanTokenizer
+from fidan.tokenizer.chat import CHAT_TEMPLATE
 
 RENAMES = [  # fidan name pattern -> Hugging Face Llama name
     (r"embed\.weight", "model.embed_tokens.weight"),
     (r"blocks\.(\d+)\.attn_norm\.weight", r"model.layers.\1.input_layernorm.weight"),
-    (r"blocks\.(\d+)\.attn\.(q|k|v|o)_proj\.weight", r"model.layers.\1.self_attn.\2_proj.weight"),
+    (r"blocks\.(\d+)\.attn\.(q|k|v|o)_proj\.(weight|bias)", r"model.layers.\1.self_attn.\2_proj.\3"),
     (r"blocks\.(\d+)\.mlp_norm\.weight", r"model.layers.\1.post_attention_layernorm.weight"),
     (r"blocks\.(\d+)\.mlp\.(gate|up|down)_proj\.weight", r"model.layers.\1.mlp.\2_proj.weight"),
     (r"norm\.weight", "model.norm.weight"),
@@ -48,7 +48,7 @@ RENAMES = [  # fidan name pattern -> Hugging Face Llama name
 ]
 
 
-def _rename(name: str, table: list[tuple[str, str]]) -> str:
+def rename(name: str, table: list[tuple[str, str]]) -> str:
     for pattern, target in table:
         if re.fullmatch(pattern, name):
             return re.sub(pattern, target, name)
@@ -67,23 +67,64 @@ def check_exportable(cfg: GPTConfig) -> None:
         raise FidanError("cannot export to Hugging Face format: the model uses " + ", ".join(problems))
 
 
+def _rope(cfg: GPTConfig) -> dict:
+    params = {"rope_type": cfg.rope_scaling, "rope_theta": cfg.rope_theta}
+    if cfg.rope_scaling != "default":
+        params["factor"] = cfg.rope_factor
+    if cfg.rope_scaling in ("llama3", "yarn"):
+        params["original_max_position_embeddings"] = cfg.rope_original_context or cfg.context
+    if cfg.rope_scaling == "llama3":
+        params.update(low_freq_factor=cfg.rope_low_freq, high_freq_factor=cfg.rope_high_freq)
+    if cfg.rope_scaling == "yarn":
+        params.update(beta_fast=cfg.rope_beta_fast, beta_slow=cfg.rope_beta_slow)
+        if cfg.rope_attention_factor:
+            params["attention_factor"] = cfg.rope_attention_factor
+    out = {"rope_theta": cfg.rope_theta, "rope_parameters": params}
+    if cfg.rope_scaling != "default":
+        out["rope_scaling"] = dict(params)  # what transformers 4.x reads
+    return out
+
+
 def llama_config(cfg: GPTConfig, tok: FidanTokenizer) -> dict:
     return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size,
             "hidden_size": cfg.d_model, "intermediate_size": cfg.hidden, "num_hidden_layers": cfg.n_layer,
             "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_kv_head, "head_dim": cfg.head_dim,
             "max_position_embeddings": cfg.context, "rms_norm_eps": cfg.norm_eps, "hidden_act": "silu",
-            "rope_theta": cfg.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-            "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False,
-            "bos_token_id": tok.bos, "eos_token_id": [tok.eos, tok.id_of(END)], "pad_token_id": tok.pad,
+            **_rope(cfg), "tie_word_embeddings": cfg.tie_embeddings,
+            "attention_bias": cfg.attn_bias == "all", "mlp_bias": False,
+            "bos_token_id": tok.bos, "eos_token_id": sorted({tok.eos, tok.end_of_turn}), "pad_token_id": tok.pad,
             "torch_dtype": "float32"}
 
 
 def qwen2_config(cfg: GPTConfig, tok: FidanTokenizer) -> dict:
-    """Llama's config plus per-layer attention types: Qwen2 alternates sliding and full attention."""
+    """Llama's config plus per-layer attention types: Qwen2 marks each layer sliding or full."""
     layer_types = ["sliding_attention" if cfg.is_banded(i) else "full_attention" for i in range(cfg.n_layer)]
+    banded = "sliding_attention" in layer_types
     return {**llama_config(cfg, tok), "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
-            "use_sliding_window": True, "sliding_window": cfg.window, "layer_types": layer_types,
-            "max_window_layers": cfg.n_layer}
+            "use_sliding_window": banded, "sliding_window": cfg.window if banded else None,
+            "layer_types": layer_types, "max_window_layers": cfg.band_start if banded else cfg.n_layer}
+
+
+def mistral_config(cfg: GPTConfig, tok: FidanTokenizer) -> dict:
+    """Llama's config with one sliding window for every layer."""
+    return {**llama_config(cfg, tok), "architectures": ["MistralForCausalLM"], "model_type": "mistral",
+            "sliding_window": cfg.window}
+
+
+def architecture(cfg: GPTConfig) -> str:
+    """The Hugging Face architecture that has every feature this model uses."""
+    banded = [cfg.is_banded(i) for i in range(cfg.n_layer)]
+    if cfg.attn_bias == "all":
+        if any(banded):
+            raise FidanError("cannot export to Hugging Face format: banded layers with an output-projection "
+                             "bias (model.attn_bias=all) exist in no architecture")
+        return "llama"
+    if all(banded) and cfg.attn_bias == "none":
+        return "mistral"
+    return "qwen2" if any(banded) or cfg.attn_bias == "qkv" else "llama"
+
+
+CONFIGS = {"llama": llama_config, "qwen2": qwen2_config, "mistral": mistral_config}
 
 
 MARKER = "fidan-export.json"
@@ -118,24 +159,32 @@ def _check_target(out: Path, force: bool) -> None:
                      "--force to replace everything in it")
 
 
-def _write(model: GPT, tok: FidanTokenizer, out: Path) -> None:
-    tensors = {_rename(k, RENAMES): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def _write(model: GPT, tok: FidanTokenizer, out: Path, card: str | None = None) -> None:
+    tensors = {rename(k, RENAMES): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     cfg = model.cfg
-    if cfg.sparse_every:
+    arch = architecture(cfg)
+    if arch == "qwen2" and cfg.attn_bias == "none":  # Qwen2 always has q/k/v biases: zeros change nothing
         for i in range(cfg.n_layer):
             for proj, heads in (("q", cfg.n_head), ("k", cfg.n_kv_head), ("v", cfg.n_kv_head)):
                 tensors[f"model.layers.{i}.self_attn.{proj}_proj.bias"] = torch.zeros(heads * cfg.head_dim)
     with atomic.atomic_path(out / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
-    atomic.write_json(out / "config.json", qwen2_config(cfg, tok) if cfg.sparse_every else llama_config(cfg, tok))
+    atomic.write_json(out / "config.json", CONFIGS[arch](cfg, tok))
     atomic.write_json(out / "generation_config.json", {"bos_token_id": tok.bos,
-                                                       "eos_token_id": [tok.eos, tok.id_of(END)],
+                                                       "eos_token_id": sorted({tok.eos, tok.end_of_turn}),
                                                        "pad_token_id": tok.pad})
     tok.save(out / "tokenizer.json")
-    atomic.write_json(out / "tokenizer_config.json", {
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
-        "add_bos_token": False, "model_max_length": model.cfg.context, "chat_template": CHAT_TEMPLATE})
-    atomic.write_json(out / "special_tokens_map.json", {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD})
+    if tok.native:
+        atomic.write_json(out / CONFIG, {
+            "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+            "add_bos_token": False, "model_max_length": model.cfg.context, "chat_template": CHAT_TEMPLATE})
+        atomic.write_json(out / "special_tokens_map.json", {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD})
+    else:  # the model's own tokenizer and chat template, as they came
+        atomic.write_json(out / CONFIG, {"tokenizer_class": "PreTrainedTokenizerFast", **tok.config})
+        atomic.write_json(out / "special_tokens_map.json",
+                          {f"{k}_token": v for k, v in tok.token_names.items() if v is not None})
+    if card is not None:
+        atomic.write_text(out / "README.md", card)
     files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(out.iterdir())}
     atomic.write_json(out / MARKER, {"fidan": __version__, "format": "hf", "files": files})
 
@@ -152,7 +201,8 @@ def _remove_abandoned(out: Path) -> None:
             continue  # not ours to judge
 
 
-def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = False) -> Path:
+def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = False, card: str | None = None) -> Path:
+    """Write the Hugging Face folder ``out`` (with ``card`` as its README.md model card)."""
     check_exportable(model.cfg)
     out = Path(out)
     _check_target(out, force)
@@ -161,70 +211,9 @@ def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = Fa
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-{os.getpid()}-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is an ordinary folder
-        _write(model, tok, tmp)
+        _write(model, tok, tmp, card)
         atomic.replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def import_hf(folder: str | Path, out: str | Path) -> Path:
-    """A Llama-architecture folder (config.json, safetensors weights, tokenizer.json) -> a fidan model folder."""
-    folder = Path(folder)
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise FidanError(f"{folder}: no readable config.json ({e})") from None
-    if config.get("model_type") not in ("llama", "qwen2"):
-        raise FidanError(f"{folder}: model_type {config.get('model_type')!r} is not supported (llama or qwen2)")
-    sparse_every, window = 0, 128
-    layer_types = config.get("layer_types") if config.get("model_type") == "qwen2" else None
-    if layer_types and "sliding_attention" in layer_types and config.get("use_sliding_window", True):
-        banded = [t == "sliding_attention" for t in layer_types]
-        period = next((k for k in range(1, len(banded) + 1)
-                       if banded == [i % k == k - 1 for i in range(len(banded))]), 0)
-        if not period:
-            raise FidanError(f"{folder}: this pattern of sliding-window layers has no fidan equivalent")
-        sparse_every, window = period, config["sliding_window"]
-    if config.get("attention_bias") or config.get("mlp_bias"):
-        raise FidanError(f"{folder}: bias terms are not supported")
-    rope = (config.get("rope_parameters") or {}).get("rope_theta") or config.get("rope_theta", 10000.0)
-    if (config.get("rope_scaling") or {}).get("rope_type", "default") not in ("default", None):
-        raise FidanError(f"{folder}: scaled RoPE ({config['rope_scaling']}) is not supported")
-    n_head = config["num_attention_heads"]
-    cfg = GPTConfig(vocab_size=config["vocab_size"], context=config.get("max_position_embeddings", 2048),
-                    n_layer=config["num_hidden_layers"], n_head=n_head,
-                    n_kv_head=config.get("num_key_value_heads", n_head), d_model=config["hidden_size"],
-                    mlp="swiglu", mlp_hidden=config["intermediate_size"], rope_theta=float(rope),
-                    norm_eps=config.get("rms_norm_eps", 1e-6), sparse_every=sparse_every, window=window)
-    if config.get("head_dim", cfg.head_dim) != cfg.head_dim:
-        raise FidanError(f"{folder}: head_dim {config['head_dim']} != hidden_size / heads; not supported")
-    weights: dict[str, torch.Tensor] = {}
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FidanError(f"{folder}: no .safetensors weights (convert .bin weights first)")
-    for f in files:
-        weights.update(load_file(str(f)))
-    with torch.device("meta"):
-        names = list(GPT(cfg).state_dict())
-    hf_names = {_rename(n, RENAMES): n for n in names}
-    if "lm_head.weight" not in weights and config.get("tie_word_embeddings"):
-        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
-    biases = [k for k in weights if k.endswith(".bias")]
-    if any(weights[k].abs().max() > 0 for k in biases):
-        raise FidanError(f"{folder}: non-zero attention biases have no fidan equivalent")
-    missing = [h for h in hf_names if h not in weights]
-    if missing:
-        raise FidanError(f"{folder}: weights lack {missing[:3]}{' ...' if len(missing) > 3 else ''}")
-    state = {fidan: weights[hf].float() for hf, fidan in hf_names.items()}
-    model = GPT(cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise FidanError(f"{folder}: weights do not fit ({str(e).splitlines()[0]})") from None
-    out = Path(out)
-    save_model(out, model, {"stage": "imported", "source": str(folder), "tokenizer": "tokenizer.json"})
-    if (folder / "tokenizer.json").exists():
-        (out / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
     return out

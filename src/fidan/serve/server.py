@@ -42,7 +42,7 @@ from fidan.infer.engine import SEED_MAX, SamplingParams, TextStream
 from fidan.model.gpt import GPT
 from fidan.rlhf import preferences
 from fidan.serve.batching import QueueFull, Scheduler, Unavailable
-from fidan.tokenizer.bpe import END, EOS, PAD, FidanTokenizer
+from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.tokenizer.chat import render
 
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -238,11 +238,11 @@ def create_app(models: GPT | dict[str, GPT], tok: FidanTokenizer, model_name: st
     if isinstance(models, GPT):
         models = {model_name: models}
     app = FastAPI(title="fidan", version="1")
-    schedulers = {name: Scheduler(m, max_batch, tok.id_of(PAD), limits.max_queue) for name, m in models.items()}
+    schedulers = {name: Scheduler(m, max_batch, tok.pad, limits.max_queue) for name, m in models.items()}
     app.state.schedulers = schedulers
     app.state.preference_file = preference_file
     default = next(iter(models))
-    stop_ids = {tok.id_of(END), tok.id_of(EOS)}
+    stop_ids = set(tok.stop_ids)
     created = int(time.time())
     app.add_middleware(Guard, api_key=api_key, max_body=limits.max_body_bytes)
 

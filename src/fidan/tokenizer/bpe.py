@@ -1,14 +1,23 @@
-"""Byte-level BPE, trained with Hugging Face ``tokenizers``.
+"""Byte-level BPE, trained with Hugging Face ``tokenizers``; or a model's own tokenizer.
 
 Byte-level means the base alphabet is the 256 byte values, so any UTF-8 text (Turkish, emoji,
 control characters) encodes and decodes back exactly; merges learned on the corpus make common
 words single tokens. Special tokens mark document and chat structure; in ordinary text their
 spelling is encoded as plain characters, so a document cannot forge them.
+
+A model imported from Hugging Face keeps its own tokenizer: its ``tokenizer.json`` and, beside
+it, ``tokenizer_config.json`` (special tokens, and the chat template, which ``tokenizer/template.py``
+renders). Such a tokenizer has no fidan special tokens; ``bos``, ``eos``, ``pad``,
+``end_of_turn`` and ``stop_ids`` come from its config and template instead, and every stage
+uses them the same way.
 """
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -32,31 +41,95 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     return FidanTokenizer(tok)
 
 
+CONFIG = "tokenizer_config.json"          # beside tokenizer.json: a model's own special tokens and chat template
+MODEL_FILES = ("tokenizer.json", CONFIG)   # what travels with a model that has its own tokenizer
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as ``tokenizer_config.json`` writes it: a string or ``{"content": ...}``."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
 class FidanTokenizer:
-    def __init__(self, tok: Tokenizer):
+    """``config`` (a model's ``tokenizer_config.json``) makes it the model's own tokenizer; without
+    one, it is fidan's, with fidan's special tokens and chat template."""
+
+    def __init__(self, tok: Tokenizer, config: dict[str, Any] | None = None, where: str = "tokenizer"):
         self.tok = tok
         self.tok.encode_special_tokens = True  # "<|eos|>" inside a document is just text
-        missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
-        if missing:
-            raise FidanError(f"tokenizer lacks special tokens {missing}; retrain it with `fidan tokenizer`")
-        self.bos, self.eos, self.pad = (self.tok.token_to_id(t) for t in (BOS, EOS, PAD))
-        self.special_ids = {self.tok.token_to_id(t) for t in SPECIAL_TOKENS}
+        self.config = config
+        added = tok.get_added_tokens_decoder()
+        self.special_ids = {i for i, t in added.items() if t.special}
+        self.template: str | None = None
+        if config is None:
+            missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+            if missing:
+                raise FidanError(f"tokenizer lacks special tokens {missing}; retrain it with `fidan tokenizer`")
+            self.bos, self.eos, self.pad = (self.tok.token_to_id(t) for t in (BOS, EOS, PAD))
+            self.special_ids |= {self.tok.token_to_id(t) for t in SPECIAL_TOKENS}
+            self.end_of_turn = self.tok.token_to_id(END)
+        else:
+            self._from_config(config, where)
+        self.stop_ids = frozenset({self.end_of_turn, self.eos})
+        self._byte_level = "ByteLevel" in json.dumps(json.loads(tok.to_str()).get("decoder"))
+
+    def _from_config(self, config: dict[str, Any], where: str) -> None:
+        names = {k: _token_text(config.get(f"{k}_token")) for k in ("bos", "eos", "pad", "unk")}
+        ids = {}
+        for key, text in names.items():
+            if text is not None:
+                if self.tok.token_to_id(text) is None:
+                    raise FidanError(f"{where}: {key}_token {text!r} is not in tokenizer.json")
+                ids[key] = self.tok.token_to_id(text)
+        if "eos" not in ids:
+            raise FidanError(f"{where}: tokenizer_config.json names no eos_token (the end of a text)")
+        self.token_names = names
+        self.eos = ids["eos"]
+        self.bos = ids.get("bos", self.eos)  # no BOS (Qwen2): documents start after an end-of-text
+        self.pad = ids.get("pad", self.eos)  # padding is masked out; any id will do
+        self.special_ids |= set(ids.values())
+        self.template = config.get("chat_template") or None
+        if isinstance(self.template, list):  # several named templates: the default one
+            self.template = next((t["template"] for t in self.template if t.get("name") == "default"), None)
+        from fidan.tokenizer.template import DEFAULT_TEMPLATE, end_of_turn
+        if not self.template:  # a base model without one: plain role names, turns closed by EOS
+            self.template = DEFAULT_TEMPLATE
+            self.config = {**config, "chat_template": DEFAULT_TEMPLATE}
+        self.end_of_turn = self.eos
+        self.end_of_turn = end_of_turn(self) or self.eos
+
+    @property
+    def native(self) -> bool:
+        """fidan's own tokenizer (special tokens and chat format of ``tokenizer/chat.py``)."""
+        return self.config is None
 
     # -- persistence ----------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> FidanTokenizer:
+        """``tokenizer.json`` (or a folder holding it); a ``tokenizer_config.json`` with a chat
+        template or special tokens beside it makes it a model's own tokenizer."""
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
         if not path.exists():
             raise FidanError(f"{path}: tokenizer not found; train one with `fidan tokenizer`")
         try:
-            return cls(Tokenizer.from_file(str(path)))
+            tok = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises plain Exception on a damaged file
             raise FidanError(f"{path}: cannot read tokenizer ({str(e).splitlines()[0]}); retrain it") from None
+        return cls(tok, read_config(path.parent), where=str(path.parent))
 
     def save(self, path: str | Path) -> None:
         atomic.write_text(path, self.tok.to_str(pretty=False))
+
+    def save_folder(self, folder: str | Path) -> None:
+        """``tokenizer.json``, and for a model's own tokenizer its ``tokenizer_config.json``."""
+        folder = Path(folder)
+        self.save(folder / "tokenizer.json")
+        if self.config is not None:
+            atomic.write_json(folder / CONFIG, self.config)
 
     # -- encoding -------------------------------------------------------------------------------
     @property
@@ -95,7 +168,12 @@ class FidanTokenizer:
     def token_bytes_of(self, i: int) -> bytes:
         if i in self.special_ids:
             return b""
-        return bytes(_UNICODE_TO_BYTE[ch] for ch in self.tok.id_to_token(i))
+        piece = self.tok.id_to_token(i)
+        if self._byte_level:
+            return bytes(_UNICODE_TO_BYTE[ch] for ch in piece)
+        if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):  # SentencePiece byte fallback
+            return bytes([int(piece[3:5], 16)])
+        return piece.replace("\u2581", " ").encode("utf-8")  # SentencePiece marks spaces with U+2581
 
     def token_byte_lengths(self) -> np.ndarray:
         """UTF-8 bytes each token stands for (0 for special tokens): the denominator of bits per byte."""
@@ -117,3 +195,40 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 _UNICODE_TO_BYTE = {ch: b for b, ch in _bytes_to_unicode().items()}
+
+
+def read_config(folder: Path) -> dict[str, Any] | None:
+    """A model's ``tokenizer_config.json`` in ``folder``, with the chat template folded in (newer
+    ``transformers`` write it to ``chat_template.jinja`` or ``chat_template.json``); None when the
+    folder has none, or when it is fidan's own tokenizer exported (fidan's template, fidan's tokens)."""
+    path = folder / CONFIG
+    if not path.exists():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FidanError(f"{path}: cannot read ({e})") from None
+    if not isinstance(config, dict):
+        raise FidanError(f"{path}: not a JSON object")
+    if not config.get("chat_template"):
+        if (folder / "chat_template.jinja").exists():
+            config["chat_template"] = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        elif (folder / "chat_template.json").exists():
+            try:
+                config["chat_template"] = json.loads((folder / "chat_template.json").read_text())["chat_template"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise FidanError(f"{folder / 'chat_template.json'}: cannot read ({e})") from None
+    from fidan.tokenizer.chat import CHAT_TEMPLATE
+    if config.get("chat_template") == CHAT_TEMPLATE and _token_text(config.get("eos_token")) == EOS:
+        return None  # fidan's own format, exported: read it as fidan's tokenizer
+    return config
+
+
+def carry(model_folder: Path, out: Path) -> None:
+    """A model's own tokenizer travels with every model trained from it (a fidan-trained base
+    uses the run's ``tokenizer/`` and has nothing to carry)."""
+    for name in MODEL_FILES:
+        src = Path(model_folder) / name
+        if src.exists() and src.resolve() != (Path(out) / name).resolve():
+            with atomic.atomic_path(Path(out) / name) as tmp:
+                shutil.copyfile(src, tmp)

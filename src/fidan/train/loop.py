@@ -14,6 +14,7 @@ training stages share (``config.INHERITED_TRAIN``, declared in their StageSpec).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT
 from fidan.model.io import save_model
-from fidan.train import checkpoint, parallel
+from fidan.train import checkpoint, dashboard, parallel
 from fidan.train.energy import run_energy_kwh
 from fidan.train.perf import matmul_peak_flops
 from fidan.train.schedule import lr_at
@@ -88,10 +89,11 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
 
 
 class Metrics:
-    """Append-only ``metrics.jsonl``; on resume, records after the checkpoint's step are dropped."""
+    """Append-only ``metrics.jsonl``; on resume, records after the checkpoint's step are dropped.
+    ``sink`` (``train/dashboard.py``: TensorBoard, W&B) gets a copy of every record."""
 
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
+    def __init__(self, path: Path, resume_step: int | None, sink=None):
+        self.path, self.sink = path, sink
         if resume_step is None:
             atomic.write_text(path, "")
         elif path.exists():
@@ -109,9 +111,13 @@ class Metrics:
     def log(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
+        if self.sink is not None:
+            self.sink.log(record)
 
     def close(self) -> None:
         self.file.close()
+        if self.sink is not None:
+            self.sink.close()
 
 
 class _NoMetrics(Metrics):
@@ -209,7 +215,11 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
         say(f"resuming {task.name} from {resumed.folder.name} (step {start})")
     else:
         torch.manual_seed(int(config_hash[:8], 16) + rank)  # each rank its own dropout draws
-    metrics = Metrics(out / "metrics.jsonl", start if resumed else None) if main else _NoMetrics(out / "metrics.jsonl")
+    resume_step = start if resumed else None
+    metrics = Metrics(out / "metrics.jsonl", resume_step, dashboard.open_sink(
+        cfg.log_to, ctx.run.path, ctx.final_out if out == ctx.out else out, resume_step,
+        {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}, ctx.rank)) \
+        if main else _NoMetrics(out / "metrics.jsonl")
     run_model = torch.compile(wrapped) if ctx.cfg.run.compile else wrapped
     autocast = ctx.autocast()
     peak = matmul_peak_flops(device.type)
