@@ -82,7 +82,7 @@ STAGES = [
                       ("sft", "sft", "{sft.out}/model.safetensors"),
                       ("rlhf", "rlhf", "{rlhf.out}/model.safetensors"))),
     StageSpec("report", "fidan.eval.report", "write the report card (report.md, report.html, plots/)",
-              after=("eval",), done="report.md",
+              reads=("sft.out", "rlhf.out"), after=("eval",), done="report.md",
               inputs=(("eval", "eval", "eval"), ("pretrain", "pretrain", "pretrain/model.json"))),
 ]
 # Stages that run on request, not in the default pipeline.

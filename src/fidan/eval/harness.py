@@ -21,6 +21,9 @@ from fidan.tokenizer.bpe import FidanTokenizer
 
 
 def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
+    """The real benchmarks of ``eval.suites``, each under ``suite/mode``: ``gsm8k/cot``
+    (3-shot, strict and flexible exact match), ``truthfulqa/mc1`` (acc), ``truthfulqa/mc2``
+    (the MC2 score only), ``mmlu/<subject>`` (acc, acc_norm), ``humaneval`` (pass@1)."""
     out = {}
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         if "=" not in part:
@@ -31,10 +34,12 @@ def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
             items = math_task.load_gsm8k(path)
             out["gsm8k/cot"] = math_task.score(model, tok, cut(items[3:]), items[:3], "cot", chat)
         elif name == "truthfulqa":
-            out["truthfulqa/mc1"] = mc.score(model, tok, cut(mc.load_truthfulqa(path, "mc1")))
-            out["truthfulqa/mc2"] = mc.score(model, tok, cut(mc.load_truthfulqa(path, "mc2")))
+            mc1 = mc.score(model, tok, cut(mc.load_truthfulqa(path, "mc1")))
+            out["truthfulqa/mc1"] = {k: v for k, v in mc1.items() if k != "acc_norm"}
+            mc2 = mc.score(model, tok, cut(mc.load_truthfulqa(path, "mc2")))
+            out["truthfulqa/mc2"] = {k: v for k, v in mc2.items() if k not in ("acc", "acc_norm")}
         elif name == "mmlu":
-            out[f"mmlu/{Path(path).stem}"] = mc.score(model, tok, cut(mc.load_mmlu(path)))
+            out[f"mmlu/{mc.mmlu_subject(path)}"] = mc.score(model, tok, cut(mc.load_mmlu(path)))
         elif name == "humaneval":
             problems = cut(code.load_humaneval(path))
             out["humaneval"] = code_completions(model, tok, problems)

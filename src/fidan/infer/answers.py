@@ -92,9 +92,11 @@ def chat_scores(model: GPT, tok: FidanTokenizer, eval_dir: Path, n_items: int) -
         right = sum(lower(f["answer"]) in lower(first_sentence(answer(model, tok, f["question"], 24)))
                     for f in facts)
         out["facts_acc"] = right / len(facts)
+        out["facts_n"] = len(facts)
     if problems:
         right = sum(right_number(answer(model, tok, p["question"], 64), p["answer"]) for p in problems)
         out["math_acc"] = right / len(problems)
-    if out:
-        out["heldout_score"] = sum(out.values()) / len(out)
+    accs = [v for k, v in out.items() if k.endswith("_acc")]
+    if accs:
+        out["heldout_score"] = sum(accs) / len(accs)
     return out
