@@ -231,16 +231,17 @@ def _dispatch(args, cfg: Config) -> int:
               f"({r['tokens']:,} tokens, {folder.name} model of {run.path.name})")
         return 0
     if args.command == "export":
+        from fidan.model.io import read_model_info
         from fidan.serve.export import export_hf
         run, folder, model, tok = _run_model(cfg, args.stage, "cpu")
-        out = export_hf(model, tok, args.out, force=args.force)
+        out = export_hf(model, tok, args.out, force=args.force, chat=bool(read_model_info(folder).get("chat")))
         print(f"wrote {out}/ ({folder.name} model of {run.path.name}); load it with "
               f"AutoModelForCausalLM.from_pretrained('{out}')")
         return 0
     if args.command == "import":
-        from fidan.serve.export import import_hf
+        from fidan.serve.export import exported_chat, import_hf
         run = RunDir.for_config(cfg)
-        target = run.path / "pretrain"
+        target = run.path / ("sft" if exported_chat(Path(args.folder)) else "pretrain")  # a chat model chats
         if (target / "model.safetensors").exists():
             raise FidanError(f"{target} already holds a model; import into a new run with --run.name=<name>")
         with run.lock():

@@ -36,7 +36,14 @@ from fidan.train.loop import Task, inherit, train
 def conversations_for(ctx: StageContext) -> list[list[dict]]:
     s = ctx.cfg.sft
     if s.data:
-        return load_conversations(s.data, s.on_error)
+        from fidan.data.sources import SourceReport
+        counts: dict[str, int] = {}
+        report = SourceReport()
+        conversations = load_conversations(s.data, s.on_error, report, counts)
+        formats = ", ".join(f"{n:,} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        skipped = f"; {len(report.problems):,} rows skipped (first: {report.problems[0]})" if report.problems else ""
+        ctx.say(f"sft: loaded {len(conversations):,} conversations from {s.data} ({formats}){skipped}")
+        return conversations
     return [obj["messages"] for _, obj in read_jsonl(ctx.input("conversations"))]
 
 

@@ -118,7 +118,15 @@ def _check_target(out: Path, force: bool) -> None:
                      "--force to replace everything in it")
 
 
-def _write(model: GPT, tok: FidanTokenizer, out: Path) -> None:
+def exported_chat(folder: Path) -> bool:
+    """Whether ``folder`` is a fidan export of a chat model (its marker says so)."""
+    try:
+        return bool(json.loads((Path(folder) / MARKER).read_text()).get("chat"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write(model: GPT, tok: FidanTokenizer, out: Path, chat: bool = False) -> None:
     tensors = {_rename(k, RENAMES): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     cfg = model.cfg
     if cfg.sparse_every:
@@ -137,7 +145,7 @@ def _write(model: GPT, tok: FidanTokenizer, out: Path) -> None:
         "add_bos_token": False, "model_max_length": model.cfg.context, "chat_template": CHAT_TEMPLATE})
     atomic.write_json(out / "special_tokens_map.json", {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD})
     files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(out.iterdir())}
-    atomic.write_json(out / MARKER, {"fidan": __version__, "format": "hf", "files": files})
+    atomic.write_json(out / MARKER, {"fidan": __version__, "format": "hf", "chat": chat, "files": files})
 
 
 def _remove_abandoned(out: Path) -> None:
@@ -152,7 +160,8 @@ def _remove_abandoned(out: Path) -> None:
             continue  # not ours to judge
 
 
-def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = False) -> Path:
+def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = False, chat: bool = False) -> Path:
+    """``chat``: the model was fine-tuned on the chat template (recorded, so an import is a chat model)."""
     check_exportable(model.cfg)
     out = Path(out)
     _check_target(out, force)
@@ -161,7 +170,7 @@ def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = Fa
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-{os.getpid()}-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is an ordinary folder
-        _write(model, tok, tmp)
+        _write(model, tok, tmp, chat)
         atomic.replace_dir(tmp, out)
     finally:
         if tmp.exists():
@@ -224,7 +233,8 @@ def import_hf(folder: str | Path, out: str | Path) -> Path:
     except RuntimeError as e:
         raise FidanError(f"{folder}: weights do not fit ({str(e).splitlines()[0]})") from None
     out = Path(out)
-    save_model(out, model, {"stage": "imported", "source": str(folder), "tokenizer": "tokenizer.json"})
+    save_model(out, model, {"stage": "imported", "source": str(folder), "tokenizer": "tokenizer.json",
+                            "chat": exported_chat(folder)})
     if (folder / "tokenizer.json").exists():
         (out / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
     return out
