@@ -61,8 +61,10 @@ class RunConfig:
 class DataConfig:
     source: str = "embedded"       # "embedded", files / folders (txt, jsonl, parquet, warc, .gz), or hf:<name>
     text_field: str = "text"       # jsonl / parquet / HF datasets: the field that holds the document text
-    split: str = setting("auto", choices=("auto", "tail", "hash"))  # "tail": the last val_fraction of the text;
-                                   # "hash": whole documents by id; "auto": tail for one document
+    split: str = setting("auto", choices=("auto", "tail", "tails", "hash"))  # "tail": the last val_fraction of
+                                   # the text; "tails": the last val_fraction of every document; "hash": whole
+                                   # documents by id; "auto": hash when that puts 1/2-2x val_fraction of the
+                                   # text in validation, else tails (tail for one document)
     val_fraction: float = setting(0.1, check=between(0, 1, lo_open=True, hi_open=True))
     on_error: str = setting("fail", choices=("fail", "skip"))  # bad documents: "fail" stops with file and line,
                                    # "skip" counts them
@@ -129,6 +131,8 @@ class TrainConfig:
     log_every: int = setting(10, exec_only=True, check=at_least(1))  # steps between metrics.jsonl records
     ckpt_every: int = setting(200, exec_only=True, check=at_least(1))  # steps between checkpoints
     keep_checkpoints: int = setting(2, exec_only=True, check=at_least(1))
+    min_tokens_per_param: float = setting(0.01, exec_only=True, check=non_negative)  # pre-training stops before
+                                   # it starts when the training split has fewer tokens per parameter (0 = never)
 
 
 # The settings of [train] that every other training stage (sft, classify, reward, dpo) inherits:

@@ -248,7 +248,8 @@ class SplitWriter:
             for p in self.tmp.values():
                 p.unlink(missing_ok=True)
             raise FidanError(f"cleaning left {self.counts['train'][0]} training and {self.counts['val'][0]} "
-                             "validation documents; add data, loosen --data.steps or change --data.val_fraction")
+                             "validation documents; add data, loosen --data.steps, or split inside documents "
+                             "with --data.split=tails")
         for s in self.paths:
             os.replace(self.tmp[s], self.paths[s])
         return {s: {"documents": c[0], "bytes": c[1]} for s, c in self.counts.items()}
