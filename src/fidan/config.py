@@ -68,6 +68,11 @@ class DataConfig:
     val_fraction: float = setting(0.1, check=between(0, 1, lo_open=True, hi_open=True))
     on_error: str = setting("fail", choices=("fail", "skip"))  # bad documents: "fail" stops with file and line,
                                    # "skip" counts them
+    profile: str = setting("auto", choices=("auto", "web", "books", "notes"))  # the quality rules' profile:
+                                   # "web" (C4, Gopher, FineWeb as published), "books" or "notes" (keep
+                                   # short lines, headings, tables, verse; OCR noise removes a line, not
+                                   # the document); "auto": web for WARC/HTML and the embedded crawl,
+                                   # notes for md/jsonl/parquet/hf, books for txt
     # Cleaning chain, in this order; drop names to skip steps ("" = no cleaning at all).
     steps: str = "normalize,language,c4,gopher_repetition,gopher_quality,fineweb,decontam,pii,exact_dedup,near_dedup"
     languages: str = setting("en,tr", when=if_step("language"))  # language keep-list (ISO 639-1)

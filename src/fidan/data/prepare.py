@@ -166,7 +166,7 @@ def settings_for(cfg: Config) -> S.Settings:
     d = cfg.data
     return S.Settings(steps=S.parse_steps(d.steps), languages=[x.strip() for x in d.languages.split(",") if x.strip()],
                       lang_threshold=d.lang_threshold, ngram=d.minhash_ngram, bands=d.minhash_bands,
-                      rows=d.minhash_rows, decontam_mode=d.decontam_mode, seed=cfg.run.seed)
+                      rows=d.minhash_rows, decontam_mode=d.decontam_mode, seed=cfg.run.seed, profile=d.profile)
 
 
 def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
