@@ -90,6 +90,9 @@ class DataConfig:
                                    # paragraphs, or "drop" the whole document
     decontam_files: str = setting("", when=if_step("decontam"))  # extra jsonl files of evaluation prompts to
                                    # keep out of training
+    synth_conversations: int = setting(2000, check=non_negative)  # your own text (no embedded world): SFT
+                                   # conversations made from the training documents (data/synth.py)
+    synth_heldout: int = setting(100, check=non_negative)  # ... and held-out questions from the validation ones
     executor: str = setting("local", exec_only=True, choices=("local", "ray"))  # "local" worker processes, or "ray"
     workers: int = setting(0, exec_only=True, check=between(0, 1024))  # local worker processes; 0 = one per CPU core
     ray_address: str = setting("", exec_only=True)   # existing Ray cluster ("" = $RAY_ADDRESS, else start a local one)

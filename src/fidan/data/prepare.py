@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -327,6 +328,8 @@ def run(ctx: StageContext) -> dict:
             print(f"  skipped: {p}")
         raise FidanError(f"{e} (documents dropped by step: {drops_line(e.steps)})") from None
     langs = info.pop("langs")
+    if not sets:   # your own text: conversations and held-out questions made from it
+        sets = own_text_sets(cfg, out)
     stats = {
         "source": cfg.data.source,
         "input": meter,
@@ -355,6 +358,39 @@ def run(ctx: StageContext) -> dict:
         bars = stats["ground_truth"]["bars_met"]
         summary["bars_met"] = f"{sum(bars.values())}/{len(bars)}"
     return summary
+
+
+SYNTH_READ_CHARS = 20_000_000   # text read to make instruction data from (the first documents of each split)
+
+
+def _documents(path: Path, limit: int) -> list[Document]:
+    from fidan.data.parquet import read_documents as read_parquet
+    out, chars = [], 0
+    for doc in read_parquet(path):
+        out.append(doc)
+        chars += len(doc.text)
+        if chars >= limit:
+            break
+    return out
+
+
+def own_text_sets(cfg: Config, out: Path) -> dict[str, list[dict]]:
+    """SFT conversations from the training split and held-out questions from the validation split
+    (``data/synth.py``), written where the embedded world writes its own."""
+    from fidan.data.language import identify
+    from fidan.data.synth import synthesise
+    train = _documents(out / "clean" / "train.parquet", SYNTH_READ_CHARS)
+    val = _documents(out / "clean" / "val.parquet", SYNTH_READ_CHARS // 10)
+    lang_of = lambda d: d.meta.get("lang") or identify(d.text)[0]
+    sets = synthesise(train, val, cfg.data.synth_conversations, cfg.data.synth_heldout, cfg.run.seed, lang_of)
+    for name, items in sets.items():
+        atomic.write_text(out / f"{name}.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
+    kinds = Counter(c["kind"] for c in sets["sft/train"])
+    made = ", ".join(f"{k} {n:,}" for k, n in kinds.most_common())
+    print(f"  instruction data from your text: {len(sets['sft/train']):,} conversations ({made}) in "
+          f"data/sft/train.jsonl; {len(sets['eval/text']):,} held-out questions from validation documents in "
+          "data/eval/text.jsonl (more with --data.synth_conversations / --data.synth_heldout)")
+    return sets
 
 
 def _measured(stream: Iterator[Document], meter: dict) -> Iterator[Document]:

@@ -43,8 +43,11 @@ def heavy_steps(stats: dict) -> list[str]:
         share = 1 - c["bytes_out"] / c["bytes_in"]
         if name in QUALITY:
             used = ", ".join(f"{p} {n:,}" for p, n in sorted(profiles.items())) or "web"
-            fix = (f"the documents were cleaned as: {used}; for text that is not from the web use "
-                   f"--data.profile=books or notes, or leave {name} out of --data.steps")
+            if profiles and "web" not in profiles:
+                fix = f"leave {name} out of --data.steps (the documents were already cleaned as {used})"
+            else:
+                fix = (f"the documents were cleaned as: {used}; for text that is not from the web use "
+                       f"--data.profile=books or notes, or leave {name} out of --data.steps")
         else:
             fix = RELAX.get(name, f"leave {name} out of --data.steps")
         out.append(f"  {name} removed {share:.0%} of the bytes it was given; to keep more: {fix}")

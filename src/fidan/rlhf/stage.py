@@ -43,8 +43,9 @@ def evaluate(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, resp
     c = cfg.rlhf
     policy.eval()
     out: dict = {}
-    world = judge.applies(cfg)
-    prompts = judge.held_out(ctx.input("eval_sets"), c.eval_prompts) if world else []
+    prompts = judge.held_out(ctx.input("eval_sets"), c.eval_prompts) if ctx.has_input("eval_sets") else []
+    if not any(p.kind != "harmful" for p in prompts):   # no question with a checkable answer: nothing to judge
+        prompts = []
     room = policy.cfg.context - response_tokens - 1
     ids = [prompt_ids(tok, p.text, room) for p in prompts]
     if ids:
@@ -120,6 +121,8 @@ def run(ctx: StageContext) -> dict:
 
 def describe(r: dict) -> str:
     parts = [f"{r['algo']}"]
+    if "eval_prompts" not in r:
+        parts.append("no held-out prompts to compare the aligned model on (no evaluation questions in data/eval)")
     if "rm_score" in r:
         parts.append(f"reward-model score on held-out prompts {r['rm_score_sft']:+.3f} (SFT) -> {r['rm_score']:+.3f}")
     if "kl_to_sft" in r:
