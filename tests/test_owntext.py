@@ -31,7 +31,8 @@ def prose(seed: int, paragraphs: int) -> str:
 
 
 @pytest.mark.slow
-def test_the_pipeline_on_a_folder_of_plain_text_ends_in_a_chat_model(tmp_path, capsys):
+def test_the_pipeline_on_a_folder_of_plain_text_ends_in_a_chat_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FIDAN_PROGRESS_SECONDS", "0")   # off a terminal: a progress line at every update
     folder = tmp_path / "my-notes"
     folder.mkdir()
     (folder / "village.txt").write_text(prose(1, 120))
@@ -68,6 +69,10 @@ def test_the_pipeline_on_a_folder_of_plain_text_ends_in_a_chat_model(tmp_path, c
     assert "synthesised from your text" in reward["judge_source"] and reward["judge_pairs"] > 0
     assert "fidan label" in out
     assert "judge win rate over SFT" in out and "ppo: \n" not in out
+    for line in ("  cleaning: 1 shards", "  pretrain: 40/40 step (100%)", "  judge sampling: ",
+                 "  held-out answers: ", "  eval pretrain: "):   # progress of the long parts, as log lines
+        assert line in out, line
+    assert "answers/s, ETA " in out and "tasks (100%)" in out
     report = (run / "report.md").read_text()
     assert "your text, questions in chat form: word F1" in report
 

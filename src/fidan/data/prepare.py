@@ -43,6 +43,7 @@ from fidan.data.parquet import write_documents
 from fidan.data.report import drops_line, print_table
 from fidan.data.sources import SourceReport, read_documents
 from fidan.errors import FidanError
+from fidan.progress import Progress
 from fidan.records import Document
 
 
@@ -208,8 +209,10 @@ def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
     workers = cfg.data.workers or os.cpu_count() or 1
     runner = (run_ray(todo(), args, workers, cfg.data.ray_address) if cfg.data.executor == "ray"
               else run_local(todo(), args, workers))
-    for result in runner:
-        results[result["shard"]] = result
+    with Progress(desc="cleaning", unit="shards") as bar:
+        for result in runner:
+            results[result["shard"]] = result
+            bar.update()
     for stale in sorted(work.glob("shard-*.json")):
         if int(stale.name[6:11]) >= n_shards:  # shards of a previous, larger input
             for suffix in (".json", ".parquet", ".log.parquet"):

@@ -17,6 +17,7 @@ from fidan.eval.tasks import EvalInputs, all_tasks, code, mc
 from fidan.eval.tasks import math as math_task
 from fidan.eval.tasks.world_code import code_completions
 from fidan.model.gpt import GPT
+from fidan.progress import Progress
 from fidan.tokenizer.bpe import FidanTokenizer
 
 
@@ -59,9 +60,15 @@ def evaluate_model(model: GPT, tok: FidanTokenizer, info: dict, cfg: Config, run
     if val_bpb:
         scores["val_bpb"] = val_bpb
     code.allow_unsafe(e.unsafe_code)   # generated code runs only in the OS sandbox unless the user says otherwise
-    for task in all_tasks():
-        scores.update(task.evaluate(inputs))
-    if e.suites:
-        scores.update(external(model, tok, e.suites, e.suite_limit, chat))
+    tasks = all_tasks()
+    with Progress(total=len(tasks) + bool(e.suites), desc=f"eval {info.get('stage', 'model')}", unit="tasks") as bar:
+        for task in tasks:
+            scores.update(task.evaluate(inputs))
+            bar.set_postfix(done=task.name)
+            bar.update()
+        if e.suites:
+            scores.update(external(model, tok, e.suites, e.suite_limit, chat))
+            bar.set_postfix(done="suites")
+            bar.update()
     scores["eval_seconds"] = round(time.perf_counter() - t0, 1)
     return scores

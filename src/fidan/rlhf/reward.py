@@ -35,6 +35,7 @@ from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig, flops_per_token
 from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model, read_model_info, verify_model
+from fidan.progress import Progress
 from fidan.rlhf import judge, preferences
 from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
 from fidan.tokenizer.bpe import END, FidanTokenizer
@@ -105,7 +106,8 @@ def judge_pairs(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt
     r = cfg.reward
     tokens = answer_tokens(model.cfg.context, r.response_tokens)
     ids = [prompt_ids(tok, p.text, model.cfg.context - tokens - 1) for p in prompts]
-    samples = [sample(model, tok, ids, tokens, r.temperature, seed + k) for k in range(r.samples)]
+    with Progress(total=len(ids) * r.samples, desc="judge sampling", unit="answers") as bar:
+        samples = [sample(model, tok, ids, tokens, r.temperature, seed + k, progress=bar) for k in range(r.samples)]
     records, ties = [], 0
     for i, p in enumerate(prompts):
         texts = sorted({tok.decode(s[i].ids).strip() for s in samples})

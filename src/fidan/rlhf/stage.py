@@ -30,6 +30,7 @@ from fidan.context import StageContext
 from fidan.infer.answers import chat_scores
 from fidan.model.gpt import GPT
 from fidan.model.io import load_model
+from fidan.progress import Progress
 from fidan.rlhf import algorithms, judge
 from fidan.rlhf.reward import load_reward_model, scores
 from fidan.rlhf.rollout import answer_logprob, answer_tokens, pack, prompt_ids, sample
@@ -58,8 +59,11 @@ def evaluate(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, resp
         out.update(judge_compare(prompts, [tok.decode(a.ids) for a in mine], [tok.decode(b.ids) for b in base]))
         # sampled at temperature 1 (what PPO optimises), eval_samples answers per prompt from each model
         k = max(1, c.eval_samples)
-        sampled = [a for i in range(k) for a in sample(policy, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i)]
-        sampled_sft = [a for i in range(k) for a in sample(ref, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i)]
+        with Progress(total=2 * k * len(ids), desc="held-out answers", unit="answers") as bar:
+            sampled = [a for i in range(k)
+                       for a in sample(policy, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i, progress=bar)]
+            sampled_sft = [a for i in range(k)
+                           for a in sample(ref, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i, progress=bar)]
         compared = judge_compare(prompts * k, [tok.decode(a.ids) for a in sampled],
                                  [tok.decode(b.ids) for b in sampled_sft])
         out["judge_win_rate_sampled"] = compared["judge_win_rate"]
