@@ -115,8 +115,7 @@ def test_report_card_names_every_row_by_task_and_metric(tmp_path):
                 "world_truthful": {"acc": 0.5, "acc_norm": 0.5, "mc2": 0.4, "misconception_preferred": 0.25, "n": 12},
                 "world_math/cot": {"exact_strict": 0.0, "exact_flexible": 0.5, "n": 2},
                 "world_code": {"skipped": "code evaluation skipped: no bubblewrap", "n": 6},
-                "gsm8k/cot": {"exact_strict": 0.0, "exact_flexible": 0.0, "n": 0, "k": 3, "k_min": 0, "k_max": 0,
-                              "too_long": 50},
+                "gsm8k/cot": {"exact_strict": 0.0, "exact_flexible": 0.0, "n": 0, "k": 3, "too_long": 50},
                 "truthfulqa/mc1": {"acc": 0.2, "n": 50},
                 "truthfulqa/mc2": {"mc2": 0.3, "n": 50},
                 "mmlu/astronomy": {"acc": 0.5, "acc_norm": 0.25, "n": 4},
@@ -142,9 +141,9 @@ def test_report_card_names_every_row_by_task_and_metric(tmp_path):
         ["word problems, chain of thought: exact (strict) (higher is better)", "0.0%", "0.0%"],
         ["word problems, chain of thought: exact (flexible) (higher is better)", "50.0%", "50.0%"],
         ["code: pass@1 (higher is better)", "skipped", "50.0%"],
-        ["gsm8k/cot, 0-3-shot of 3 (shrunk to fit the context): exact (strict) (higher is better)",
+        ["gsm8k/cot, 1-3-shot of 3 (shrunk to fit the context): exact (strict) (higher is better)",
          "- (no item fit)", "10.0%"],
-        ["gsm8k/cot, 0-3-shot of 3 (shrunk to fit the context): exact (flexible) (higher is better)",
+        ["gsm8k/cot, 1-3-shot of 3 (shrunk to fit the context): exact (flexible) (higher is better)",
          "- (no item fit)", "20.0%"],
         ["truthfulqa/mc1: acc (higher is better)", "20.0%", "20.0%"],
         ["truthfulqa/mc2: MC2 (higher is better)", "30.0%", "30.0%"],
@@ -215,6 +214,8 @@ def test_eval_and_report_stages(pretrained_copy):
         assert scores["world_truthful"]["n"] == 12 and 0 <= scores["world_truthful"]["mc2"] <= 1
         assert scores["world_facts/chat"]["n"] == 12          # --eval.limit reaches the chat-form questions
         assert scores["world_math/cot"]["n"] + scores["world_math/cot"].get("too_long", 0) == 3
+        red = scores["redteam"]
+        assert scores["bias"]["n"] == 12 and red["n"] + red["n_benign"] + red.get("too_long", 0) == 12 + 8
     summary = run_stage(cfg, run, "report")
     md = (run.path / "report.md").read_text()
     assert "| metric | pretrain | sft |" in md and "validation bits per byte" in md

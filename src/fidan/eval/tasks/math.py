@@ -64,7 +64,7 @@ def score(model, tok, items: list[dict], shots: list[dict] = (), mode: str = "ze
     n = max(1, len(used))
     out = {"exact_strict": strict / n, "exact_flexible": flexible / n, "n": len(used)}
     if shots:
-        out.update(k=len(shots), k_min=min(used, default=0), k_max=max(used, default=0))
+        out.update(k=len(shots), **({"k_min": min(used), "k_max": max(used)} if used else {}))
     if skipped:
         out["too_long"] = skipped
     return out
