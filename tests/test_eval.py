@@ -245,3 +245,13 @@ def test_bpb_and_perplexity_on_any_text_file(pretrained_run, tmp_path, capsys):
     assert 0 < a["bpb"] < b["bpb"] and a["perplexity"] > 1 and a["tokens"] > 100
     assert main(["bpb", str(world), f"--run.root={run.path.parent}", f"--run.name={run.path.name}"]) == 0
     assert "bits per byte" in capsys.readouterr().out
+
+
+def test_the_report_reads_the_fine_tuned_model_where_sft_out_put_it(tmp_path):
+    from fidan.eval.report import facts
+    from fidan.rundir import RunDir
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "sft-lora.json").write_text(json.dumps({"summary": {"tokens": 4321, "train_seconds": 2}}))
+    line = dict(facts(RunDir(tmp_path), "sft/lora"))["fine-tuning"]
+    assert line == "4,321 assistant tokens in 2 s"
+    assert dict(facts(RunDir(tmp_path)))["fine-tuning"] == "not run"
