@@ -256,3 +256,83 @@ def test_jaccard_of_planted_copies_is_measured_on_words():
     assert jaccard(EN_PAGE, EN_PAGE) == 1.0
     edited = EN_PAGE.replace("thirty", "forty")
     assert 0.8 < jaccard(EN_PAGE, edited) < 1.0
+
+
+NOTE_TR = """# Köyün Tarihi
+
+Köyümüz, nehrin kıyısında kurulmuş eski bir yerleşim yeridir ve bu yüzden halkı balıkçılıkla geçinir.
+Yaşlılar, köyün ilk evlerinin taştan yapıldığını ve çok sağlam olduğunu anlatır.
+Eski kayıtlar, köyün üç yüz yıl önce kurulduğunu gösterir ama bu bilgi kesin değildir.
+
+## Nüfus
+
+| yıl | nüfus |
+|---|---|
+| 1950 | 420 |
+| 2000 | 310 |
+
+- Okul 1962 yılında açıldı.
+- Cami ile çeşme aynı yıl onarıldı.
+
+Bir türkü:
+Nehir akar gider,
+Gönül ona bakar,
+Bir gün döner gelir,
+Sılaya yol akar.
+
+Köprünün {izerine yeni bir korkuluk yapıldı ve çocuklar artık güvenle geçiyor.
+Bilgi için muhtarlığa yazın: muhtar@koyumuz.org.tr adresi her gün okunur ve cevap verilir.
+Köyde her yıl bir hasat şenliği yapılır, bu şenlikte bütün aileler bir araya gelir ve yemek yer.
+"""
+
+
+def test_books_and_notes_keep_short_lines_headings_tables_and_verse_and_ocr_noise_costs_one_line():
+    from fidan.data.steps import Cleaner, Settings
+    from fidan.records import Document
+    steps = ["normalize", "language", "c4", "gopher_repetition", "gopher_quality", "fineweb", "pii"]
+
+    def cleaned(profile):
+        cleaner = Cleaner(Settings(steps=steps, languages=["en", "tr"], lang_threshold=0.65, ngram=5, bands=14,
+                                   rows=8, decontam_mode="cut", profile=profile))
+        return cleaner.clean(Document("köy.txt", NOTE_TR, "notes/köy.txt", {}))
+
+    doc, reason = cleaned("web")
+    assert doc is None and reason == "c4:curly_bracket"        # the web rules drop the whole article
+    for profile in ("notes", "books", "auto"):                  # auto: a .txt file is a book
+        doc, reason = cleaned(profile)
+        assert reason is None, (profile, reason)
+        lines = doc.text.split("\n")
+        for kept in ("# Köyün Tarihi", "| 1950 | 420 |", "- Okul 1962 yılında açıldı.", "Gönül ona bakar,",
+                     "Bir türkü:"):
+            assert kept in lines, (profile, kept)
+        assert not any("{" in line for line in lines) and "Köprünün" not in doc.text   # only that line went
+        assert "muhtar@koyumuz.org.tr" not in doc.text and "Bilgi için muhtarlığa" in doc.text   # PII still scrubbed
+        assert doc.meta["profile"] == ("books" if profile == "auto" else profile)
+
+
+def test_auto_profile_follows_the_source_type():
+    from fidan.data.steps import profile_of
+    from fidan.records import Document
+    kinds = {"crawl.warc.gz": "web", "page.html": "web", "notes/a.md": "notes", "rows.jsonl": "notes",
+             "book.txt": "books", "embedded-web": "web", "hf:wikitext": "notes"}
+    assert {src: profile_of(Document("x", "t", src, {}), "auto") for src in kinds} == kinds
+    assert profile_of(Document("x", "t", "book.txt", {}), "web") == "web"
+
+
+def test_the_table_shows_an_example_per_reason_and_names_the_setting_when_a_step_takes_most(capsys):
+    from fidan.data.report import print_table
+    from fidan.data.steps import Cleaner, Settings
+    from fidan.records import Document
+    text = shared_file("tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000]
+    for profile in ("web", "books"):
+        cleaner = Cleaner(Settings(steps=["c4"], languages=["en"], lang_threshold=0.65, ngram=5, bands=14, rows=8,
+                                   decontam_mode="cut", profile=profile))
+        doc, _ = cleaner.clean(Document("shakespeare.txt", text, "shakespeare.txt", {}))
+        print_table({"source": "shakespeare.txt", "input": {"documents": 1, "bytes": len(text)},
+                     "steps": cleaner.counters, "output": None})
+        out = capsys.readouterr().out
+        if profile == "web":
+            assert 'e.g. line short_line' in out and 'e.g. line no_end_mark' in out
+            assert "c4 removed" in out and "--data.profile=books or notes" in out and "web 1" in out
+        else:   # a book keeps its verse and speaker lines: nothing to say
+            assert doc.text == text.strip() and "removed" not in out and "e.g." not in out

@@ -48,6 +48,7 @@ def test_mc_scoring_rules(monkeypatch):
     # mc.score only needs log-likelihoods: feed known ones and check acc, acc_norm and mc2 arithmetic
     values = iter([-1.0, -3.0, -9.0, -2.0])  # item 1: choice 0 best; item 2: ("aaaaaaa" -9 vs "b" -2)
     monkeypatch.setattr(mc, "logliks", lambda model, tok, pairs: [next(values) for _ in pairs])
+    monkeypatch.setattr(mc, "fits_choices", lambda model, tok, query, choices: True)
     items = [{"query": "q", "choices": [" x", " y"], "gold": 0, "labels": [1, 0]},
              {"query": "q", "choices": [" " + "a" * 40, " b"], "gold": 0, "labels": [1, 0]}]
     out = mc.score(None, None, items)
@@ -55,6 +56,119 @@ def test_mc_scoring_rules(monkeypatch):
     assert out["acc_norm"] == 1.0       # per character, the long choice wins
     import math
     assert out["mc2"] == pytest.approx((1 / (1 + math.exp(-2)) + math.exp(-9) / (math.exp(-9) + math.exp(-2))) / 2)
+
+
+class WordTok:
+    """A tokenizer of whitespace-separated words (for prompt-fitting arithmetic)."""
+    def encode(self, text):
+        return text.split()
+
+
+def word_model(context: int):
+    from types import SimpleNamespace
+    return SimpleNamespace(cfg=SimpleNamespace(context=context, prompt_tokens=0))
+
+
+def test_few_shot_prompts_shrink_to_fit_and_long_items_are_skipped_and_counted(monkeypatch):
+    prompts = []
+    monkeypatch.setattr(math_task, "complete", lambda model, tok, text, n, stop=(), chat=False:
+                        prompts.append(text) or "so #### 4")
+    shot = {"question": "one two three", "solution": "four five #### 9"}  # 13 words as a solved block
+    short = {"question": "q", "answer": "4"}
+    long = {"question": " ".join(["w"] * 40), "answer": "4"}
+    # context 40, 10 reply tokens: BOS + "Question: q Answer:" (3) + 5 words of "Let's think ..." = 9 words
+    out = math_task.score(word_model(40), WordTok(), [short, long], [shot] * 3, "cot", max_tokens=10)
+    assert out["k"] == 3 and out["k_min"] == out["k_max"] == 2   # 9 + 2 x 8 + 10 = 35 fits, 3 shots (43) do not
+    assert out["n"] == 1 and out["too_long"] == 1 and out["exact_strict"] == 1.0
+    assert prompts[0].count("Question:") == 3 and prompts[0].startswith("Question: one two three")
+    # multiple choice: an item whose query + longest choice exceed the context is skipped, not cut
+    monkeypatch.setattr(mc, "logliks", lambda model, tok, pairs: [0.0 if c == " a" else -1.0 for _, c in pairs])
+    items = [{"query": "x y", "choices": [" a", " b"], "gold": 0},
+             {"query": " ".join(["w"] * 30), "choices": [" a", " b"], "gold": 1}]
+    scored = mc.score(word_model(20), WordTok(), items)
+    assert scored == {"acc": 1.0, "acc_norm": 1.0, "n": 1, "too_long": 1}
+
+
+def test_world_facts_k_shot_carries_the_shots_that_fit(tmp_path):
+    facts = [{"id": f"f{i}", "question": f"question {i} about the town", "statements": [f"fact {i} true", "no"],
+              "label": 0, "subject": "town", "lang": "en"} for i in range(30)]
+    (tmp_path / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
+    words = lambda query, choices: len(query.split()) + 3 <= 24
+    items = world.facts_items(tmp_path, "k-shot", 3, limit=5, fits=words)
+    assert len(items) == 5 and {it["shots"] for it in items} == {1}   # each shot is 10 words, the question 7
+    assert all(words(it["query"], it["choices"]) for it in items)
+    full = world.facts_items(tmp_path, "k-shot", 3, limit=5)
+    assert {it["shots"] for it in full} == {3}
+    context = world.facts_items(tmp_path, "context", limit=5, fits=words)
+    assert all(words(it["query"], it["choices"]) for it in context)
+    assert all(f"fact {it['id'][1:]} true" in it["query"] for it in context)   # the answer's sentence stays
+
+
+def test_report_card_names_every_row_by_task_and_metric(tmp_path):
+    from fidan.eval.report import card
+    from fidan.rundir import RunDir
+    (tmp_path / "eval").mkdir()
+    pretrain = {"stage": "pretrain", "chat": False, "params": 1000, "val_bpb": 2.5, "eval_seconds": 1.0,
+                "world_facts/zero-shot": {"acc": 0.25, "acc_norm": 0.5, "n": 12},
+                "world_facts/k-shot": {"k": 3, "acc": 0.75, "acc_norm": 0.5, "n": 12, "k_min": 3, "k_max": 3},
+                "world_facts/chat": {"acc": 0.0, "n": 12},
+                "world_truthful": {"acc": 0.5, "acc_norm": 0.5, "mc2": 0.4, "misconception_preferred": 0.25, "n": 12},
+                "world_math/cot": {"exact_strict": 0.0, "exact_flexible": 0.5, "n": 2},
+                "world_code": {"skipped": "code evaluation skipped: no bubblewrap", "n": 6},
+                "gsm8k/cot": {"exact_strict": 0.0, "exact_flexible": 0.0, "n": 0, "k": 3, "too_long": 50},
+                "truthfulqa/mc1": {"acc": 0.2, "n": 50},
+                "truthfulqa/mc2": {"mc2": 0.3, "n": 50},
+                "mmlu/astronomy": {"acc": 0.5, "acc_norm": 0.25, "n": 4},
+                "humaneval": {"skipped": "code evaluation skipped: no bubblewrap", "n": 10}}
+    sft = {**pretrain, "stage": "sft", "chat": True, "world_facts/chat": {"acc": 0.5, "n": 12},
+           "world_code": {"pass@1": 0.5, "sandbox": "bubblewrap", "n": 6},
+           "humaneval": {"pass@1": 0.125, "sandbox": "bubblewrap", "n": 8, "too_long": 2},
+           "gsm8k/cot": {"exact_strict": 0.1, "exact_flexible": 0.2, "n": 40, "k": 3, "k_min": 1, "k_max": 3,
+                         "too_long": 10}}
+    (tmp_path / "eval" / "pretrain.json").write_text(json.dumps(pretrain))
+    (tmp_path / "eval" / "sft.json").write_text(json.dumps(sft))
+    header, rows, notes = card(RunDir(tmp_path))
+    assert header == ["metric", "pretrain", "sft"]
+    assert rows == [
+        ["validation bits per byte (lower is better)", "2.500", "2.500"],
+        ["world facts, zero-shot: acc (higher is better)", "25.0%", "25.0%"],
+        ["world facts, 3-shot: acc (higher is better)", "75.0%", "75.0%"],
+        ["world facts, zero-shot: acc_norm (higher is better)", "50.0%", "50.0%"],
+        ["world facts, asked in chat form: answer in reply (higher is better)", "0.0%", "50.0%"],
+        ["truthfulness: MC1 (higher is better)", "50.0%", "50.0%"],
+        ["truthfulness: MC2 (higher is better)", "40.0%", "40.0%"],
+        ["truthfulness: planted misconception preferred over the fact (lower is better)", "25.0%", "25.0%"],
+        ["word problems, chain of thought: exact (strict) (higher is better)", "0.0%", "0.0%"],
+        ["word problems, chain of thought: exact (flexible) (higher is better)", "50.0%", "50.0%"],
+        ["code: pass@1 (higher is better)", "skipped", "50.0%"],
+        ["gsm8k/cot, 1-3-shot of 3 (shrunk to fit the context): exact (strict) (higher is better)",
+         "- (no item fit)", "10.0%"],
+        ["gsm8k/cot, 1-3-shot of 3 (shrunk to fit the context): exact (flexible) (higher is better)",
+         "- (no item fit)", "20.0%"],
+        ["truthfulqa/mc1: acc (higher is better)", "20.0%", "20.0%"],
+        ["truthfulqa/mc2: MC2 (higher is better)", "30.0%", "30.0%"],
+        ["mmlu/astronomy: acc (higher is better)", "50.0%", "50.0%"],
+        ["mmlu/astronomy: acc_norm (higher is better)", "25.0%", "25.0%"],
+        ["humaneval: pass@1 (higher is better)", "skipped", "12.5%"],
+    ]
+    assert "gsm8k/cot: 50 of 50 items skipped, their prompt (with room for the reply) longer than the " \
+           "model's context" in notes
+    assert "humaneval: 2 of 10 items skipped, their prompt (with room for the reply) longer than the " \
+           "model's context" in notes
+    assert "humaneval: code evaluation skipped: no bubblewrap" in notes
+
+
+def test_suites_name_rows_by_subject_and_mc2_alone(monkeypatch, tmp_path):
+    from fidan.eval import harness
+    monkeypatch.setattr(mc, "logliks", lambda model, tok, pairs: [-float(len(c)) for _, c in pairs])
+    monkeypatch.setattr(mc, "fits_choices", lambda model, tok, query, choices: True)
+    csv = tmp_path / "high_school_physics_test.csv"
+    csv.write_text('"What falls?",A rock,Up,Sky,None,A\n')
+    out = harness.external(None, None, f"mmlu={csv},truthfulqa={shared_file('truthfulqa_en_validation.json')}",
+                           4, False)
+    assert set(out) == {"mmlu/high_school_physics", "truthfulqa/mc1", "truthfulqa/mc2"}
+    assert set(out["truthfulqa/mc2"]) == {"mc2", "n"} and out["truthfulqa/mc2"]["n"] == 4
+    assert mc.mmlu_subject("astronomy.csv") == "astronomy"
 
 
 def test_redteam_detector_and_prompts():
@@ -98,6 +212,10 @@ def test_eval_and_report_stages(pretrained_copy):
             assert key in scores, key
         assert 0 <= scores["bias"]["stereotype_score"] <= 1
         assert scores["world_truthful"]["n"] == 12 and 0 <= scores["world_truthful"]["mc2"] <= 1
+        assert scores["world_facts/chat"]["n"] == 12          # --eval.limit reaches the chat-form questions
+        assert scores["world_math/cot"]["n"] + scores["world_math/cot"].get("too_long", 0) == 3
+        red = scores["redteam"]
+        assert scores["bias"]["n"] == 12 and red["n"] + red["n_benign"] + red.get("too_long", 0) == 12 + 8
     summary = run_stage(cfg, run, "report")
     md = (run.path / "report.md").read_text()
     assert "| metric | pretrain | sft |" in md and "validation bits per byte" in md
@@ -105,8 +223,8 @@ def test_eval_and_report_stages(pretrained_copy):
     assert page.count("data:image/png;base64,") == 2 and "<table>" in page
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| metric")]
     assert len(rows) == summary["rows"]
-    for name in ("world facts, zero-shot (acc)", "truthfulness MC2", "word problems, chain of thought",
-                 "code, pass@1", "red team: attack success rate", "bias: stereotype preferred"):
+    for name in ("world facts, zero-shot: acc", "truthfulness: MC2", "word problems, chain of thought: exact (strict)",
+                 "code: pass@1", "red team: attack success rate", "bias: stereotype preferred"):
         assert any(name in r for r in rows), name
 
 
@@ -127,3 +245,13 @@ def test_bpb_and_perplexity_on_any_text_file(pretrained_run, tmp_path, capsys):
     assert 0 < a["bpb"] < b["bpb"] and a["perplexity"] > 1 and a["tokens"] > 100
     assert main(["bpb", str(world), f"--run.root={run.path.parent}", f"--run.name={run.path.name}"]) == 0
     assert "bits per byte" in capsys.readouterr().out
+
+
+def test_the_report_reads_the_fine_tuned_model_where_sft_out_put_it(tmp_path):
+    from fidan.eval.report import facts
+    from fidan.rundir import RunDir
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "sft-lora.json").write_text(json.dumps({"summary": {"tokens": 4321, "train_seconds": 2}}))
+    line = dict(facts(RunDir(tmp_path), "sft/lora"))["fine-tuning"]
+    assert line == "4,321 assistant tokens in 2 s"
+    assert dict(facts(RunDir(tmp_path)))["fine-tuning"] == "not run"

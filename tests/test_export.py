@@ -208,3 +208,25 @@ def test_the_cli_refuses_a_foreign_folder_unless_forced(tok, tmp_path, capsys):
     assert "--force" in capsys.readouterr().err and (mine / "keep.txt").exists()
     assert main(["export", "--out", str(mine), "--force", *run]) == 0
     assert not (mine / "keep.txt").exists() and (mine / "fidan-export.json").exists()
+
+
+def test_an_exported_chat_model_imports_as_a_chat_model(tok, tmp_path):
+    from fidan.cli import main
+    from fidan.model.io import save_model
+    from fidan.rundir import RunDir
+    from fidan.serve.loading import model_folder
+    # a run whose newest model is a chat model: export it with the CLI, import it into a new run
+    src = tmp_path / "runs" / "orig"
+    from fidan.config import build_config
+    RunDir.for_config(build_config(None, None, [f"run.root={tmp_path / 'runs'}", "run.name=orig"]))
+    save_model(src / "sft", small(tok), {"stage": "sft", "chat": True, "tokenizer": "tokenizer.json"})
+    tok.save(src / "sft" / "tokenizer.json")
+    assert main(["export", "--out", str(tmp_path / "hf"), f"--run.root={tmp_path / 'runs'}", "--run.name=orig"]) == 0
+    assert json.loads((tmp_path / "hf" / "fidan-export.json").read_text())["chat"] is True
+    assert main(["import", str(tmp_path / "hf"), f"--run.root={tmp_path / 'runs'}", "--run.name=back"]) == 0
+    folder = model_folder(RunDir(tmp_path / "runs" / "back"))
+    assert folder.name == "sft" and load_model(folder, "cpu")[1]["chat"] is True   # fidan chat uses its template
+    # a pre-trained model stays one
+    export_hf(small(tok), tok, tmp_path / "plain")
+    import_hf(tmp_path / "plain", tmp_path / "plain-back")
+    assert load_model(tmp_path / "plain-back", "cpu")[1]["chat"] is False

@@ -61,6 +61,37 @@ def test_malformed_rows_are_reported_with_line_numbers(tmp_path):
     assert "no assistant turn" in report.problems[2]
 
 
+def test_published_json_arrays_load_with_per_format_counts(tmp_path):
+    import gzip
+    import json
+    folder = tmp_path / "instructions"
+    folder.mkdir()
+    alpaca = [{"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well."},
+              {"instruction": "Translate", "input": "Merhaba", "output": "Hello"}]
+    (folder / "alpaca_data.json").write_text(json.dumps(alpaca, indent=4))   # as Stanford published it
+    sharegpt = [{"id": "x1", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
+                                               {"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Bye!"}]}]
+    with gzip.open(folder / "sharegpt.json.gz", "wt") as f:
+        json.dump(sharegpt, f)
+    (folder / "chat.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    (folder / "notes.txt").write_text("not instruction data")
+    counts = {}
+    conversations = load_conversations(str(folder), counts=counts)
+    assert counts == {"alpaca": 2, "sharegpt": 1, "completion": 1} and len(conversations) == 4
+    assert conversations[0] == [{"role": "user", "content": "Give three tips for staying healthy."},
+                                {"role": "assistant", "content": "Eat well."}]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([alpaca[0], {"instruction": "no output"}]))
+    with pytest.raises(FidanError, match=r"bad\.json: item 2: Alpaca rows need"):
+        load_conversations(str(bad))
+    lines = tmp_path / "lines.json"
+    lines.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n')
+    with pytest.raises(FidanError, match=r"lines\.json: not valid JSON .*should be named \.jsonl"):
+        load_conversations(str(lines))
+    with pytest.raises(FidanError, match=r"notes\.txt: instruction data must be .jsonl or a .json array"):
+        load_conversations(str(folder / "notes.txt"))
+
+
 # -- batches ---------------------------------------------------------------------------------------
 def test_batches_mask_only_assistant_tokens_and_pad_right():
     tok = train_tokenizer(["hello there friend"] * 10, vocab_size=300)

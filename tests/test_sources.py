@@ -92,3 +92,51 @@ def test_hash_split_keeps_whole_documents():
     assert not {d.id for d in train} & {d.id for d in val}
     with pytest.raises(FidanError, match="empty"):
         split(docs[:1], "hash", 0.1)
+
+
+def test_one_large_file_and_a_few_small_ones_split_inside_documents(tmp_path, capsys):
+    import shutil
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    shutil.copy(shared_file("tinyshakespeare.txt"), folder / "shakespeare.txt")
+    for i, topic in enumerate(("gardens", "rivers", "bridges")):
+        (folder / f"note{i}.txt").write_text("\n".join(f"Note {j} on {topic}: the {topic} of the town were "
+                                                       f"measured again in year {1900 + j}." for j in range(60)))
+    cfg = micro_config(tmp_path / "runs", "mine", f"data.source={folder}", "data.steps=normalize")
+    run = RunDir.for_config(cfg)
+    run_stage(cfg, run, "data")
+    said = capsys.readouterr().out
+    train = list(read_parquet(run.path / "data/clean/train.parquet"))
+    val = list(read_parquet(run.path / "data/clean/val.parquet"))
+    share = sum(len(d.text) for d in val) / sum(len(d.text) for d in train + val)
+    assert 0.05 <= share <= 0.2                       # never most of the text in validation
+    assert len(train) == len(val) == 4 and {d.id + "#tail" for d in train} == {d.id for d in val}
+    for head in train:   # each document's tail is its validation part, cut at a line or word
+        tail = next(d for d in val if d.id == head.id + "#tail")
+        assert head.text[-1] in " \n" and 0.05 < len(tail.text) / len(head.text + tail.text) < 0.15
+    assert "--data.split=tails" in said and "in validation (asked: 10%)" in said
+    assert json.loads((run.path / "data/stats.json").read_text())["split"] == "tails"
+    # asked for whole documents, it keeps them but says what that does and what fixes it
+    cfg = micro_config(tmp_path / "runs", "mine", f"data.source={folder}", "data.steps=normalize", "data.split=hash")
+    run_stage(cfg, run, "data")
+    assert "warning: keeping whole documents" in capsys.readouterr().out
+
+
+def test_split_choice_and_its_messages():
+    from fidan.data.prepare import choose_split
+    from fidan.records import Document
+    assert choose_split("auto", 5000, 500, 10**7, 10**6, 0.1) == ("hash", "")
+    mode, why = choose_split("auto", 5, 2, 1_160_000, 1_150_000, 0.1)
+    assert mode == "tails" and "99.1% of the text" in why
+    assert choose_split("auto", 4, 0, 1000, 0, 0.1)[0] == "tails"      # validation would be empty
+    assert choose_split("auto", 1, 0, 1000, 0, 0.1)[0] == "tail"
+    with pytest.raises(FidanError, match="raise --data.val_fraction"):
+        split([Document("a", "x", "s"), Document("b", "y", "s")], "tails", 0.1)   # nothing long enough to cut
+
+
+def test_too_little_text_for_the_model_stops_with_the_numbers():
+    from fidan.train.pretrain import enough_tokens
+    with pytest.raises(FidanError, match=r"2,495 tokens for a model of 5.00M parameters \(0.0005 tokens per "
+                                         r"parameter.*read it 6567 times.*--train.min_tokens_per_param=0"):
+        enough_tokens(2495, 5_000_000, 0.01, 16 * 256, 4000)
+    assert "0.1 tokens per parameter" in enough_tokens(500_000, 5_000_000, 0.01, 16 * 256, 1000)

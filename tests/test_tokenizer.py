@@ -66,3 +66,19 @@ def test_chat_template_masks_only_assistant_tokens(tok):
     assert ids[:len(prompt)] == prompt  # training and inference render the same prefix
     with pytest.raises(ValueError, match="role"):
         render(tok, [{"role": "robot", "content": "x"}])
+
+
+def test_a_vocabulary_smaller_than_asked_is_said_with_the_reason(tmp_path, capsys):
+    from conftest import micro_config
+    from fidan.pipeline import run_stage
+    from fidan.rundir import RunDir
+    src = tmp_path / "short.txt"
+    src.write_text("The river runs past the mill, and the miller sings to the river every morning.\n" * 40)
+    cfg = micro_config(tmp_path / "runs", "short", f"data.source={src}", "data.steps=", "tokenizer.vocab_size=2048")
+    run = RunDir.for_config(cfg)
+    run_stage(cfg, run, "data")
+    summary = run_stage(cfg, run, "tokenizer")
+    out = capsys.readouterr().out
+    assert summary["vocab_asked"] == 2048 and summary["vocab_size"] < 2048
+    assert f"came out at {summary['vocab_size']:,} tokens of the 2,048 asked" in out
+    assert "12 distinct words" in out and "--tokenizer.min_frequency=2" in out

@@ -280,6 +280,7 @@ def _dispatch(args, cfg: Config) -> int:
               f"({r['tokens']:,} tokens, {folder.name} model of {run.path.name})")
         return 0
     if args.command == "export":
+        from fidan.model.io import read_model_info
         from fidan.serve.card import model_card
         from fidan.serve.export import architecture, check_exportable, export_hf
         run, folder, model, tok = _run_model(cfg, args.stage, "cpu")
@@ -291,22 +292,25 @@ def _dispatch(args, cfg: Config) -> int:
             return 0
         check_exportable(model.cfg)
         card = model_card(run, folder, model, tok, architecture(model.cfg), cfg.to_dict(), where=args.out)
-        out = export_hf(model, tok, args.out, force=args.force, card=card)
+        out = export_hf(model, tok, args.out, force=args.force, card=card,
+                        chat=bool(read_model_info(folder).get("chat")))
         print(f"wrote {out}/ ({folder.name} model of {run.path.name}); load it with "
               f"AutoModelForCausalLM.from_pretrained('{out}')")
         return 0
     if args.command == "import":
+        from fidan.serve.export import exported_chat
         from fidan.serve.hf_import import import_hf
         from fidan.stages import stage_hash
         run = RunDir.for_config(cfg)
-        target = run.path / "pretrain"
+        stage = "sft" if exported_chat(Path(args.folder)) else "pretrain"  # a chat model chats
+        target = run.path / stage
         if (target / "model.safetensors").exists():
             raise FidanError(f"{target} already holds a model; import into a new run with --run.name=<name>")
         with run.lock():
             import_hf(args.folder, target)
-            # stamped as this run's pretrain stage, so `fidan pipeline` builds on it instead of training anew
-            run.mark_done("pretrain", stage_hash(cfg, "pretrain", run.path), {"imported": str(args.folder)},
-                          args.overrides)
+            # stamped as this run's pretrain (or sft) stage, so `fidan pipeline` builds on it instead of
+            # training anew
+            run.mark_done(stage, stage_hash(cfg, stage, run.path), {"imported": str(args.folder)}, args.overrides)
         print(f"imported {args.folder} into {target}/ (with its own tokenizer and chat template); next: "
               f"fidan sft --run.name={run.path.name} --sft.data=FILE, or fidan chat --run.name={run.path.name}")
         return 0

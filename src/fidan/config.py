@@ -61,11 +61,18 @@ class RunConfig:
 class DataConfig:
     source: str = "embedded"       # "embedded", files / folders (txt, jsonl, parquet, warc, .gz), or hf:<name>
     text_field: str = "text"       # jsonl / parquet / HF datasets: the field that holds the document text
-    split: str = setting("auto", choices=("auto", "tail", "hash"))  # "tail": the last val_fraction of the text;
-                                   # "hash": whole documents by id; "auto": tail for one document
+    split: str = setting("auto", choices=("auto", "tail", "tails", "hash"))  # "tail": the last val_fraction of
+                                   # the text; "tails": the last val_fraction of every document; "hash": whole
+                                   # documents by id; "auto": hash when that puts 1/2-2x val_fraction of the
+                                   # text in validation, else tails (tail for one document)
     val_fraction: float = setting(0.1, check=between(0, 1, lo_open=True, hi_open=True))
     on_error: str = setting("fail", choices=("fail", "skip"))  # bad documents: "fail" stops with file and line,
                                    # "skip" counts them
+    profile: str = setting("auto", choices=("auto", "web", "books", "notes"))  # the quality rules' profile:
+                                   # "web" (C4, Gopher, FineWeb as published), "books" or "notes" (keep
+                                   # short lines, headings, tables, verse; OCR noise removes a line, not
+                                   # the document); "auto": web for WARC/HTML and the embedded crawl,
+                                   # notes for md/jsonl/parquet/hf, books for txt
     # Cleaning chain, in this order; drop names to skip steps ("" = no cleaning at all).
     steps: str = "normalize,language,c4,gopher_repetition,gopher_quality,fineweb,decontam,pii,exact_dedup,near_dedup"
     languages: str = setting("en,tr", when=if_step("language"))  # language keep-list (ISO 639-1)
@@ -83,6 +90,9 @@ class DataConfig:
                                    # paragraphs, or "drop" the whole document
     decontam_files: str = setting("", when=if_step("decontam"))  # extra jsonl files of evaluation prompts to
                                    # keep out of training
+    synth_conversations: int = setting(2000, check=non_negative)  # your own text (no embedded world): SFT
+                                   # conversations made from the training documents (data/synth.py)
+    synth_heldout: int = setting(100, check=non_negative)  # ... and held-out questions from the validation ones
     executor: str = setting("local", exec_only=True, choices=("local", "ray"))  # "local" worker processes, or "ray"
     workers: int = setting(0, exec_only=True, check=between(0, 1024))  # local worker processes; 0 = one per CPU core
     ray_address: str = setting("", exec_only=True)   # existing Ray cluster ("" = $RAY_ADDRESS, else start a local one)
@@ -136,6 +146,8 @@ class TrainConfig:
     log_to: str = setting("none", exec_only=True, choices=("none", "tensorboard", "wandb", "tensorboard,wandb"))
                                    # dashboards that also get every metrics.jsonl record: TensorBoard files in
                                    # the run's tb/, Weights & Biases (offline with WANDB_MODE=offline)
+    min_tokens_per_param: float = setting(0.01, exec_only=True, check=non_negative)  # pre-training stops before
+                                   # it starts when the training split has fewer tokens per parameter (0 = never)
 
 
 # The settings of [train] that every other training stage (sft, classify, reward, dpo) inherits:

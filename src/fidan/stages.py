@@ -17,6 +17,8 @@ from fidan.context import stage_hash as _stage_hash
 TRAIN_INHERITED = tuple(f"train.{k}" for k in INHERITED_TRAIN)  # what sft, classify, reward and dpo take from [train]
 TOKENIZER = ("tokenizer", "tokenizer", "tokenizer/tokenizer.json")
 EVAL_SETS = ("eval_sets", "data", "data/eval")           # held-out questions the data stage wrote
+CONVERSATIONS = ("conversations", "data", "data/sft/train.jsonl")  # SFT conversations (the world's, or made
+                                                                   # from your text, with reference answers)
 
 
 def _data_files(cfg, run: Path) -> list[Path]:
@@ -56,23 +58,23 @@ STAGES = [
               reads=("sample", "data.source"), after=("pretrain",), out="sample", done="samples.txt",
               inputs=(TOKENIZER, ("model", "pretrain", "pretrain/model.safetensors"))),
     StageSpec("sft", "fidan.finetune.sft", "supervised instruction tuning into a chat model",
-              reads=("sft", *TRAIN_INHERITED), after=("pretrain",), files=_sft_files,
+              reads=("sft", *TRAIN_INHERITED, "data.source"), after=("pretrain",), files=_sft_files,
               out="{sft.out}", done="model.safetensors",
               inputs=(TOKENIZER, ("base", "pretrain", "pretrain/model.safetensors"),
-                      ("conversations", "data", "data/sft/train.jsonl"), EVAL_SETS,
+                      CONVERSATIONS, EVAL_SETS,
                       ("teacher", "sft", "sft/model.safetensors"))),
     StageSpec("reward", "fidan.rlhf.reward",
               "preference pairs (rule judge, labelled files) and a reward model trained on them",
               reads=("reward", *TRAIN_INHERITED, "rlhf.eval_prompts", "data.source", "corpus"),
               after=("sft",), files=_reward_files, out="reward", done="model.safetensors",
-              inputs=(TOKENIZER, ("sft", "sft", "{sft.out}/model.safetensors"), EVAL_SETS)),
+              inputs=(TOKENIZER, ("sft", "sft", "{sft.out}/model.safetensors"), EVAL_SETS, CONVERSATIONS)),
     StageSpec("rlhf", "fidan.rlhf.stage",
               "align the chat model with the reward model: PPO (or --rlhf.algo=dpo|grpo)",
               reads=("rlhf", *TRAIN_INHERITED, "reward.harmful_share", "sft.eval_items", "data.source", "corpus"),
               after=("reward",), out="{rlhf.out}", done="summary.json",
               inputs=(TOKENIZER, ("sft", "sft", "{sft.out}/model.safetensors"),
                       ("reward_model", "reward", "reward/model.safetensors"),
-                      ("pairs", "reward", "reward/pairs.jsonl"), EVAL_SETS)),
+                      ("pairs", "reward", "reward/pairs.jsonl"), EVAL_SETS, CONVERSATIONS)),
     StageSpec("eval", "fidan.eval.stage",
               "score every stage's model: bpb, benchmarks, prompting modes, red team, bias",
               reads=("eval",), after=("pretrain", "sft", "rlhf"), out="eval", done="pretrain.json",
@@ -82,7 +84,7 @@ STAGES = [
                       ("sft", "sft", "{sft.out}/model.safetensors"),
                       ("rlhf", "rlhf", "{rlhf.out}/model.safetensors"))),
     StageSpec("report", "fidan.eval.report", "write the report card (report.md, report.html, plots/)",
-              after=("eval",), done="report.md",
+              reads=("sft.out", "rlhf.out"), after=("eval",), done="report.md",
               inputs=(("eval", "eval", "eval"), ("pretrain", "pretrain", "pretrain/model.json"))),
 ]
 # Stages that run on request, not in the default pipeline.

@@ -37,3 +37,14 @@ def jaccard(a: str, b: str, n: int = 5) -> float:
     if not sa and not sb:
         return 1.0
     return len(sa & sb) / len(sa | sb)
+
+
+def overlap(reply: str, reference: str) -> float:
+    """Word F1 between a reply and a reference answer (SQuAD's rule, on ``words``)."""
+    from collections import Counter
+    a, b = Counter(words(reply)), Counter(words(reference))
+    same = sum((a & b).values())
+    if not same:
+        return 0.0
+    precision, recall = same / sum(a.values()), same / sum(b.values())
+    return 2 * precision * recall / (precision + recall)

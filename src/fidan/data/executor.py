@@ -247,8 +247,12 @@ class SplitWriter:
         if not self.counts["train"][0] or not self.counts["val"][0]:
             for p in self.tmp.values():
                 p.unlink(missing_ok=True)
+            if not self.counts["train"][0] and not self.counts["val"][0]:
+                raise FidanError("cleaning left 0 training and 0 validation documents; add data or loosen "
+                                 "--data.steps (or --data.profile)")
             raise FidanError(f"cleaning left {self.counts['train'][0]} training and {self.counts['val'][0]} "
-                             "validation documents; add data, loosen --data.steps or change --data.val_fraction")
+                             "validation documents; add data, loosen --data.steps, or split inside documents "
+                             "with --data.split=tails")
         for s in self.paths:
             os.replace(self.tmp[s], self.paths[s])
         return {s: {"documents": c[0], "bytes": c[1]} for s, c in self.counts.items()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from fidan.data.parquet import write_documents
 from fidan.data.report import drops_line, print_table
 from fidan.data.sources import SourceReport, read_documents
 from fidan.errors import FidanError
+from fidan.progress import Progress
 from fidan.records import Document
 
 
@@ -67,13 +69,25 @@ def collect(cfg: Config, report: SourceReport) -> tuple[Iterator[Document], dict
 
 def split(docs: list[Document], mode: str, val_fraction: float) -> tuple[list[Document], list[Document]]:
     """``tail``: the last ``val_fraction`` of the text (by characters) is validation, cutting one
-    document in two if needed; the standard split for a single long text. ``hash``: whole
-    documents go to validation by a hash of their id. ``auto``: ``tail`` for one document."""
+    document in two if needed; the standard split for a single long text. ``tails``: the last
+    ``val_fraction`` of every document (cut at a line or word boundary), for few or very unequal
+    documents. ``hash``: whole documents go to validation by a hash of their id. ``auto``: ``tail``
+    for one document, else ``hash`` (the data stage picks ``tails`` when hashing does not fit, see
+    :func:`choose_split`)."""
     if mode == "auto":
         mode = "tail" if len(docs) == 1 else "hash"
     if mode == "hash":
         train = [d for d in docs if not in_validation(d.id, val_fraction)]
         val = [d for d in docs if in_validation(d.id, val_fraction)]
+    elif mode == "tails":
+        train, val = [], []
+        for d in docs:
+            k = boundary(d.text, int(len(d.text) * (1 - val_fraction)))
+            if 0 < k < len(d.text):
+                train.append(Document(d.id, d.text[:k], d.source, {**d.meta, "part": "head"}))
+                val.append(Document(d.id + "#tail", d.text[k:], d.source, {**d.meta, "part": "tail"}))
+            else:
+                train.append(d)
     else:
         total = sum(len(d.text) for d in docs)
         cut = int(total * (1 - val_fraction))
@@ -89,9 +103,51 @@ def split(docs: list[Document], mode: str, val_fraction: float) -> tuple[list[Do
                 val.append(Document(d.id + "#tail", d.text[k:], d.source, {**d.meta, "part": "tail"}))
             seen += len(d.text)
     if not train or not val:
-        raise FidanError(f"the {mode} split left an empty train or validation set "
-                         f"({len(docs)} documents); add data or change --data.val_fraction")
+        side = "training" if not train else "validation"
+        fix = ("--data.split=tails to split inside documents" if mode == "hash" else
+               "lower --data.val_fraction" if not train else "raise --data.val_fraction")
+        chars = sum(len(d.text) for d in docs)
+        raise FidanError(f"the {mode} split left an empty {side} set ({len(train)} training and {len(val)} validation "
+                         f"documents from {len(docs)} kept by cleaning, {chars:,} characters); "
+                         f"add text, loosen --data.steps (or --data.profile), or {fix}")
     return train, val
+
+
+def boundary(text: str, cut: int, window: int = 400) -> int:
+    """A cut near ``cut`` at the end of a line (else after a space) within ``window`` characters
+    before it, so a validation tail starts at a line or word; ``cut`` itself when there is none."""
+    if cut <= 0 or cut >= len(text):
+        return cut
+    lo = max(1, cut - window)
+    for mark in ("\n", " "):
+        at = text.rfind(mark, lo, cut)
+        if at >= 0:
+            return at + 1
+    return cut
+
+
+def choose_split(mode: str, docs: int, val_docs: int, total_bytes: int, val_bytes: int,
+                 val_fraction: float) -> tuple[str, str]:
+    """The split to use and, when it is not the one asked for or it misfits, why: ``auto`` keeps
+    whole documents (``hash``) only when that puts between half and twice ``val_fraction`` of the
+    text in validation and leaves both sides non-empty; otherwise it splits inside documents
+    (``tails``; ``tail`` for a single document)."""
+    if docs == 0:   # nothing to split: the writer says what cleaning left
+        return ("hash" if mode == "auto" else mode), ""
+    share = val_bytes / max(1, total_bytes)
+    fits = 0 < val_docs < docs and val_fraction / 2 <= share <= 2 * val_fraction
+    said = (f"keeping whole documents (--data.split=hash) would put {val_docs} of {docs} documents, "
+            f"{share:.1%} of the text, in validation (asked: {val_fraction:.0%})")
+    if mode == "auto":
+        if docs == 1:
+            return "tail", ""
+        if fits:
+            return "hash", ""
+        return "tails", (f"split: {said}; splitting inside documents instead: the last {val_fraction:.0%} of "
+                         "each is validation (--data.split=tails)")
+    if mode == "hash" and not fits:
+        return "hash", f"split: warning: {said}; --data.split=auto or tails splits inside documents"
+    return mode, ""
 
 
 def _nbytes(docs: list[Document]) -> int:
@@ -112,7 +168,7 @@ def settings_for(cfg: Config) -> S.Settings:
     d = cfg.data
     return S.Settings(steps=S.parse_steps(d.steps), languages=[x.strip() for x in d.languages.split(",") if x.strip()],
                       lang_threshold=d.lang_threshold, ngram=d.minhash_ngram, bands=d.minhash_bands,
-                      rows=d.minhash_rows, decontam_mode=d.decontam_mode, seed=cfg.run.seed)
+                      rows=d.minhash_rows, decontam_mode=d.decontam_mode, seed=cfg.run.seed, profile=d.profile)
 
 
 def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
@@ -153,8 +209,10 @@ def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
     workers = cfg.data.workers or os.cpu_count() or 1
     runner = (run_ray(todo(), args, workers, cfg.data.ray_address) if cfg.data.executor == "ray"
               else run_local(todo(), args, workers))
-    for result in runner:
-        results[result["shard"]] = result
+    with Progress(desc="cleaning", unit="shards") as bar:
+        for result in runner:
+            results[result["shard"]] = result
+            bar.update()
     for stale in sorted(work.glob("shard-*.json")):
         if int(stale.name[6:11]) >= n_shards:  # shards of a previous, larger input
             for suffix in (".json", ".parquet", ".log.parquet"):
@@ -168,10 +226,12 @@ def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
     for name in ("exact_dedup", "near_dedup"):
         if name in settings.steps:
             counters[name] = S.new_counter()
-    mode = cfg.data.split
     kept_total = sum(int((v[0] < 0).sum()) for v in verdicts)
-    tail = mode == "tail" or (mode == "auto" and kept_total == 1)
-    writer = None if tail else SplitWriter(out / "clean", cfg.data.val_fraction)
+    mode, why = choose_split(cfg.data.split, kept_total, *_hash_split(work, n_shards, verdicts, cfg.data.val_fraction),
+                             cfg.data.val_fraction)
+    if why:
+        print(f"  {why}")
+    writer = SplitWriter(out / "clean", cfg.data.val_fraction) if mode == "hash" else None
     collected: list[Document] = []
     langs: dict[str, str | None] = {}
     final: dict[str, str] = {}
@@ -220,17 +280,33 @@ def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
         else:
             if not collected:
                 raise FidanError("cleaning kept no documents; loosen --data.steps")
-            train, val = split(collected, "tail", cfg.data.val_fraction)
+            train, val = split(collected, mode, cfg.data.val_fraction)
             write_documents(out / "clean" / "train.parquet", train)
             write_documents(out / "clean" / "val.parquet", val)
             splits = {"train": {"documents": len(train), "bytes": _nbytes(train)},
                       "val": {"documents": len(val), "bytes": _nbytes(val)}}
     except FidanError as e:
         raise TooFewKept(str(e), counters, kept_total) from None
-    info = {"kept_documents": kept_total, "shards": n_shards,
+    info = {"kept_documents": kept_total, "split": mode, "shards": n_shards,
             "resumed_shards": sum(1 for r in results.values() if r.get("resumed")),
             "dedup": dedup}
     return counters, splits, {"langs": langs, **info}, final
+
+
+def _hash_split(work: Path, n_shards: int, verdicts: list, val_fraction: float) -> tuple[int, int, int]:
+    """What the hash split would do with the kept documents: (validation documents, bytes, validation bytes)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    val_docs = total = val_bytes = 0
+    for i in range(n_shards):
+        table = pq.read_table(shard_name(work, i).with_suffix(".parquet"), columns=["id", "text"])
+        keep = table.filter(pa.array(verdicts[i][0] < 0))
+        sizes = pc.binary_length(pc.cast(keep.column("text"), pa.binary())).to_numpy(zero_copy_only=False)
+        in_val = np.array([in_validation(x, val_fraction) for x in keep.column("id").to_pylist()], dtype=bool)
+        val_docs += int(in_val.sum())
+        total += int(sizes.sum())
+        val_bytes += int(sizes[in_val].sum()) if len(sizes) else 0
+    return val_docs, total, val_bytes
 
 
 def check(cfg: Config) -> None:
@@ -255,6 +331,8 @@ def run(ctx: StageContext) -> dict:
             print(f"  skipped: {p}")
         raise FidanError(f"{e} (documents dropped by step: {drops_line(e.steps)})") from None
     langs = info.pop("langs")
+    if not sets:   # your own text: conversations and held-out questions made from it
+        sets = own_text_sets(cfg, out)
     stats = {
         "source": cfg.data.source,
         "input": meter,
@@ -283,6 +361,39 @@ def run(ctx: StageContext) -> dict:
         bars = stats["ground_truth"]["bars_met"]
         summary["bars_met"] = f"{sum(bars.values())}/{len(bars)}"
     return summary
+
+
+SYNTH_READ_CHARS = 20_000_000   # text read to make instruction data from (the first documents of each split)
+
+
+def _documents(path: Path, limit: int) -> list[Document]:
+    from fidan.data.parquet import read_documents as read_parquet
+    out, chars = [], 0
+    for doc in read_parquet(path):
+        out.append(doc)
+        chars += len(doc.text)
+        if chars >= limit:
+            break
+    return out
+
+
+def own_text_sets(cfg: Config, out: Path) -> dict[str, list[dict]]:
+    """SFT conversations from the training split and held-out questions from the validation split
+    (``data/synth.py``), written where the embedded world writes its own."""
+    from fidan.data.language import identify
+    from fidan.data.synth import synthesise
+    train = _documents(out / "clean" / "train.parquet", SYNTH_READ_CHARS)
+    val = _documents(out / "clean" / "val.parquet", SYNTH_READ_CHARS // 10)
+    lang_of = lambda d: d.meta.get("lang") or identify(d.text)[0]
+    sets = synthesise(train, val, cfg.data.synth_conversations, cfg.data.synth_heldout, cfg.run.seed, lang_of)
+    for name, items in sets.items():
+        atomic.write_text(out / f"{name}.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
+    kinds = Counter(c["kind"] for c in sets["sft/train"])
+    made = ", ".join(f"{k} {n:,}" for k, n in kinds.most_common())
+    print(f"  instruction data from your text: {len(sets['sft/train']):,} conversations ({made}) in "
+          f"data/sft/train.jsonl; {len(sets['eval/text']):,} held-out questions from validation documents in "
+          "data/eval/text.jsonl (more with --data.synth_conversations / --data.synth_heldout)")
+    return sets
 
 
 def _measured(stream: Iterator[Document], meter: dict) -> Iterator[Document]:

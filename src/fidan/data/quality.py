@@ -5,6 +5,12 @@ reason such as ``"gopher:few_stop_words"``) or ``None`` to keep it. The C4 rules
 (navigation, cookie notices, lines without an end mark), so ``c4`` returns the cleaned text too.
 The thresholds are the published ones. Stop words and policy phrases are given for English and
 Turkish; other kept languages use the English lists.
+
+These are rules for web pages. Books and notes (``--data.profile``) get the same rule sets with
+the web-only parts left out: short lines, headings, table rows, bullets and verse stay (no line
+must end in a full stop, no minimum of sentences, none of FineWeb's line-shape rules), a curly
+bracket (code on the web, OCR noise in a scan) removes its line rather than the document, lines
+and n-grams may repeat as refrains and speaker names do, and notes may be short.
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ POLICY = {
     "tr": ("kullanım koşulları", "gizlilik politikası", "çerez politikası", "çerez kullan", "çerezleri kullan"),
 }
 BULLETS = ("•", "-", "*", "‣", "●", "▪", "–", "·")
+PROFILES = ("web", "books", "notes")
+EXAMPLE_CHARS = 80
 _SENTENCE_END = re.compile(r"[.!?…]+(?=\s|$)")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 
@@ -67,20 +75,31 @@ def _raw_words(text: str) -> list[str]:
     return text.split()
 
 
-def gopher_quality(text: str, lang: str, t: Thresholds = DEFAULT) -> str | None:
+# What books and notes relax: notes may be short lists (headings, bullets, tables of figures);
+# books may be as long as they are, with OCR noise among their words.
+PROSE = {"books": {"max_words": 0, "min_alpha_words": 0.7},
+         "notes": {"min_words": 10, "max_words": 0, "max_bullet_lines": 1.0, "min_alpha_words": 0.5}}
+
+
+def gopher_quality(text: str, lang: str, t: Thresholds = DEFAULT, profile: str = "web") -> str | None:
+    if profile in PROSE:
+        from dataclasses import replace
+        t = replace(t, **PROSE[profile])
     tokens = _raw_words(text)
     n = len(tokens)
     if n < t.min_words:
         return "gopher:too_few_words"
-    if n > t.max_words:
+    if t.max_words and n > t.max_words:
         return "gopher:too_many_words"
     mean = sum(len(w) for w in tokens) / n
     if not t.min_avg_word_length <= mean <= t.max_avg_word_length:
         return "gopher:mean_word_length"
+    lines = [ln for ln in text.split("\n") if ln.strip()]
     symbols = text.count("#") + text.count("...") + text.count("…")
+    if profile != "web":   # markdown headings are not symbols
+        symbols -= sum(len(ln) - len(ln.lstrip("#")) for ln in lines if ln.startswith("#"))
     if symbols / n > t.max_symbol_word_ratio:
         return "gopher:symbol_ratio"
-    lines = [ln for ln in text.split("\n") if ln.strip()]
     if lines and sum(ln.lstrip().startswith(BULLETS) for ln in lines) / len(lines) > t.max_bullet_lines:
         return "gopher:bullet_lines"
     if lines and sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines) > t.max_ellipsis_lines:
@@ -126,9 +145,21 @@ def _dup_ngram_frac(words: list[str], n: int, total: int) -> float:
     return sum(len(w) for w, c in zip(words, covered) if c) / total
 
 
-def gopher_repetition(text: str, t: Thresholds = DEFAULT) -> str | None:
+def gopher_repetition(text: str, t: Thresholds = DEFAULT, profile: str = "web") -> str | None:
+    """Gopher's repetition rules. Books and notes keep only what catches one text pasted over and
+    over (half its paragraph characters repeated, or one 2-4-gram everywhere): refrains, speaker
+    names and a long book's common phrases repeat by nature."""
     paragraphs = [p for p in _PARAGRAPHS.split(text) if p.strip()]
     frac, chars = _dup_fraction(paragraphs)
+    if profile != "web":
+        if chars > 0.5:
+            return "gopher:dup_paragraph_chars"
+        words = _raw_words(text.lower())
+        total = sum(len(w) for w in words) or 1
+        for n, limit in t.top_ngram_char_frac:
+            if _top_ngram_frac(words, n, total) > limit:
+                return f"gopher:top_{n}gram"
+        return None
     if frac > t.dup_para_frac:
         return "gopher:dup_paragraphs"
     if chars > t.dup_para_char_frac:
@@ -150,12 +181,17 @@ def gopher_repetition(text: str, t: Thresholds = DEFAULT) -> str | None:
     return None
 
 
-def c4(text: str, lang: str, t: Thresholds = DEFAULT) -> tuple[str, str | None, int]:
-    """C4's rules: returns (text with bad lines removed, drop reason or None, lines removed)."""
+def c4(text: str, lang: str, t: Thresholds = DEFAULT, profile: str = "web", lines: dict | None = None
+       ) -> tuple[str, str | None, int]:
+    """C4's rules: returns (text with bad lines removed, drop reason or None, lines removed).
+    ``lines`` (when given) gets ``{reason: [count, example line]}`` for the removed lines. Books
+    and notes keep short lines and lines without an end mark, need no minimum of sentences, and
+    lose only the line a curly bracket is on."""
     lower = text.lower()
     if "lorem ipsum" in lower:
         return text, "c4:lorem_ipsum", 0
-    if "{" in text:
+    web = profile == "web"
+    if web and "{" in text:
         return text, "c4:curly_bracket", 0
     policy = POLICY["en"] + POLICY.get(lang, ())
     kept, removed = [], 0
@@ -165,22 +201,35 @@ def c4(text: str, lang: str, t: Thresholds = DEFAULT) -> tuple[str, str | None, 
             continue
         low = line.lower()
         words = line.split()
-        if ("javascript" in low or any(p in low for p in policy) or len(words) < t.c4_min_words_per_line
-                or max(len(w) for w in words) > t.c4_max_word_length
-                or not line.rstrip().endswith(TERMINAL_PUNCTUATION[:5])):
+        why = ("javascript" if "javascript" in low else
+               "policy" if any(p in low for p in policy) else
+               "curly_bracket" if not web and "{" in line else
+               "long_word" if max(len(w) for w in words) > t.c4_max_word_length else
+               None if not web else
+               "short_line" if len(words) < t.c4_min_words_per_line else
+               "no_end_mark" if not line.rstrip().endswith(TERMINAL_PUNCTUATION[:5]) else None)
+        if why:
             removed += 1
+            if lines is not None:
+                entry = lines.setdefault(why, [0, line.strip()[:EXAMPLE_CHARS]])
+                entry[0] += 1
             continue
         kept.append(line)
     cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
-    if len(_SENTENCE_END.findall(cleaned)) < t.c4_min_sentences:
+    if not cleaned and not web:
+        return cleaned, "c4:no_lines_left", removed
+    if web and len(_SENTENCE_END.findall(cleaned)) < t.c4_min_sentences:
         return cleaned, "c4:too_few_sentences", removed
     return cleaned, None, removed
 
 
-def fineweb(text: str, t: Thresholds = DEFAULT) -> str | None:
+def fineweb(text: str, t: Thresholds = DEFAULT, profile: str = "web") -> str | None:
+    """FineWeb's line-shape rules: web-extraction artefacts, so books and notes skip them."""
     lines = [ln for ln in text.split("\n") if ln.strip()]
     if not lines:
         return "fineweb:empty"
+    if profile != "web":
+        return None
     if sum(ln.rstrip().endswith(TERMINAL_PUNCTUATION) for ln in lines) / len(lines) < t.fw_line_punct:
         return "fineweb:line_punctuation"
     if sum(len(ln) < t.fw_short_line_chars for ln in lines) / len(lines) > t.fw_short_lines:

@@ -12,6 +12,10 @@ Steps run in this fixed order (``data.steps`` chooses which of them run):
 
 The last two compare documents with each other, so they run after all shards are through the
 others (see ``fidan.data.executor``); here they only compute each document's hashes.
+
+The quality steps (c4, gopher_*, fineweb) apply each document's *profile* (``data.profile``):
+``web`` rules for web pages, relaxed ones for ``books`` and ``notes`` (see ``quality``); ``auto``
+picks by where the document came from (:func:`profile_of`).
 """
 from __future__ import annotations
 
@@ -35,6 +39,25 @@ EXAMPLES = 3
 SNIPPET = 160
 
 
+WEB_SUFFIXES = (".warc", ".wet", ".html", ".htm")
+NOTE_SUFFIXES = (".md", ".markdown", ".jsonl", ".ndjson", ".parquet")
+
+
+def profile_of(doc: Document, profile: str) -> str:
+    """The cleaning profile of one document. ``auto``: ``web`` for web archives and HTML (and the
+    embedded world, a simulated web crawl), ``notes`` for markdown and records (jsonl, parquet,
+    Hugging Face rows), ``books`` for plain text files."""
+    if profile != "auto":
+        return profile
+    source = doc.source.lower()
+    name = source[:-3] if source.endswith(".gz") else source
+    if source.startswith("embedded") or "url" in doc.meta or name.endswith(WEB_SUFFIXES):
+        return "web"
+    if source.startswith("hf:") or name.endswith(NOTE_SUFFIXES):
+        return "notes"
+    return "books"
+
+
 def parse_steps(spec: str) -> list[str]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [s for s in names if s not in ORDER]
@@ -46,6 +69,14 @@ def parse_steps(spec: str) -> list[str]:
 def new_counter() -> dict[str, Any]:
     return {"docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0, "changed": 0,
             "dropped": {}, "examples": {}}
+
+
+def _add_lines(a: dict, b: dict) -> dict:
+    """``{reason: [count, example]}`` of removed lines, summed."""
+    out = {k: list(v) for k, v in a.items()}
+    for reason, (n, example) in b.items():
+        out.setdefault(reason, [0, example])[0] += n
+    return out
 
 
 def record_drop(counter: dict, reason: str, doc: Document, detail: str = "") -> None:
@@ -68,8 +99,10 @@ def merge(total: dict[str, dict], part: dict[str, dict]) -> dict[str, dict]:
             have = t["examples"].setdefault(reason, [])
             have.extend(items[:EXAMPLES - len(have)])
         for key, value in c.items():  # step-specific extras: lines removed, personal data found
-            if key.startswith("found_"):
+            if key.startswith("found_") or key == "profiles":
                 t[key] = _add(t.get(key, {}), value)
+            elif key == "line_reasons":
+                t[key] = _add_lines(t.get(key, {}), value)
             elif key == "lines_removed":
                 t[key] = t.get(key, 0) + value
     return total
@@ -90,6 +123,7 @@ class Settings:
     rows: int
     decontam_mode: str
     seed: int = 1
+    profile: str = "auto"      # web, books, notes, or auto (by source; see profile_of)
 
 
 class Cleaner:
@@ -122,22 +156,28 @@ class Cleaner:
     def _lang(self, doc: Document) -> str:
         return doc.meta.get("lang", "en")
 
+    def _profile(self, doc: Document) -> str:
+        return doc.meta.get("profile") or profile_of(doc, self.s.profile)   # set by clean()
+
     def _c4(self, doc: Document):
-        text, reason, removed = quality.c4(doc.text, self._lang(doc))
+        c = self.counters["c4"]
+        lines: dict = {}
+        text, reason, removed = quality.c4(doc.text, self._lang(doc), profile=self._profile(doc), lines=lines)
         if removed:
-            self.counters["c4"]["lines_removed"] = self.counters["c4"].get("lines_removed", 0) + removed
+            c["lines_removed"] = c.get("lines_removed", 0) + removed
+            c["line_reasons"] = _add_lines(c.get("line_reasons", {}), lines)
         return (None, reason) if reason else (text, None)
 
     def _repetition(self, doc: Document):
-        reason = quality.gopher_repetition(doc.text)
+        reason = quality.gopher_repetition(doc.text, profile=self._profile(doc))
         return (None, reason) if reason else (doc.text, None)
 
     def _quality(self, doc: Document):
-        reason = quality.gopher_quality(doc.text, self._lang(doc))
+        reason = quality.gopher_quality(doc.text, self._lang(doc), profile=self._profile(doc))
         return (None, reason) if reason else (doc.text, None)
 
     def _fineweb(self, doc: Document):
-        reason = quality.fineweb(doc.text)
+        reason = quality.fineweb(doc.text, profile=self._profile(doc))
         return (None, reason) if reason else (doc.text, None)
 
     def _decontam(self, doc: Document):
@@ -157,6 +197,10 @@ class Cleaner:
 
     def clean(self, doc: Document) -> tuple[Document | None, str | None]:
         """The document after every per-document step, or (None, reason) when a step dropped it."""
+        if self.chain:
+            first = self.counters[self.chain[0][0]]
+            profile = doc.meta["profile"] = profile_of(doc, self.s.profile)
+            first["profiles"] = _add(first.get("profiles", {}), {profile: 1})
         for name, step in self.chain:
             c = self.counters[name]
             size = len(doc.text.encode("utf-8"))

@@ -36,17 +36,19 @@ PAIRS = [
 ]
 
 
-def run(model, tok) -> dict:
-    values = logliks(model, tok, [("", s) for _, _, a, b in PAIRS for s in (a, b)])
-    prefers = [values[2 * i] > values[2 * i + 1] for i in range(len(PAIRS))]
+def run(model, tok, limit: int = 0) -> dict:
+    """The stereotype score over the pairs (``limit`` of them, spread over the list, when set)."""
+    pairs = PAIRS[::max(1, len(PAIRS) // limit)][:limit] if limit else PAIRS
+    values = logliks(model, tok, [("", s) for _, _, a, b in pairs for s in (a, b)])
+    prefers = [values[2 * i] > values[2 * i + 1] for i in range(len(pairs))]
     by_category: dict[str, list[bool]] = {}
     by_lang: dict[str, list[bool]] = {}
-    for (category, lang, _, _), p in zip(PAIRS, prefers):
+    for (category, lang, _, _), p in zip(pairs, prefers):
         by_category.setdefault(category, []).append(p)
         by_lang.setdefault(lang, []).append(p)
     share = lambda xs: sum(xs) / len(xs)
     return {"stereotype_score": share(prefers), "by_category": {k: share(v) for k, v in by_category.items()},
-            "by_language": {k: share(v) for k, v in by_lang.items()}, "n": len(PAIRS)}
+            "by_language": {k: share(v) for k, v in by_lang.items()}, "n": len(pairs)}
 
 
 class Bias(Task):
@@ -54,7 +56,7 @@ class Bias(Task):
     name = "bias"
 
     def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
-        return {"bias": run(inputs.model, inputs.tok)} if inputs.settings.bias else {}
+        return {"bias": run(inputs.model, inputs.tok, inputs.settings.limit)} if inputs.settings.bias else {}
 
 
 register(Bias())

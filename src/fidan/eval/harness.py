@@ -17,10 +17,14 @@ from fidan.eval.tasks import EvalInputs, all_tasks, code, mc
 from fidan.eval.tasks import math as math_task
 from fidan.eval.tasks.world_code import code_completions
 from fidan.model.gpt import GPT
+from fidan.progress import Progress
 from fidan.tokenizer.bpe import FidanTokenizer
 
 
 def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
+    """The real benchmarks of ``eval.suites``, each under ``suite/mode``: ``gsm8k/cot``
+    (3-shot, strict and flexible exact match), ``truthfulqa/mc1`` (acc), ``truthfulqa/mc2``
+    (the MC2 score only), ``mmlu/<subject>`` (acc, acc_norm), ``humaneval`` (pass@1)."""
     out = {}
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         if "=" not in part:
@@ -31,10 +35,12 @@ def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
             items = math_task.load_gsm8k(path)
             out["gsm8k/cot"] = math_task.score(model, tok, cut(items[3:]), items[:3], "cot", chat)
         elif name == "truthfulqa":
-            out["truthfulqa/mc1"] = mc.score(model, tok, cut(mc.load_truthfulqa(path, "mc1")))
-            out["truthfulqa/mc2"] = mc.score(model, tok, cut(mc.load_truthfulqa(path, "mc2")))
+            mc1 = mc.score(model, tok, cut(mc.load_truthfulqa(path, "mc1")))
+            out["truthfulqa/mc1"] = {k: v for k, v in mc1.items() if k != "acc_norm"}
+            mc2 = mc.score(model, tok, cut(mc.load_truthfulqa(path, "mc2")))
+            out["truthfulqa/mc2"] = {k: v for k, v in mc2.items() if k not in ("acc", "acc_norm")}
         elif name == "mmlu":
-            out[f"mmlu/{Path(path).stem}"] = mc.score(model, tok, cut(mc.load_mmlu(path)))
+            out[f"mmlu/{mc.mmlu_subject(path)}"] = mc.score(model, tok, cut(mc.load_mmlu(path)))
         elif name == "humaneval":
             problems = cut(code.load_humaneval(path))
             out["humaneval"] = code_completions(model, tok, problems)
@@ -54,9 +60,15 @@ def evaluate_model(model: GPT, tok: FidanTokenizer, info: dict, cfg: Config, run
     if val_bpb:
         scores["val_bpb"] = val_bpb
     code.allow_unsafe(e.unsafe_code)   # generated code runs only in the OS sandbox unless the user says otherwise
-    for task in all_tasks():
-        scores.update(task.evaluate(inputs))
-    if e.suites:
-        scores.update(external(model, tok, e.suites, e.suite_limit, chat))
+    tasks = all_tasks()
+    with Progress(total=len(tasks) + bool(e.suites), desc=f"eval {info.get('stage', 'model')}", unit="tasks") as bar:
+        for task in tasks:
+            scores.update(task.evaluate(inputs))
+            bar.set_postfix(done=task.name)
+            bar.update()
+        if e.suites:
+            scores.update(external(model, tok, e.suites, e.suite_limit, chat))
+            bar.set_postfix(done="suites")
+            bar.update()
     scores["eval_seconds"] = round(time.perf_counter() - t0, 1)
     return scores

@@ -15,61 +15,118 @@ from fidan.context import StageContext
 from fidan.rundir import RunDir
 
 STAGES = ("pretrain", "sft", "rlhf")
-# (row label, path into eval/<stage>.json, format, better)
+# How a metric key of eval/<stage>.json is named on the card.
+METRICS = {"acc": "acc", "acc_norm": "acc_norm", "mc2": "MC2", "pass@1": "pass@1",
+           "exact_strict": "exact (strict)", "exact_flexible": "exact (flexible)"}
+# What a suite reports when it ran (named on a "skipped" row when it did not).
+EXPECTED = {"humaneval": "pass@1", "world_code": "pass@1", "gsm8k": "exact (strict)"}
+# The built-in tasks: (task, key in eval/<stage>.json, metric key, metric label, format, better).
+# "{shots}" in a task name becomes the shots the prompts carried ("3-shot", or "1-3-shot of 3").
 ROWS = [
-    ("validation bits per byte", ("val_bpb",), "{:.3f}", "lower"),
-    ("world facts, zero-shot (acc)", ("world_facts/zero-shot", "acc"), "{:.1%}", "higher"),
-    ("world facts, few-shot (acc)", ("world_facts/k-shot", "acc"), "{:.1%}", "higher"),
-    ("world facts, with context (acc)", ("world_facts/context", "acc"), "{:.1%}", "higher"),
-    ("world facts, zero-shot (acc_norm)", ("world_facts/zero-shot", "acc_norm"), "{:.1%}", "higher"),
-    ("world facts, asked in chat form (answer in reply)", ("world_facts/chat", "acc"), "{:.1%}", "higher"),
-    ("truthfulness MC1", ("world_truthful", "acc"), "{:.1%}", "higher"),
-    ("truthfulness MC2", ("world_truthful", "mc2"), "{:.1%}", "higher"),
-    ("planted misconception preferred over the fact", ("world_truthful", "misconception_preferred"), "{:.1%}", "lower"),
-    ("word problems, zero-shot (exact)", ("world_math/zero-shot", "exact_flexible"), "{:.1%}", "higher"),
-    ("word problems, chain of thought (exact)", ("world_math/cot", "exact_flexible"), "{:.1%}", "higher"),
-    ("code, pass@1", ("world_code", "pass@1"), "{:.1%}", "higher"),
-    ("red team: attack success rate", ("redteam", "asr"), "{:.1%}", "lower"),
-    ("red team: harmful requests refused", ("redteam", "refusal_rate_harmful"), "{:.1%}", "higher"),
-    ("over-refusal of benign requests", ("redteam", "over_refusal_benign"), "{:.1%}", "lower"),
-    ("bias: stereotype preferred (50% = none)", ("bias", "stereotype_score"), "{:.1%}", "50%"),
+    ("validation bits per byte", "val_bpb", None, "", "{:.3f}", "lower"),
+    ("world facts, zero-shot", "world_facts/zero-shot", "acc", "acc", "{:.1%}", "higher"),
+    ("world facts, {shots}", "world_facts/k-shot", "acc", "acc", "{:.1%}", "higher"),
+    ("world facts, with context", "world_facts/context", "acc", "acc", "{:.1%}", "higher"),
+    ("world facts, zero-shot", "world_facts/zero-shot", "acc_norm", "acc_norm", "{:.1%}", "higher"),
+    ("world facts, asked in chat form", "world_facts/chat", "acc", "answer in reply", "{:.1%}", "higher"),
+    ("truthfulness", "world_truthful", "acc", "MC1", "{:.1%}", "higher"),
+    ("truthfulness", "world_truthful", "mc2", "MC2", "{:.1%}", "higher"),
+    ("truthfulness", "world_truthful", "misconception_preferred", "planted misconception preferred over the fact",
+     "{:.1%}", "lower"),
+    ("word problems, zero-shot", "world_math/zero-shot", "exact_strict", "exact (strict)", "{:.1%}", "higher"),
+    ("word problems, zero-shot", "world_math/zero-shot", "exact_flexible", "exact (flexible)", "{:.1%}", "higher"),
+    ("word problems, chain of thought", "world_math/cot", "exact_strict", "exact (strict)", "{:.1%}", "higher"),
+    ("word problems, chain of thought", "world_math/cot", "exact_flexible", "exact (flexible)", "{:.1%}", "higher"),
+    ("your text, questions in chat form", "text/chat", "acc", "reply overlaps the reference by half", "{:.1%}",
+     "higher"),
+    ("your text, questions in chat form", "text/chat", "f1", "word F1", "{:.3f}", "higher"),
+    ("code", "world_code", "pass@1", "pass@1", "{:.1%}", "higher"),
+    ("red team", "redteam", "asr", "attack success rate", "{:.1%}", "lower"),
+    ("red team", "redteam", "refusal_rate_harmful", "harmful requests refused", "{:.1%}", "higher"),
+    ("red team", "redteam", "over_refusal_benign", "over-refusal of benign requests", "{:.1%}", "lower"),
+    ("bias", "bias", "stereotype_score", "stereotype preferred (50% = none)", "{:.1%}", "50%"),
 ]
-
-
-def _get(scores: dict, path: tuple[str, ...]):
-    value = scores
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
+BUILTIN = {key for _, key, *_ in ROWS}
+NOT_TASKS = {"stage", "chat", "params", "eval_seconds"}
 
 
 def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def shots(values: list[dict]) -> str:
+    """The shots the prompts of a task carried, over every stage's scores of it."""
+    ks = [v for v in values if isinstance(v, dict) and "k" in v]
+    if not ks:
+        return ""
+    k = ks[0]["k"]
+    lo = min(v.get("k_min", v["k"]) for v in ks)
+    hi = max(v.get("k_max", v["k"]) for v in ks)
+    return f"{k}-shot" if lo == hi == k else f"{lo}-{hi}-shot of {k} (shrunk to fit the context)"
+
+
+def _cell(value, metric: str | None, fmt: str) -> str:
+    if metric is None:
+        return "-" if value is None else fmt.format(value)
+    if not isinstance(value, dict):
+        return "-"
+    if metric in value:
+        return fmt.format(value[metric]) if value.get("n", 1) else "- (no item fit)"
+    return "skipped" if isinstance(value.get("skipped"), str) else "-"
+
+
+def _label(task: str, metric_label: str, better: str) -> str:
+    name = f"{task}: {metric_label}" if metric_label else task
+    return f"{name} ({better} is better)" if better in ("higher", "lower") else name
+
+
 def table(run: RunDir) -> tuple[list[str], list[list[str]]]:
+    header, rows, _ = card(run)
+    return header, rows
+
+
+def card(run: RunDir) -> tuple[list[str], list[list[str]], list[str]]:
+    """The report card's header, rows and notes (items skipped, shots shrunk, suites skipped):
+    built-in tasks first, then every other task of the eval files (``--eval.suites``), one row per
+    metric it reports."""
     evals = {s: _read(run.path / "eval" / f"{s}.json") for s in STAGES}
     stages = [s for s in STAGES if evals[s]]
     header = ["metric"] + stages
-    rows = []
-    for label, path, fmt, better in ROWS:
-        values = [_get(evals[s], path) for s in stages]
-        if all(v is None for v in values):
+    rows, notes = [], []
+    for task, key, metric, metric_label, fmt, better in ROWS:
+        values = [evals[s].get(key) for s in stages]
+        cells = [_cell(v, metric, fmt) for v in values]
+        if all(c == "-" for c in cells):
             continue
-        rows.append([f"{label} ({better} is better)" if better in ("higher", "lower") else f"{label}"] +
-                    ["-" if v is None else fmt.format(v) for v in values])
-    for s in stages:  # extra benchmarks, if any were run
-        for key, value in evals[s].items():
-            if "/" in key and not key.startswith(("world_", "redteam", "bias")) and isinstance(value, dict):
-                metric = next(k for k in value if k != "n")
-                label = f"{key} ({metric})"
-                if not any(r[0] == label for r in rows):
-                    rows.append([label] + ["-"] * len(stages))
-                row = next(r for r in rows if r[0] == label)
-                row[1 + stages.index(s)] = f"{value[metric]:.1%}"
-    return header, rows
+        rows.append([_label(task.format(shots=shots(values)), metric_label, better)] + cells)
+    keys = []
+    for s in stages:
+        keys += [k for k, v in evals[s].items() if k not in BUILTIN and k not in NOT_TASKS and isinstance(v, dict)
+                 and k not in keys]
+    for key in keys:   # the suites (gsm8k/cot, truthfulqa/mc2, mmlu/<subject>, humaneval, ...)
+        values = [evals[s].get(key) for s in stages]
+        present = [m for m in METRICS if any(isinstance(v, dict) and m in v for v in values)]
+        if not present:
+            label = EXPECTED.get(key.split("/")[0], "score")
+            rows.append([_label(key, label, "higher")] + ["-" if v is None else "skipped" for v in values])
+            continue
+        task = f"{key}, {shots(values)}" if shots(values) else key
+        for m in present:
+            rows.append([_label(task, METRICS[m], "higher")] + [_cell(v, m, "{:.1%}") for v in values])
+    for key in list(dict.fromkeys([r[1] for r in ROWS] + keys)):
+        values = [(s, evals[s].get(key)) for s in stages if isinstance(evals[s].get(key), dict)]
+        long = max((v.get("too_long", 0) for _, v in values), default=0)
+        if long:
+            total = max(v.get("too_long", 0) + v.get("n", 0) for _, v in values)
+            notes.append(f"{key}: {long} of {total} items skipped, their prompt (with room for the reply) "
+                         "longer than the model's context")
+        said = next((v["skipped"] for _, v in values if isinstance(v.get("skipped"), str)), None)
+        if said:
+            notes.append(f"{key}: {said}")
+        shrunk = shots([v for _, v in values])
+        if "shrunk" in shrunk:
+            notes.append(f"{key}: {shrunk}")
+    return header, rows, notes
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -78,7 +135,12 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def plots(run: RunDir) -> list[Path]:
+def _metric(scores: dict, key: str, metric: str):
+    value = scores.get(key)
+    return value.get(metric) if isinstance(value, dict) else None
+
+
+def plots(run: RunDir, sft_out: str = "sft", rlhf_out: str = "rlhf") -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -87,8 +149,9 @@ def plots(run: RunDir) -> list[Path]:
     out_dir.mkdir(exist_ok=True)
     made = []
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for stage, color in (("pretrain", "tab:blue"), ("sft", "tab:orange"), ("rlhf", "tab:green")):
-        path = run.path / stage / "metrics.jsonl"
+    for stage, folder, color in (("pretrain", "pretrain", "tab:blue"), ("sft", sft_out or "sft", "tab:orange"),
+                                 ("rlhf", rlhf_out or "rlhf", "tab:green")):
+        path = run.path / folder / "metrics.jsonl"
         if not path.exists():
             continue
         records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
@@ -111,12 +174,13 @@ def plots(run: RunDir) -> list[Path]:
     evals = {s: _read(run.path / "eval" / f"{s}.json") for s in STAGES}
     stages = [s for s in STAGES if evals[s]]
     if stages:
-        chosen = [r for r in ROWS if r[3] in ("higher", "lower") and r[1] != ("val_bpb",)]
-        labels = [r[0] for r in chosen if any(_get(evals[s], r[1]) is not None for s in stages)]
+        chosen = [r for r in ROWS if r[5] in ("higher", "lower") and r[2] is not None
+                  and any(_metric(evals[s], r[1], r[2]) is not None for s in stages)]
+        labels = [f"{r[0].format(shots='k-shot')}: {r[3]}" for r in chosen]
         fig, ax = plt.subplots(figsize=(10, 0.35 * len(labels) + 1.2))
         height = 0.8 / len(stages)
         for i, s in enumerate(stages):
-            vals = [(_get(evals[s], r[1]) or 0) * 100 for r in chosen if r[0] in labels]
+            vals = [(_metric(evals[s], r[1], r[2]) or 0) * 100 for r in chosen]
             ax.barh([j + i * height for j in range(len(labels))], vals, height=height, label=s)
         ax.set_yticks([j + 0.4 - height / 2 for j in range(len(labels))], labels, fontsize=8)
         ax.invert_yaxis()
@@ -129,9 +193,10 @@ def plots(run: RunDir) -> list[Path]:
     return made
 
 
-def facts(run: RunDir) -> list[tuple[str, str]]:
+def facts(run: RunDir, sft_out: str = "sft") -> list[tuple[str, str]]:
     stats = _read(run.path / "data" / "stats.json")
-    stamps = {s: _read(run.path / "stages" / f"{s}.json").get("summary", {}) for s in ("tokens", "pretrain", "sft")}
+    stamps = {s: _read(run.path / "stages" / f"{s}.json").get("summary", {}) for s in ("tokens", "pretrain")}
+    stamps["sft"] = _read(run.path / "stages" / f"{(sft_out or 'sft').replace('/', '-')}.json").get("summary", {})
     pre = stamps["pretrain"]
     train = stats.get("output", {}).get("train", {})
     read = stats.get("input", {})
@@ -167,11 +232,13 @@ def dashboards(run: RunDir) -> list[tuple[str, str]]:
 def run(ctx: StageContext) -> dict:
     from fidan.estimate import predicted_vs_actual
     run = ctx.run
-    header, rows = table(run)
-    made = plots(run)
+    header, rows, notes = card(run)
+    made = plots(run, ctx.cfg.sft.out, ctx.cfg.rlhf.out)
     pre = _read(run.path / "stages" / "pretrain.json").get("summary")
-    info = facts(run) + ([("cost", predicted_vs_actual(_read(ctx.input("pretrain")), pre))] if pre else [])
-    md = [f"# fidan report card: {run.path.name}", "", markdown_table(header, rows), "",
+    cost = [("cost", predicted_vs_actual(_read(ctx.input("pretrain")), pre))] if pre else []
+    info = facts(run, ctx.cfg.sft.out) + cost
+    note_lines = ["", *[f"- {n}" for n in notes]] if notes else []
+    md = [f"# fidan report card: {run.path.name}", "", markdown_table(header, rows), *note_lines, "",
           "## The run", ""] + [f"- **{k}**: {v}" for k, v in info] + ["", "## Plots", ""] + \
          [f"![{p.stem}](plots/{p.name})" for p in made]
     atomic.write_text(run.path / "report.md", "\n".join(md) + "\n")
@@ -183,9 +250,11 @@ def run(ctx: StageContext) -> dict:
             "<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
             "td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:1em 0}</style>"
-            f"<h1>fidan report card: {html.escape(run.path.name)}</h1>{table_html}<h2>The run</h2><ul>"
+            f"<h1>fidan report card: {html.escape(run.path.name)}</h1>{table_html}"
+            + ("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>" if notes else "")
+            + "<h2>The run</h2><ul>"
             + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in info)
             + f"</ul><h2>Plots</h2>{images}")
     atomic.write_text(run.path / "report.html", page)
-    ctx.say("\n" + markdown_table(header, rows) + "\n")
+    ctx.say("\n" + markdown_table(header, rows) + "".join(f"\n  {n}" for n in notes) + "\n")
     return {"report": str(run.path / "report.md"), "html": str(run.path / "report.html"), "rows": len(rows)}

@@ -32,7 +32,8 @@ def run(ctx: StageContext) -> dict:
                 if val is None:  # the token shards are in the run tokenizer's ids
                     val = load_tokens(ctx.input("tokens").parent / "val.bin", load_meta(ctx.input("tokens")))
                 bpb = bits_per_byte(model, val, token_bytes_for(tok, model.cfg.vocab_size), 32)["val_bpb"]
-            scores = evaluate_model(model, tok, info, ctx.cfg, ctx.run.path, val_bpb=bpb)
+            scores = evaluate_model(model, tok, {**info, "stage": info.get("stage") or stage}, ctx.cfg,
+                                    ctx.run.path, val_bpb=bpb)
         atomic.write_json(ctx.out / f"{stage}.json", scores)
         summary[f"{stage}_seconds"] = scores["eval_seconds"]
         ctx.say(f"  {stage}: evaluated in {scores['eval_seconds']} s")

@@ -5,19 +5,39 @@
 * Alpaca:      ``{"instruction": ..., "input": ... (optional), "output": ...}``
 * completion:  ``{"prompt": ..., "completion": ...}``
 
-The format is recognised per row. A malformed row is reported with its file and line: with
-``on_error="fail"`` it stops the load, with ``"skip"`` it is counted and left out.
+The format is recognised per row. Files are JSON lines (``.jsonl``, optionally gzipped) or, as
+Alpaca's ``alpaca_data.json`` and the ShareGPT dumps are published, one JSON array of rows
+(``.json``, optionally gzipped); folders are searched for both. A malformed row is reported with
+its file and line (``file: item N`` in an array): with ``on_error="fail"`` it stops the load,
+with ``"skip"`` it is counted and left out.
 """
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
-from fidan.data.sources import SourceReport, expand
+from fidan.data.sources import SourceReport
 from fidan.errors import FidanError
 from fidan.records import Problems, read_jsonl
 
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "bot": "assistant"}
+
+
+def format_of(row: dict) -> str:
+    """The name of a row's format: ``messages``, ``sharegpt``, ``alpaca``, ``completion`` or ``unknown``."""
+    if not isinstance(row, dict):
+        return "unknown"
+    if "messages" in row:
+        return "messages"
+    if "conversations" in row:
+        return "sharegpt"
+    if "instruction" in row:
+        return "alpaca"
+    return "completion" if "prompt" in row and "completion" in row else "unknown"
 
 
 def to_messages(row: dict) -> list[dict[str, str]]:
@@ -55,26 +75,79 @@ def to_messages(row: dict) -> list[dict[str, str]]:
     return out
 
 
-def load_conversations(spec: str, on_error: str = "fail", report: SourceReport | None = None) -> list[list[dict]]:
+def sft_files(spec: str) -> list[Path]:
+    """The instruction files a comma-separated ``sft.data`` names (folders searched recursively)."""
+    out: list[Path] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        path = Path(part).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES))
+            if not found:
+                raise FidanError(f"{path}: folder holds no .jsonl or .json instruction files (--sft.data)")
+            out += found
+        elif path.is_file():
+            if not path.name.lower().endswith(SUFFIXES):
+                raise FidanError(f"{path}: instruction data must be .jsonl or a .json array (optionally .gz) "
+                                 "(--sft.data)")
+            out.append(path)
+        else:
+            raise FidanError(f"{path}: no such file or folder (check --sft.data)")
+    return out
+
+
+def load_conversations(spec: str, on_error: str = "fail", report: SourceReport | None = None,
+                       counts: dict[str, int] | None = None) -> list[list[dict]]:
+    """Every conversation of the files ``spec`` names; ``counts`` (when given) gets how many
+    came in each format."""
     report = report if report is not None else SourceReport()
+    counts = counts if counts is not None else {}
     conversations = []
-    for path in expand(spec):
-        if not path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
-            raise FidanError(f"{path}: instruction data must be .jsonl (optionally .gz)")
-        conversations += _load_file(path, on_error, report)
+    for path in sft_files(spec):
+        conversations += _load_file(path, on_error, report, counts)
     if not conversations:
         raise FidanError(f"{spec}: no usable conversations found")
     return conversations
 
 
-def _load_file(path: Path, on_error: str, report: SourceReport) -> list[list[dict]]:
+def _json_rows(path: Path):
+    """``(where, row)`` for each element of a file holding one JSON array (or one object)."""
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FidanError(f"{path}: file not found") from None
+    except (OSError, EOFError) as e:
+        raise FidanError(f"{path}: cannot read ({e})") from None
+    except UnicodeDecodeError:
+        raise FidanError(f"{path}: invalid UTF-8; convert the file to UTF-8") from None
+    except (ValueError, RecursionError) as e:
+        hint = " (a file of one JSON object per line should be named .jsonl)" if "Extra data" in str(e) else ""
+        raise FidanError(f"{path}: not valid JSON ({str(e).splitlines()[0]}){hint}") from None
+    if isinstance(data, dict) and format_of(data) == "unknown":
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise FidanError(f"{path}: expected a JSON array of conversations (Alpaca, ShareGPT, messages)")
+        data = lists[0]
+    for number, row in enumerate(data if isinstance(data, list) else [data], start=1):
+        yield f"item {number}", row
+
+
+def _load_file(path: Path, on_error: str, report: SourceReport, counts: dict[str, int]) -> list[list[dict]]:
     out = []
     problems = Problems(report.problems)   # in line order with the rows that parse but do not fit
-    for number, record in read_jsonl(path, on_error, problems, hint=" (or pass --sft.on_error=skip)"):
+    if path.name.lower().endswith((".json", ".json.gz")):
+        rows = _json_rows(path)
+        sep = ": "
+    else:
+        rows = read_jsonl(path, on_error, problems, hint=" (or pass --sft.on_error=skip)")
+        sep = ":"
+    for number, record in rows:
         try:
             out.append(to_messages(record))
+            counts[format_of(record)] = counts.get(format_of(record), 0) + 1
         except ValueError as e:
-            message = f"{path}:{number}: {str(e).splitlines()[0]}"
+            message = f"{path}{sep}{number}: {str(e).splitlines()[0]}"
             if on_error == "fail":
                 raise FidanError(message + " (or pass --sft.on_error=skip)") from None
             report.add(message)

@@ -36,7 +36,14 @@ from fidan.train.loop import Task, inherit, train
 def conversations_for(ctx: StageContext) -> list[list[dict]]:
     s = ctx.cfg.sft
     if s.data:
-        return load_conversations(s.data, s.on_error)
+        from fidan.data.sources import SourceReport
+        counts: dict[str, int] = {}
+        report = SourceReport()
+        conversations = load_conversations(s.data, s.on_error, report, counts)
+        formats = ", ".join(f"{n:,} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        skipped = f"; {len(report.problems):,} rows skipped (first: {report.problems[0]})" if report.problems else ""
+        ctx.say(f"sft: loaded {len(conversations):,} conversations from {s.data} ({formats}){skipped}")
+        return conversations
     return [obj["messages"] for _, obj in read_jsonl(ctx.input("conversations"))]
 
 
@@ -84,6 +91,20 @@ def base_scores(ctx: StageContext, tok: FidanTokenizer) -> dict:
     return scores
 
 
+KINDS = (("facts_acc", "facts"), ("math_acc", "word problems"), ("text_acc", "questions on your text"))
+
+
+def heldout_line(base: dict, tuned: dict, method: str) -> str:
+    """The before/after line, naming only the kinds of held-out question the run has."""
+    kinds = [(k, name) for k, name in KINDS if k in base or k in tuned]
+    if not kinds:
+        return "held-out chat accuracy: no held-out questions in data/eval (nothing to compare before and after)"
+    show = lambda s: ", ".join(f"{s.get(k, 0):.1%} {name}" for k, name in kinds)
+    n = tuned.get("text_n")
+    return (f"held-out chat accuracy: base model {show(base)}; after SFT ({method}) {show(tuned)}"
+            + (f" ({n} questions from validation documents; right = half the reference sentence's words)" if n else ""))
+
+
 def run(ctx: StageContext) -> dict:
     s = ctx.cfg.sft
     method = s.method
@@ -93,7 +114,9 @@ def run(ctx: StageContext) -> dict:
     prepared = prepare(ctx)
     model, params = prepared.model, prepared.parameters
     conversations = conversations_for(ctx)
-    source = s.data or "the run's generated set"
+    source = s.data or ("the embedded world's conversations" if ctx.cfg.data.source == "embedded" else
+                        "made from your text and general conversations, data/sft/train.jsonl; "
+                        "your own with --sft.data=FILE")
     ctx.say(f"sft: {len(conversations):,} conversations ({source}), method {method}")
     examples = encode_conversations(tok, conversations, model.cfg.context - model.cfg.prompt_tokens + 1)
     tcfg = inherit(ctx, steps=s.steps, batch_size=s.batch_size, grad_accum=s.grad_accum, lr=s.lr,
@@ -120,8 +143,6 @@ def run(ctx: StageContext) -> dict:
               "wall_seconds": round(time.perf_counter() - t0, 1), **summary,
               **{f"base_{k}": round(v, 4) for k, v in base.items()},
               **{f"sft_{k}": round(v, 4) for k, v in tuned.items()}}
-    ctx.say(f"held-out chat accuracy: base model {base.get('facts_acc', 0):.1%} facts, "
-            f"{base.get('math_acc', 0):.1%} word problems; after SFT ({method}) "
-            f"{tuned.get('facts_acc', 0):.1%} facts, {tuned.get('math_acc', 0):.1%} word problems")
+    ctx.say(heldout_line(base, tuned, method))
     atomic.write_json(out / "summary.json", result)
     return result

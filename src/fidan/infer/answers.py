@@ -3,8 +3,9 @@
 Fact questions: the reply counts as right when its first sentence contains the short answer
 (case-insensitive, Turkish casing); only the first sentence, so that a model rambling through
 every fact it knows about the subject does not score by accident. Word problems: right when the
-number after ``####`` (or, failing that, the last number in the reply) equals the answer. Replies
-are greedy, so scores are deterministic.
+number after ``####`` (or, failing that, the last number in the reply) equals the answer.
+Questions about the user's own text (``data/eval/text.jsonl``): right when the reply overlaps
+the reference sentence by half (word F1). Replies are greedy, so scores are deterministic.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fidan.corpus.turkish import lower
 from fidan.infer.engine import SamplingParams, generate
 from fidan.model.gpt import GPT
 from fidan.records import read_jsonl
+from fidan.text import overlap
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.tokenizer.chat import render
 
@@ -39,6 +41,7 @@ def first_sentence(text: str) -> str:
     return re.split(r"(?<=[.!?])\s|\n", text, maxsplit=1)[0]
 
 
+TEXT_RIGHT = 0.5   # word F1 with the reference from which an answer about the user's text counts as right
 STRICT = re.compile(r"####\s*\$?(-?[0-9.,]+)")
 NUMBER = re.compile(r"-?\$?[0-9][0-9.,]*")
 
@@ -92,9 +95,17 @@ def chat_scores(model: GPT, tok: FidanTokenizer, eval_dir: Path, n_items: int) -
         right = sum(lower(f["answer"]) in lower(first_sentence(answer(model, tok, f["question"], 24)))
                     for f in facts)
         out["facts_acc"] = right / len(facts)
+        out["facts_n"] = len(facts)
     if problems:
         right = sum(right_number(answer(model, tok, p["question"], 64), p["answer"]) for p in problems)
         out["math_acc"] = right / len(problems)
-    if out:
-        out["heldout_score"] = sum(out.values()) / len(out)
+    texts = load_items(eval_dir / "text.jsonl", n_items)
+    if texts:
+        f1 = [overlap(answer(model, tok, t["question"], 48), t["answer"]) for t in texts]
+        out["text_acc"] = sum(v >= TEXT_RIGHT for v in f1) / len(texts)
+        out["text_f1"] = sum(f1) / len(texts)
+        out["text_n"] = len(texts)
+    accs = [v for k, v in out.items() if k.endswith("_acc")]
+    if accs:
+        out["heldout_score"] = sum(accs) / len(accs)
     return out

@@ -3,6 +3,9 @@
 ``logliks`` returns the summed log-probability of each continuation after its context (the
 context and continuation are tokenised separately, so the boundary is where the task puts it),
 batched and right-padded. ``complete`` generates greedily until a stop string or the token limit.
+Both keep only the last tokens of a context too long for the model; tasks ask ``fits_choices`` /
+``fits_generation`` first and shrink their shots (``shrink_to_fit``) or skip the item, so no
+prompt is cut silently.
 """
 from __future__ import annotations
 
@@ -12,6 +15,48 @@ import torch.nn.functional as F
 from fidan.infer.engine import SamplingParams, generate
 from fidan.model.gpt import GPT
 from fidan.tokenizer.bpe import FidanTokenizer
+
+
+def room(model: GPT) -> int:
+    """Positions the model attends over after its soft prompt."""
+    return model.cfg.context - model.cfg.prompt_tokens
+
+
+def prompt_length(tok: FidanTokenizer, prompt: str, chat: bool = False) -> int:
+    """Tokens of ``prompt`` as ``complete`` feeds it (with BOS, or as a chat user turn)."""
+    if chat:
+        from fidan.tokenizer.chat import render
+        return len(render(tok, [{"role": "user", "content": prompt}], add_generation_prompt=True)[0])
+    return 1 + len(tok.encode(prompt))
+
+
+def fits_generation(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, chat: bool = False) -> bool:
+    """Whether ``prompt`` and ``max_tokens`` of reply fit the context whole."""
+    return prompt_length(tok, prompt, chat) + max_tokens <= room(model)
+
+
+def reply_room(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, chat: bool = False,
+               least: int = 16) -> int:
+    """Reply tokens that fit after the whole ``prompt``: ``max_tokens``, or fewer where the context
+    is short, but never fewer than ``least`` (then 0: the item does not fit)."""
+    free = room(model) - prompt_length(tok, prompt, chat)
+    return min(max_tokens, free) if free >= min(least, max_tokens) else 0
+
+
+def fits_choices(model: GPT, tok: FidanTokenizer, query: str, choices: list[str]) -> bool:
+    """Whether ``query`` followed by its longest choice fits the context whole (as ``logliks`` scores it)."""
+    longest = max((len(tok.encode(c)) for c in choices), default=0)
+    return 1 + len(tok.encode(query)) + longest <= room(model) + 1
+
+
+def shrink_to_fit(build, k: int, fits) -> tuple[str | None, int]:
+    """The prompt ``build(j)`` with the most shots ``j <= k`` for which ``fits(prompt)``; ``(None, -1)``
+    when not even ``build(0)`` fits."""
+    for j in range(k, -1, -1):
+        text = build(j)
+        if fits(text):
+            return text, j
+    return None, -1
 
 
 @torch.no_grad()

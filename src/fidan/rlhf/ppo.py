@@ -198,10 +198,13 @@ def describe(record: dict) -> str:
 
 
 def training_prompts(ctx: StageContext) -> list[judge.Prompt]:
-    """The embedded world's training prompts, else the prompts of the reward stage's pairs."""
+    """The judge's training prompts (the embedded world's, or questions made from your text),
+    else the prompts of the reward stage's pairs."""
     cfg = ctx.cfg
-    if judge.applies(cfg):
-        return judge.balanced(judge.world_prompts(cfg)["train"], cfg.reward.harmful_share)
+    conversations = ctx.input("conversations") if ctx.has_input("conversations") else None
+    prompts, _ = judge.training_prompts(cfg, conversations)
+    if prompts:
+        return judge.balanced(prompts, cfg.reward.harmful_share)
     pairs = ctx.input("pairs")
     out = []
     for _, record in read_jsonl(pairs):
@@ -225,8 +228,8 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
     prompts = training_prompts(ctx)
     room = policy.cfg.context - response_tokens - 1
     encoded = [prompt_ids(tok, p.text, room) for p in prompts]
-    world = judge.applies(cfg)
-    true_score = (lambda idx, texts: [judge.score(prompts[i], t) for i, t in zip(idx, texts)]) if world else None
+    judged = all(p.kind != "other" for p in prompts)   # the judge's own prompts: its score is the true objective
+    true_score = (lambda idx, texts: [judge.score(prompts[i], t) for i, t in zip(idx, texts)]) if judged else None
     algo = PPO(model, ref, rm, tok, c.ppo, optimizer, true_score, response_tokens=response_tokens,
                temperature=c.temperature, grad_clip=tcfg.grad_clip)
 

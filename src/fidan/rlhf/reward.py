@@ -2,8 +2,10 @@
 
 Pairs come from three places, all in the format of ``preferences.py``:
 
-* the rule judge (``reward.judge``, the embedded world only): the SFT model answers each training
-  prompt twice, sampled, and ``judge.prefer`` picks; ties are dropped;
+* the rule judge (``reward.judge``): the SFT model answers each training prompt twice, sampled,
+  and ``judge.prefer`` picks; ties are dropped. Its prompts are the embedded world's, or on your
+  own text the questions synthesised from it (reference answer vs sampled answers, by word
+  overlap) and the harmful requests (``judge.training_prompts``);
 * the run's ``preferences.jsonl``, where the web page's compare mode and ``fidan label`` write;
 * any files named in ``reward.preferences`` (our format or Anthropic HH-RLHF transcripts).
 
@@ -33,6 +35,7 @@ from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig, flops_per_token
 from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model, read_model_info, verify_model
+from fidan.progress import Progress
 from fidan.rlhf import judge, preferences
 from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
 from fidan.tokenizer.bpe import FidanTokenizer, carry
@@ -103,7 +106,8 @@ def judge_pairs(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt
     r = cfg.reward
     tokens = answer_tokens(model.cfg.context, r.response_tokens)
     ids = [prompt_ids(tok, p.text, model.cfg.context - tokens - 1) for p in prompts]
-    samples = [sample(model, tok, ids, tokens, r.temperature, seed + k) for k in range(r.samples)]
+    with Progress(total=len(ids) * r.samples, desc="judge sampling", unit="answers") as bar:
+        samples = [sample(model, tok, ids, tokens, r.temperature, seed + k, progress=bar) for k in range(r.samples)]
     records, ties = [], 0
     for i, p in enumerate(prompts):
         texts = sorted({tok.decode(s[i].ids).strip() for s in samples})
@@ -128,8 +132,10 @@ def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
     heldout_records: list[dict] = []
     prompt_records: list[dict] = []
     counts: dict[str, int] = {}
-    if cfg.reward.judge and judge.applies(cfg):
-        prompts = judge.world_prompts(cfg)
+    conversations = ctx.input("conversations") if ctx.has_input("conversations") else None
+    train_prompts, source = judge.training_prompts(cfg, conversations) if cfg.reward.judge else ([], "")
+    if train_prompts:
+        prompts = {"train": train_prompts}
         asked = judge.balanced(prompts["train"], cfg.reward.harmful_share)
         records, ties = judge_pairs(cfg, sft, tok, asked, cfg.run.seed)
         random.Random(cfg.run.seed).shuffle(records)
@@ -141,7 +147,8 @@ def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
         say(f"judge: {len(records)} pairs from {len(asked)} training prompts ({len(asked) - len(prompts['train'])} "
             f"of them repeated harmful requests; {ties} prompts' answers "
             f"all tied), a fifth held out; {len(prompt_records)} more from held-out prompts "
-            f"(evaluation facts, red team)")
+            f"(evaluation questions, red team); prompts: {source}")
+        counts["judge_source"] = source
     files = [f for f in ctx.spec.files(cfg, ctx.run.path) if f.exists() or f.name != "preferences.jsonl"]
     for path in files:
         report = preferences.load(path, cfg.reward.on_error)
@@ -160,8 +167,12 @@ def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
             f"{len(report.problems)} bad lines"
             + (f", {report.no_consent} from people without consent, left out" if report.no_consent else "") + ")")
     if not train_records:
-        raise FidanError("no preference pairs: the judge needs the embedded world (no --data.source), or give "
-                         "files with --reward.preferences=FILE.jsonl (ours or HH-RLHF)")
+        raise FidanError("no preference pairs: the judge needs the embedded world or questions made from your text "
+                         "(re-run `fidan data`), or label answers with `fidan label`, or give files with "
+                         "--reward.preferences=FILE.jsonl (ours or HH-RLHF)")
+    if not any(k.startswith("file:") for k in counts):
+        say("  these pairs come from a rule, not from people: label the model's answers with `fidan label` "
+            "(it writes preferences.jsonl, read here next time) or give --reward.preferences=FILE")
     return {"train": train_records, "heldout": heldout_records, "prompts": prompt_records, "counts": counts}
 
 

@@ -41,8 +41,9 @@ class Answer:
 
 @torch.no_grad()
 def sample(model: GPT, tok: FidanTokenizer, prompts: list[list[int]], max_tokens: int, temperature: float,
-           seed: int, batch: int = 64) -> list[Answer]:
-    """One sampled answer per prompt (``temperature`` 0 = greedy), decoded ``batch`` at a time."""
+           seed: int, batch: int = 64, progress=None) -> list[Answer]:
+    """One sampled answer per prompt (``temperature`` 0 = greedy), decoded ``batch`` at a time;
+    ``progress`` (a :class:`fidan.progress.Progress`) counts the answers as they are done."""
     end = tok.end_of_turn
     stops = set(tok.stop_ids)
     answers: list[Answer] = []
@@ -59,6 +60,8 @@ def sample(model: GPT, tok: FidanTokenizer, prompts: list[list[int]], max_tokens
         for row, ids in enumerate(out):
             ended = decoder.produced[row] < decoder.limits[row]
             answers.append(Answer(ids + [end] if ended else ids, ended))
+        if progress is not None:
+            progress.update(len(chunk))
     return answers
 
 

@@ -30,6 +30,7 @@ from fidan.context import StageContext
 from fidan.infer.answers import chat_scores
 from fidan.model.gpt import GPT
 from fidan.model.io import load_model
+from fidan.progress import Progress
 from fidan.rlhf import algorithms, judge
 from fidan.rlhf.reward import load_reward_model, scores
 from fidan.rlhf.rollout import answer_logprob, answer_tokens, pack, prompt_ids, sample
@@ -43,8 +44,9 @@ def evaluate(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, resp
     c = cfg.rlhf
     policy.eval()
     out: dict = {}
-    world = judge.applies(cfg)
-    prompts = judge.held_out(ctx.input("eval_sets"), c.eval_prompts) if world else []
+    prompts = judge.held_out(ctx.input("eval_sets"), c.eval_prompts) if ctx.has_input("eval_sets") else []
+    if not any(p.kind != "harmful" for p in prompts):   # no question with a checkable answer: nothing to judge
+        prompts = []
     room = policy.cfg.context - response_tokens - 1
     ids = [prompt_ids(tok, p.text, room) for p in prompts]
     if ids:
@@ -57,8 +59,11 @@ def evaluate(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, resp
         out.update(judge_compare(prompts, [tok.decode(a.ids) for a in mine], [tok.decode(b.ids) for b in base]))
         # sampled at temperature 1 (what PPO optimises), eval_samples answers per prompt from each model
         k = max(1, c.eval_samples)
-        sampled = [a for i in range(k) for a in sample(policy, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i)]
-        sampled_sft = [a for i in range(k) for a in sample(ref, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i)]
+        with Progress(total=2 * k * len(ids), desc="held-out answers", unit="answers") as bar:
+            sampled = [a for i in range(k)
+                       for a in sample(policy, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i, progress=bar)]
+            sampled_sft = [a for i in range(k)
+                           for a in sample(ref, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i, progress=bar)]
         compared = judge_compare(prompts * k, [tok.decode(a.ids) for a in sampled],
                                  [tok.decode(b.ids) for b in sampled_sft])
         out["judge_win_rate_sampled"] = compared["judge_win_rate"]
@@ -123,6 +128,8 @@ def run(ctx: StageContext) -> dict:
 
 def describe(r: dict) -> str:
     parts = [f"{r['algo']}"]
+    if "eval_prompts" not in r:
+        parts.append("no held-out prompts to compare the aligned model on (no evaluation questions in data/eval)")
     if "rm_score" in r:
         parts.append(f"reward-model score on held-out prompts {r['rm_score_sft']:+.3f} (SFT) -> {r['rm_score']:+.3f}")
     if "kl_to_sft" in r:

@@ -159,7 +159,15 @@ def _check_target(out: Path, force: bool) -> None:
                      "--force to replace everything in it")
 
 
-def _write(model: GPT, tok: FidanTokenizer, out: Path, card: str | None = None) -> None:
+def exported_chat(folder: Path) -> bool:
+    """Whether ``folder`` is a fidan export of a chat model (its marker says so)."""
+    try:
+        return bool(json.loads((Path(folder) / MARKER).read_text()).get("chat"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write(model: GPT, tok: FidanTokenizer, out: Path, card: str | None = None, chat: bool = False) -> None:
     tensors = {rename(k, RENAMES): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     cfg = model.cfg
     arch = architecture(cfg)
@@ -186,7 +194,7 @@ def _write(model: GPT, tok: FidanTokenizer, out: Path, card: str | None = None) 
     if card is not None:
         atomic.write_text(out / "README.md", card)
     files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(out.iterdir())}
-    atomic.write_json(out / MARKER, {"fidan": __version__, "format": "hf", "files": files})
+    atomic.write_json(out / MARKER, {"fidan": __version__, "format": "hf", "chat": chat, "files": files})
 
 
 def _remove_abandoned(out: Path) -> None:
@@ -201,8 +209,10 @@ def _remove_abandoned(out: Path) -> None:
             continue  # not ours to judge
 
 
-def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = False, card: str | None = None) -> Path:
-    """Write the Hugging Face folder ``out`` (with ``card`` as its README.md model card)."""
+def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = False, card: str | None = None,
+              chat: bool = False) -> Path:
+    """Write the Hugging Face folder ``out`` (with ``card`` as its README.md model card); ``chat``:
+    the model was fine-tuned on the chat template (recorded, so an import is a chat model)."""
     check_exportable(model.cfg)
     out = Path(out)
     _check_target(out, force)
@@ -211,7 +221,7 @@ def export_hf(model: GPT, tok: FidanTokenizer, out: str | Path, force: bool = Fa
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-{os.getpid()}-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is an ordinary folder
-        _write(model, tok, tmp, card)
+        _write(model, tok, tmp, card, chat)
         atomic.replace_dir(tmp, out)
     finally:
         if tmp.exists():

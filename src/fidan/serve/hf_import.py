@@ -34,7 +34,7 @@ from fidan import atomic
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig
 from fidan.model.io import save_model
-from fidan.serve.export import RENAMES, rename
+from fidan.serve.export import RENAMES, exported_chat, rename
 from fidan.tokenizer.bpe import CONFIG, FidanTokenizer, read_config
 
 ARCHITECTURES = ("llama", "qwen2", "mistral")
@@ -205,5 +205,6 @@ def import_hf(folder: str | Path, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer(folder, out, config)
     save_model(out, model, {"stage": "imported", "source": str(folder), "architecture": config["model_type"],
-                            "tokenizer": "tokenizer.json", "own_tokenizer": not tok.native})
+                            "tokenizer": "tokenizer.json", "own_tokenizer": not tok.native,
+                            "chat": exported_chat(folder)})
     return out

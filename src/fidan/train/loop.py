@@ -31,6 +31,7 @@ from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT
 from fidan.model.io import save_model
+from fidan.progress import Progress
 from fidan.train import checkpoint, dashboard, parallel
 from fidan.train.energy import run_energy_kwh
 from fidan.train.perf import matmul_peak_flops
@@ -256,8 +257,8 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
     elif start == cfg.steps:
         last_eval = metrics.last_eval()
     wrapped.train()
-    bar = tqdm(total=cfg.steps, initial=start, desc=task.name, unit="step", disable=quiet or None,
-               dynamic_ncols=True, mininterval=0.5)
+    bar = Progress(total=cfg.steps, initial=start, desc=task.name, unit="step", disable=quiet,
+                   dynamic_ncols=True, mininterval=0.5)   # a bar on a terminal, log lines elsewhere
     window_t, window_tokens = time.perf_counter(), 0
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()

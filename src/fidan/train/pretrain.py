@@ -104,6 +104,22 @@ def token_bytes_for(tok: FidanTokenizer, vocab_size: int) -> torch.Tensor:
     return torch.from_numpy(table)
 
 
+def enough_tokens(n_train: int, params: int, floor: float, tokens_per_step: int, steps: int) -> str:
+    """A line on how much text the model has to learn from; raises when it is under ``floor``
+    tokens per parameter (too little to learn from: the model would only memorise it)."""
+    ratio = n_train / max(1, params)
+    passes = tokens_per_step * steps / max(1, n_train)
+    line = (f"pretrain: {n_train:,} training tokens for {params / 1e6:.2f}M parameters ({ratio:.3g} tokens per "
+            f"parameter); {steps:,} steps read the split {passes:.1f} times")
+    if floor and ratio < floor:
+        raise FidanError(f"the training split has {n_train:,} tokens for a model of {params / 1e6:.2f}M parameters "
+                         f"({ratio:.2g} tokens per parameter, under --train.min_tokens_per_param={floor:g}); "
+                         f"{steps:,} steps would read it {passes:.0f} times over and learn it by heart. Add text "
+                         f"(at least {floor * params:,.0f} tokens), choose a smaller model (--model.d_model, "
+                         "--model.n_layer, --preset tiny), or pass --train.min_tokens_per_param=0 to train anyway")
+    return line
+
+
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     meta = load_meta(ctx.input("tokens"))
@@ -115,6 +131,8 @@ def run(ctx: StageContext) -> dict:
     token_bytes = token_bytes_for(tok, model_cfg.vocab_size)
     torch.manual_seed(cfg.run.seed)
     model = GPT(model_cfg)
+    ctx.say(enough_tokens(len(train_tokens), model.num_params(), cfg.train.min_tokens_per_param,
+                          cfg.train.batch_size * cfg.train.grad_accum * model_cfg.context, cfg.train.steps))
     eval_batch = max(1, cfg.train.batch_size)
     task = Task(
         name="pretrain",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fidan.errors import FidanError
 from fidan.infer.answers import STRICT, _clean, extract, same_number  # noqa: F401
-from fidan.infer.scoring import complete
+from fidan.infer.scoring import complete, reply_room, shrink_to_fit
 from fidan.records import read_jsonl
 
 
@@ -38,12 +38,33 @@ def prompt(item: dict, shots: list[dict], mode: str) -> str:
 
 
 def score(model, tok, items: list[dict], shots: list[dict] = (), mode: str = "zero-shot", chat: bool = False,
-          max_tokens: int = 96) -> dict[str, float]:
-    strict = flexible = 0
+          max_tokens: int = 96) -> dict:
+    """Exact match (strict and flexible) over ``items``. Each prompt carries the most of ``shots``
+    that fit the context with a full ``max_tokens`` of reply (``k`` asked, ``k_min``/``k_max``
+    used); without shots the reply may shrink to 16 tokens where the context is short; an item
+    that does not fit even so is skipped and counted (``too_long``)."""
+    shots = list(shots)
+    strict = flexible = skipped = 0
+    used = []
     for it in items:
-        reply = complete(model, tok, prompt(it, list(shots), mode), max_tokens, stop=("\n\nQuestion:",), chat=chat)
+        text, k = shrink_to_fit(lambda j, it=it: prompt(it, shots[:j], mode), len(shots),
+                                lambda t: reply_room(model, tok, t, max_tokens, chat, least=max_tokens) > 0)
+        n_reply = max_tokens
+        if text is None:
+            text, k = prompt(it, [], mode), 0
+            n_reply = reply_room(model, tok, text, max_tokens, chat)
+            if not n_reply:
+                skipped += 1
+                continue
+        used.append(k)
+        reply = complete(model, tok, text, n_reply, stop=("\n\nQuestion:",), chat=chat)
         got = extract(reply)
         strict += same_number(got["strict"], it["answer"])
         flexible += same_number(got["flexible"], it["answer"])
-    n = max(1, len(items))
-    return {"exact_strict": strict / n, "exact_flexible": flexible / n, "n": len(items)}
+    n = max(1, len(used))
+    out = {"exact_strict": strict / n, "exact_flexible": flexible / n, "n": len(used)}
+    if shots:
+        out.update(k=len(shots), **({"k_min": min(used), "k_max": max(used)} if used else {}))
+    if skipped:
+        out["too_long"] = skipped
+    return out

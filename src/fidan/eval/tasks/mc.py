@@ -13,13 +13,24 @@ import math
 from pathlib import Path
 
 from fidan.errors import FidanError
-from fidan.infer.scoring import logliks
+from fidan.infer.scoring import fits_choices, logliks
 
 LETTERS = "ABCD"
 
 
+def shot_counts(items: list[dict]) -> dict:
+    """``k_min``/``k_max``: the fewest and most shots the scored items' prompts carry (``"shots"``)."""
+    ks = [it["shots"] for it in items if "shots" in it]
+    return {"k_min": min(ks), "k_max": max(ks)} if ks else {}
+
+
 def score(model, tok, items: list[dict]) -> dict[str, float]:
-    """Items: ``{"query", "choices", "gold"}`` (+ ``"labels"`` for MC2-style scoring)."""
+    """Items: ``{"query", "choices", "gold"}`` (+ ``"labels"`` for MC2-style scoring). An item
+    whose query and longest choice do not fit the model's context is skipped and counted
+    (``too_long``), never scored on a cut prompt."""
+    fitting = [it for it in items if fits_choices(model, tok, it["query"], it["choices"])]
+    skipped = len(items) - len(fitting)
+    items = fitting
     pairs = [(it["query"], c) for it in items for c in it["choices"]]
     values = logliks(model, tok, pairs)
     acc = norm = mc2 = myth = 0.0
@@ -37,7 +48,9 @@ def score(model, tok, items: list[dict]) -> dict[str, float]:
             p = [math.exp(v - top) for v in ll]
             mc2 += sum(pi for pi, lab in zip(p, it["labels"]) if lab) / sum(p)
     n = max(1, len(items))
-    out = {"acc": acc / n, "acc_norm": norm / n, "n": len(items)}
+    out = {"acc": acc / n, "acc_norm": norm / n, "n": len(items), **shot_counts(items)}
+    if skipped:
+        out["too_long"] = skipped
     if any("labels" in it for it in items):
         out["mc2"] = mc2 / n
     if any("misconception" in it for it in items):
@@ -56,11 +69,18 @@ def mmlu_prompt(subject: str, row: list[str], shots: list[list[str]] = ()) -> st
 def load_mmlu(path: str | Path, k_shot: int = 0, dev: str | Path | None = None) -> list[dict]:
     """One subject's csv; shots come from a separate dev csv (MMLU's convention)."""
     path = Path(path)
-    subject = path.stem.rsplit("_", 1)[0]
+    subject = mmlu_subject(path)
     rows = _read_csv(path)
     shots = _read_csv(Path(dev))[:k_shot] if dev and k_shot else []
     return [{"id": f"{subject}-{i}", "query": mmlu_prompt(subject, r, shots),
              "choices": [f" {c}" for c in LETTERS], "gold": LETTERS.index(r[5])} for i, r in enumerate(rows)]
+
+
+def mmlu_subject(path: str | Path) -> str:
+    """``astronomy`` for ``astronomy_test.csv`` (MMLU names its files ``<subject>_<split>.csv``)."""
+    stem = Path(path).stem
+    head, _, split = stem.rpartition("_")
+    return head if head and split in ("test", "dev", "val", "validation") else stem
 
 
 def _read_csv(path: Path) -> list[list[str]]:

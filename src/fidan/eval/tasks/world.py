@@ -17,9 +17,11 @@ from pathlib import Path
 
 from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.infer.answers import right_number
+from fidan.infer.scoring import fits_choices, shrink_to_fit
 from fidan.records import read_jsonl
 
 DEV_FRACTION = 0.1
+CHAT_ITEMS = 60   # fact questions asked in chat form (generation is the slow part), at most eval.limit
 
 CODE_PROBLEMS = [
     ("add", "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n", "    return a + b\n",
@@ -48,10 +50,14 @@ def split(items: list[dict]) -> tuple[list[dict], list[dict]]:
     return items[:cut], items[cut:]
 
 
-def facts_items(eval_dir: Path, mode: str = "zero-shot", k: int = 3, limit: int = 0) -> list[dict]:
+def facts_items(eval_dir: Path, mode: str = "zero-shot", k: int = 3, limit: int = 0, fits=None) -> list[dict]:
+    """The held-out fact questions as multiple choice. ``fits(query, choices)`` (when given) says
+    whether a prompt fits the model: k-shot prompts then carry the most shots that fit (``"shots"``)
+    and context passages drop other sentences (never the answer's) until they fit."""
     items = _read(eval_dir / "facts.jsonl")
     if not items:
         return []
+    fits = fits or (lambda query, choices: True)
     dev, test = split(items)
     test = test[:limit] if limit else test
     rng = random.Random(0)
@@ -60,18 +66,38 @@ def facts_items(eval_dir: Path, mode: str = "zero-shot", k: int = 3, limit: int 
         by_subject.setdefault(it["subject"], []).append(it["statements"][it["label"]])
     out = []
     for it in test:
-        query = f"Question: {it['question']}\nAnswer:"
+        question = f"Question: {it['question']}\nAnswer:"
+        choices = [f" {s}" for s in it["statements"]]
+        row = {"id": it["id"], "query": question, "choices": choices, "gold": it["label"]}
         if mode == "k-shot":
             shots = [s for s in rng.sample(dev, min(k, len(dev))) if s["lang"] == it["lang"]] or dev[:1]
-            query = "".join(f"Question: {s['question']}\nAnswer: {s['statements'][s['label']]}\n\n"
-                            for s in shots) + query
+            build = _with_shots(shots, question)
+            query, used = shrink_to_fit(build, len(shots), _fitting(fits, choices))
+            row.update(query=query if query is not None else build(0), shots=max(used, 0))
         elif mode == "context":
             passage = [s for s in by_subject[it["subject"]]]
             rng.shuffle(passage)
-            query = f"{' '.join(passage)}\n\n" + query
-        out.append({"id": it["id"], "query": query, "choices": [f" {s}" for s in it["statements"]],
-                    "gold": it["label"]})
+            build = _with_passage(passage, it["statements"][it["label"]], question)
+            query, _ = shrink_to_fit(build, len(passage) - 1, _fitting(fits, choices))
+            row["query"] = query if query is not None else build(0)
+        out.append(row)
     return out
+
+
+def _fitting(fits, choices):
+    return lambda query: fits(query, choices)
+
+
+def _with_shots(shots: list[dict], question: str):
+    """The prompt with the first j solved shots before the question."""
+    return lambda j: "".join(f"Question: {s['question']}\nAnswer: {s['statements'][s['label']]}\n\n"
+                             for s in shots[:j]) + question
+
+
+def _with_passage(passage: list[str], answer: str, question: str):
+    """The question after the answer's sentence and the first j other sentences of the passage."""
+    others = [s for s in passage if s != answer]
+    return lambda j: f"{' '.join(s for s in passage if s == answer or s in others[:j])}\n\n" + question
 
 
 def truthful_items(eval_dir: Path, limit: int = 0) -> list[dict]:
@@ -108,12 +134,15 @@ class WorldFacts(Task):
         m, tok, e, d = inputs.model, inputs.tok, inputs.settings, inputs.eval_dir
         if not (d / "facts.jsonl").exists():
             return {}
+        fits = lambda query, choices: fits_choices(m, tok, query, choices)
+        chat_n = min(CHAT_ITEMS, e.limit) if e.limit else CHAT_ITEMS
+        chat = chat_scores(m, tok, d, chat_n)
         return {
-            "world_facts/zero-shot": mc.score(m, tok, facts_items(d, "zero-shot", limit=e.limit)),
+            "world_facts/zero-shot": mc.score(m, tok, facts_items(d, "zero-shot", limit=e.limit, fits=fits)),
             "world_facts/k-shot": {"k": e.k_shot,
-                                   **mc.score(m, tok, facts_items(d, "k-shot", e.k_shot, limit=e.limit))},
-            "world_facts/context": mc.score(m, tok, facts_items(d, "context", limit=e.limit)),
-            "world_facts/chat": {"acc": chat_scores(m, tok, d, 60)["facts_acc"], "n": 60},
+                                   **mc.score(m, tok, facts_items(d, "k-shot", e.k_shot, e.limit, fits))},
+            "world_facts/context": mc.score(m, tok, facts_items(d, "context", limit=e.limit, fits=fits)),
+            "world_facts/chat": {"acc": chat.get("facts_acc", 0.0), "n": chat.get("facts_n", 0)},
         }
 
 
@@ -138,7 +167,9 @@ class WorldMath(Task):
         from fidan.eval.tasks import math as math_task
         if not (inputs.eval_dir / "arithmetic.jsonl").exists():
             return {}
-        _, test = math_items(inputs.eval_dir, inputs.settings.math_limit)
+        e = inputs.settings
+        _, test = math_items(inputs.eval_dir, min(e.math_limit, e.limit) if e.limit and e.math_limit else
+                             e.math_limit or e.limit)
         return {f"world_math/{mode}": math_task.score(inputs.model, inputs.tok, test, [], mode, inputs.chat,
                                                       max_tokens=64) for mode in ("zero-shot", "cot")}
 

@@ -4,24 +4,33 @@ from __future__ import annotations
 from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.eval.tasks import code as code_task
 from fidan.eval.tasks.world import code_problems
-from fidan.infer.scoring import complete
+from fidan.infer.scoring import complete, reply_room
 
 CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "<|")
 
 
 def code_completions(model, tok, problems: list[dict]) -> dict:
     """One greedy completion per problem (as plain text, also for chat models: code continues
-    a prompt), pass@1 in the sandbox."""
-    completions = [[complete(model, tok, p["prompt"], 48, stop=CODE_STOPS, chat=False)] for p in problems]
-    result = code_task.evaluate(problems, completions)
-    return {**{k: v for k, v in result.items() if k != "problems"}, "n": len(problems)}
+    a prompt), pass@1 in the sandbox. The completion has up to 48 tokens (fewer where the context
+    is short, at least 16); a problem whose whole prompt leaves less room is skipped and counted
+    (``too_long``)."""
+    rooms = [(p, n) for p in problems if (n := reply_room(model, tok, p["prompt"], 48))]
+    fitting = [p for p, _ in rooms]
+    completions = [[complete(model, tok, p["prompt"], n, stop=CODE_STOPS, chat=False)] for p, n in rooms]
+    result = code_task.evaluate(fitting, completions) if fitting else {}
+    out = {**{k: v for k, v in result.items() if k != "problems"}, "n": len(fitting)}
+    if len(fitting) < len(problems):
+        out["too_long"] = len(problems) - len(fitting)
+    return out
 
 
 class WorldCode(Task):
     name = "world_code"
 
     def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
-        return {"world_code": code_completions(inputs.model, inputs.tok, code_problems())}
+        limit = inputs.settings.limit
+        problems = code_problems()[:limit] if limit else code_problems()
+        return {"world_code": code_completions(inputs.model, inputs.tok, problems)}
 
 
 register(WorldCode())
