@@ -20,6 +20,7 @@ from fidan.records import read_texts
 from fidan.tokenizer.bpe import FidanTokenizer
 
 BATCH = 512
+WINDOW = 1 << 22  # tokens read at a time from a memory-mapped shard
 
 
 def dtype_for(vocab_size: int) -> np.dtype:
@@ -61,10 +62,17 @@ def load_meta(path: Path) -> dict:
 def unigram_bpb(train: np.ndarray, val: np.ndarray, token_bytes: np.ndarray, vocab_size: int) -> float:
     """Bits per byte of the validation text under train-set token frequencies (add-one smoothed):
     the score of a model that learned nothing about context."""
-    counts = np.bincount(train, minlength=vocab_size).astype(np.float64) + 1.0
-    logp = np.log2(counts / counts.sum())
-    scored = token_bytes[val] > 0
-    return float(-logp[val[scored]].sum() / token_bytes[val].sum())
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    for start in range(0, len(train), WINDOW):  # in windows: the shards are memory-mapped, never loaded
+        counts += np.bincount(train[start:start + WINDOW], minlength=vocab_size)
+    logp = np.log2((counts + 1.0) / (counts.sum() + vocab_size))
+    bits, nbytes = 0.0, 0
+    for start in range(0, len(val), WINDOW):
+        ids = np.asarray(val[start:start + WINDOW])
+        b = token_bytes[ids]
+        bits -= float(logp[ids[b > 0]].sum())
+        nbytes += int(b.sum())
+    return bits / nbytes
 
 
 def run(ctx: StageContext) -> dict:

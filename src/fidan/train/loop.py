@@ -322,8 +322,13 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                    {**info, "step": cfg.steps, "tokens": tokens_seen})
     dist.barrier()
     tps = tokens_seen / max(elapsed, 1e-9)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    else:  # this process's peak resident memory (Linux reports KiB)
+        import resource
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return model, {"steps": cfg.steps, "tokens": tokens_seen, "train_seconds": round(elapsed, 1),
                    "tokens_per_s": round(tps), "mfu": round(tps * task.flops_per_token / (peak * world), 4),
                    "flops": float(tokens_seen * task.flops_per_token),
                    "energy_kwh": round(run_energy_kwh(device.type, elapsed) * world, 6), "device": device.type,
-                   "world_size": world, "parallel": kind, **last_eval}
+                   "world_size": world, "parallel": kind, "peak_memory_mb": round(peak_mb), **last_eval}
