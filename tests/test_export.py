@@ -230,3 +230,12 @@ def test_an_exported_chat_model_imports_as_a_chat_model(tok, tmp_path):
     export_hf(small(tok), tok, tmp_path / "plain")
     import_hf(tmp_path / "plain", tmp_path / "plain-back")
     assert load_model(tmp_path / "plain-back", "cpu")[1]["chat"] is False
+
+
+def test_export_reports_its_progress_in_a_log(tok, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FIDAN_PROGRESS_SECONDS", "0")   # a log line at every update, as a long export would
+    model = small(tok)
+    export_hf(model, tok, tmp_path / "hf")
+    lines = [x.strip() for x in capsys.readouterr().out.splitlines() if x.strip().startswith("export:")]
+    total = len(model.state_dict()) + 1
+    assert lines and lines[-1].startswith(f"export: {total:,}/{total:,} tensors (100%)")

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from fidan import __version__, atomic
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig
+from fidan.progress import Progress
 from fidan.tokenizer.bpe import BOS, CONFIG, EOS, PAD, FidanTokenizer
 from fidan.tokenizer.chat import CHAT_TEMPLATE
 
@@ -168,7 +169,12 @@ def exported_chat(folder: Path) -> bool:
 
 
 def _write(model: GPT, tok: FidanTokenizer, out: Path, card: str | None = None, chat: bool = False) -> None:
-    tensors = {rename(k, RENAMES): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    bar = Progress(total=len(state) + 1, desc="export", unit="tensors")  # the last unit: writing the file
+    tensors = {}
+    for k, v in state.items():
+        tensors[rename(k, RENAMES)] = v.detach().contiguous().cpu()
+        bar.update(1)
     cfg = model.cfg
     arch = architecture(cfg)
     if arch == "qwen2" and cfg.attn_bias == "none":  # Qwen2 always has q/k/v biases: zeros change nothing
@@ -177,6 +183,8 @@ def _write(model: GPT, tok: FidanTokenizer, out: Path, card: str | None = None, 
                 tensors[f"model.layers.{i}.self_attn.{proj}_proj.bias"] = torch.zeros(heads * cfg.head_dim)
     with atomic.atomic_path(out / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
+    bar.update(1)
+    bar.close()
     atomic.write_json(out / "config.json", CONFIGS[arch](cfg, tok))
     atomic.write_json(out / "generation_config.json", {"bos_token_id": tok.bos,
                                                        "eos_token_id": sorted({tok.eos, tok.end_of_turn}),

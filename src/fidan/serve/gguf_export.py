@@ -27,6 +27,7 @@ import torch
 from fidan import atomic
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, rope_frequencies
+from fidan.progress import Progress
 from fidan.serve.export import check_exportable
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.tokenizer.chat import CHAT_TEMPLATE
@@ -126,7 +127,9 @@ def export_gguf(model: GPT, tok: FidanTokenizer, out: str | Path, name: str = "f
         if cfg.rope_scaling == "llama3":  # what llama.cpp divides each default frequency by
             default = cfg.__class__(**{**cfg.to_dict(), "rope_scaling": "default"})
             put("rope_freqs.weight", rope_frequencies(default)[0] / rope_frequencies(cfg)[0])
+        bar = Progress(total=cfg.n_layer + 1, desc="export gguf", unit="layers")  # the last: writing the file
         for i in range(cfg.n_layer):
+            bar.update(1)
             for ours, theirs in NAMES.items():
                 for kind in ("weight", "bias"):
                     key = f"blocks.{i}.{ours}.{kind}"
@@ -143,4 +146,6 @@ def export_gguf(model: GPT, tok: FidanTokenizer, out: str | Path, name: str = "f
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
+        bar.update(1)
+        bar.close()
     return out
