@@ -145,6 +145,19 @@ def _dup_ngram_frac(words: list[str], n: int, total: int) -> float:
     return sum(len(w) for w, c in zip(words, covered) if c) / total
 
 
+def _words_and_chars(text: str) -> tuple[list[str], int]:
+    words = _raw_words(text.lower())
+    return words, sum(len(w) for w in words) or 1
+
+
+def _top_ngram_reason(words: list[str], total: int, t: Thresholds) -> str | None:
+    """Gopher's rule that one 2-4-gram must not cover too much of the text."""
+    for n, limit in t.top_ngram_char_frac:
+        if _top_ngram_frac(words, n, total) > limit:
+            return f"gopher:top_{n}gram"
+    return None
+
+
 def gopher_repetition(text: str, t: Thresholds = DEFAULT, profile: str = "web") -> str | None:
     """Gopher's repetition rules. Books and notes keep only what catches one text pasted over and
     over (half its paragraph characters repeated, or one 2-4-gram everywhere): refrains, speaker
@@ -154,12 +167,7 @@ def gopher_repetition(text: str, t: Thresholds = DEFAULT, profile: str = "web") 
     if profile != "web":
         if chars > 0.5:
             return "gopher:dup_paragraph_chars"
-        words = _raw_words(text.lower())
-        total = sum(len(w) for w in words) or 1
-        for n, limit in t.top_ngram_char_frac:
-            if _top_ngram_frac(words, n, total) > limit:
-                return f"gopher:top_{n}gram"
-        return None
+        return _top_ngram_reason(*_words_and_chars(text), t)
     if frac > t.dup_para_frac:
         return "gopher:dup_paragraphs"
     if chars > t.dup_para_char_frac:
@@ -170,11 +178,10 @@ def gopher_repetition(text: str, t: Thresholds = DEFAULT, profile: str = "web") 
         return "gopher:dup_lines"
     if chars > t.dup_line_char_frac:
         return "gopher:dup_line_chars"
-    words = _raw_words(text.lower())
-    total = sum(len(w) for w in words) or 1
-    for n, limit in t.top_ngram_char_frac:
-        if _top_ngram_frac(words, n, total) > limit:
-            return f"gopher:top_{n}gram"
+    words, total = _words_and_chars(text)
+    top = _top_ngram_reason(words, total, t)
+    if top:
+        return top
     for n, limit in t.dup_ngram_char_frac:
         if _dup_ngram_frac(words, n, total) > limit:
             return f"gopher:dup_{n}gram"
