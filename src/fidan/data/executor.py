@@ -163,9 +163,7 @@ def run_ray(chunks: Iterator[tuple[int, list[tuple]]], submit_args: Callable[[in
         raise FidanError("data.executor=ray needs Ray: pip install 'fidan[ray]'") from None
     started = False
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
-                 num_cpus=None if address else (workers or None), include_dashboard=False,
-                 log_to_driver=False, ignore_reinit_error=True)
+        _connect_ray(ray, address or os.environ.get("RAY_ADDRESS", ""), workers)
         started = True
     remote = ray.remote(process_shard)
     try:
@@ -180,6 +178,33 @@ def run_ray(chunks: Iterator[tuple[int, list[tuple]]], submit_args: Callable[[in
     finally:
         if started:
             ray.shutdown()
+
+
+def _connect_ray(ray, address: str, workers: int) -> None:
+    """Join the cluster at ``address`` (or start a local one when it is empty), with a clear error.
+
+    A cluster started with ``ray start`` uses token authentication by default (Ray >= 2.5x), and
+    a driver connects with the token only when ``RAY_AUTH_MODE=token``; without it, ``ray.init``
+    retries for a minute and fails without saying why. So when the mode is unset and a token is
+    at hand (``~/.ray/auth_token`` or ``$RAY_AUTH_TOKEN``), the driver uses it, as ``ray start``'s
+    own nodes do.
+    """
+    if address and "RAY_AUTH_MODE" not in os.environ and (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").exists()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:    # Ray caches its config at import; refresh it so this process sees the mode
+            from ray._private.authentication.authentication_token_setup import _enable_token_auth
+            _enable_token_auth()
+        except ImportError:
+            pass
+    try:
+        ray.init(address=address or None, num_cpus=None if address else (workers or None),
+                 include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    except ConnectionError as e:
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise FidanError(f"--data.ray_address: could not connect to {where} ({e}); is `ray start --head` "
+                         "running there, and does RAY_AUTH_MODE / ~/.ray/auth_token match the cluster's?") from None
 
 
 def deduplicate(work: Path, n_shards: int, exact: bool, near: bool) -> tuple[list[np.ndarray], dict]:
