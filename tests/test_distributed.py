@@ -228,3 +228,36 @@ def test_classify_runs_on_two_ranks(rewarded, tmp_path):
     torchrun("classify", root, "train.steps=120", "classify.steps=10", "classify.grad_accum=2")
     summary = json.loads((root / "micro" / "stages" / "classify.json").read_text())["summary"]
     assert summary["world_size"] == 2 and summary["steps"] == 10 and summary["test_accuracy"] > 0
+
+
+def _grpo_update_on_rank(rank: int, init_file: str, per_rank: list, out: str) -> None:
+    """One rank of a 2-process gloo group: GRPO's loss on this rank's tokens, then the reduction."""
+    import torch.distributed as td
+
+    from fidan import dist
+    from fidan.rlhf.grpo import token_mean_over_ranks
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2")
+    td.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    x, mask = per_rank[rank]
+    total = dist.all_sum([float(mask.sum())])[0]
+    token_mean_over_ranks(x * w, mask, total).backward()
+    dist.average_gradients([w])
+    torch.save(w.grad, f"{out}.{rank}")
+    td.destroy_process_group()
+
+
+def test_a_grpo_rank_without_signal_does_not_shrink_the_update(tmp_path):
+    """Rank 1 kept no group (all its answers scored alike): its zero gradient must not halve the
+    step. The reduced gradient equals one process's over the same tokens."""
+    from fidan.rlhf.ppo import masked_mean
+    x0, m0 = torch.tensor([[0.5, -2.0, 3.0], [1.5, 4.0, 0.0]]), torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    x1, m1 = torch.zeros(0, 3), torch.zeros(0, 3)
+    out = str(tmp_path / "grad")
+    torch.multiprocessing.spawn(_grpo_update_on_rank, args=(str(tmp_path / "init"), [(x0, m0), (x1, m1)], out),
+                                nprocs=2, join=True)
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    masked_mean(torch.cat([x0, x1]) * w, torch.cat([m0, m1])).backward()
+    for rank in (0, 1):
+        assert torch.allclose(torch.load(f"{out}.{rank}"), w.grad)   # 7.0 / 5 tokens = 1.4, not 0.7
+    assert float(w.grad) == pytest.approx(1.4)

@@ -9,6 +9,11 @@ but the checker. The loss is PPO's clipped surrogate per token plus ``[rlhf.grpo
 estimate of KL to the SFT model, ``exp(ref - logp) - (ref - logp) - 1``. A group whose answers
 all score the same carries no signal and is left out of the update.
 
+Under torchrun each rank samples its share of the groups, so a rank may hold no group with
+signal. The loss is therefore the mean over every rank's kept tokens (``token_mean_over_ranks``):
+a rank without signal adds zero gradients and the others' count for the whole step, so the update
+equals one process's on the same groups (a per-rank mean, averaged, would halve it).
+
 Training problems are generated from the world like the evaluation set, minus its problems.
 GRPO runs on the shared loop as an outer step, so it checkpoints and resumes like PPO.
 """
@@ -57,6 +62,14 @@ def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1)
 
 
+def token_mean_over_ranks(x: torch.Tensor, mask: torch.Tensor, total: float) -> torch.Tensor:
+    """This rank's part of the mean of ``x`` over all ranks' ``mask``-ed tokens (``total`` of them).
+
+    Scaled by the world size, because ``dist.average_gradients`` divides the summed gradients by
+    it: after the reduction the gradient is the one of the mean over every token of the step."""
+    return (x * mask).sum() * dist.world_size() / max(total, 1.0)
+
+
 def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: dict, response_tokens: int = 0) -> dict:
     """GRPO on the shared loop: one outer step = a batch of groups and ``epochs`` passes over it."""
     cfg = ctx.cfg
@@ -91,6 +104,7 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
         keep = informative.repeat_interleave(g.group).nonzero().squeeze(-1)
         if dist.all_sum([len(keep)])[0] and not len(keep):
             # no signal here but on another rank: take part in every reduction with zero gradients
+            dist.all_sum([0.0])      # this rank's kept tokens, for the others' token count
             policy.train()
             for _ in range(g.epochs):
                 optimizer.zero_grad(set_to_none=True)
@@ -105,13 +119,14 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
                 ref_lp = token_logprobs(ref, seqs)
             policy.train()
             mask = seqs.mask.float()
+            total = dist.all_sum([float(mask.sum())])[0]   # kept tokens over all ranks
             for _ in range(g.epochs):
                 with ctx.autocast():
                     logp = token_logprobs(policy, seqs)
                 ratio = torch.exp(logp - old)
                 surrogate = torch.minimum(ratio * adv_k, ratio.clamp(1 - g.clip, 1 + g.clip) * adv_k)
                 k3 = torch.exp(ref_lp - logp) - (ref_lp - logp) - 1
-                loss = masked_mean(-surrogate + g.kl * k3, mask)
+                loss = token_mean_over_ranks(-surrogate + g.kl * k3, mask, total)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 dist.average_gradients(policy.parameters())
