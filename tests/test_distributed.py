@@ -171,12 +171,16 @@ def test_a_two_process_sharded_checkpoint_resumes_in_one_process(fsdp_straight, 
     assert max(abs(got[s] - ref[s]) for s in range(11, 31)) < 1e-5
 
 
-def test_ddp_sft_matches_one_process(pretrained_run, tmp_path):
+@pytest.mark.parametrize("method", [[], ["sft.adversarial=0.01"], ["sft.method=gradual", "sft.gradual.every=2"]],
+                         ids=["full", "alum", "gradual"])
+def test_ddp_sft_matches_one_process(pretrained_run, tmp_path, method):
+    """Also ALUM (its loss calls the model three times per micro-batch, through ``model.embed``) and
+    gradual unfreezing (parameters thaw mid-run)."""
     cfg, run = pretrained_run
     single = copy_run(run, tmp_path / "one")
-    one_process(single, "sft", "train.steps=120", *SFT)
+    one_process(single, "sft", "train.steps=120", *SFT, *method)
     double = copy_run(run, tmp_path / "two")
-    torchrun("sft", double, "train.steps=120", *SFT)
+    torchrun("sft", double, "train.steps=120", *SFT, *method)
     a, b = losses(single / "micro" / "sft"), losses(double / "micro" / "sft")
     assert sorted(a) == sorted(b) == list(range(1, 7))
     assert max(abs(a[s] - b[s]) for s in a) < 1e-5

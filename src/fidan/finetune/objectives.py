@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import zlib
+
 import torch
 import torch.nn.functional as F
 
@@ -47,7 +49,12 @@ def _sym_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Tensor) 
 def adversarial_term(model: GPT, inputs: torch.Tensor, clean_logits: torch.Tensor, mask: torch.Tensor,
                      epsilon: float, noise: float = 1e-3) -> torch.Tensor:
     embeds = model.embed(inputs)
-    delta = (torch.randn_like(embeds) * noise).requires_grad_(True)
+    # The starting noise is drawn from the batch itself, not the global generator: a micro-batch
+    # gets the same noise on whichever rank (and in whichever order) it runs, so N ranks retrace
+    # one process's run.
+    gen = torch.Generator(device=embeds.device).manual_seed(zlib.crc32(inputs.cpu().numpy().tobytes()))
+    delta = (torch.randn(embeds.shape, generator=gen, device=embeds.device, dtype=embeds.dtype) * noise
+             ).requires_grad_(True)
     probe = _sym_kl(clean_logits.detach(), model(embeds=embeds.detach() + delta), mask)
     (grad,) = torch.autograd.grad(probe, delta)
     direction = grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12)
