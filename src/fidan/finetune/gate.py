@@ -83,8 +83,8 @@ class AttentionGuide:
 # -- held-out measure ----------------------------------------------------------------------------
 
 def context_items(eval_dir: Path, n: int, seed: int = 0) -> list[dict]:
-    """Held-out fact questions after a passage: the true statements about the same subject in the
-    held-out set, shuffled, one of them the answer's (``evidence``)."""
+    """Held-out fact questions after a passage: up to four true statements about the same subject
+    from the held-out set, shuffled, one of them the answer's (``gold``)."""
     path = eval_dir / "facts.jsonl"
     if not path.exists():
         return []
@@ -100,8 +100,7 @@ def context_items(eval_dir: Path, n: int, seed: int = 0) -> list[dict]:
         if len(passage) < 2:
             continue
         rng.shuffle(passage)
-        out.append({"context": " ".join(passage), "question": it["question"], "gold": gold,
-                    "answer": it["answer"]})
+        out.append({"passage": passage, "question": it["question"], "gold": gold, "answer": it["answer"]})
     step = max(1, len(out) // n) if n else 1
     return out[::step][:n] if n else out
 
@@ -114,8 +113,14 @@ def measure(model: GPT, tok: FidanTokenizer, items: list[dict], guide: Attention
     masses, right = [], 0
     budget = model.cfg.context - model.cfg.prompt_tokens
     for it in items:
-        prompt = f"{it['context']}\n\n{it['question']}"
-        ids, mask = render(tok, [{"role": "user", "content": prompt}, {"role": "assistant", "content": it["gold"]}])
+        passage = list(it["passage"])
+        while True:   # other sentences go (never the answer's) until the question and answer fit
+            prompt = f"{' '.join(passage)}\n\n{it['question']}"
+            ids, mask = render(tok, [{"role": "user", "content": prompt},
+                                     {"role": "assistant", "content": it["gold"]}])
+            if len(ids) <= budget or len(passage) == 1:
+                break
+            passage.remove(next(s for s in passage if s != it["gold"]))
         span = evidence_span(tok, ids, it["gold"])   # first found in the passage, before the reply
         if span is None or len(ids) > budget:
             continue
