@@ -38,7 +38,7 @@ SFT_ON = ALL - {"data", "tokenizer", "tokens", "pretrain", "sample"}   # sft and
     ("sft.lora.rank=4", set()), ("sft.distill.teacher=elsewhere", set()), ("rlhf.dpo.beta=0.5", set()),
     ("rlhf.grpo.group=4", set()), ("data.minhash_rows=4", ALL),
     # an option's own settings matter only when the option is on (GATE, IGBI, lr scaling)
-    ("sft.gate_layers=-2", set()), ("sft.gate_mass=0.5", set()), ("sft.igbi_dev=8", set()),
+    ("sft.gate_layers=-2", set()), ("sft.gate_mass=0.5", set()), ("sft.igbi_dev=8", SFT_ON),
     ("sft.igbi_every=4", set()), ("sft.base_batch=64", set()),
     ("sft.gate=1.0", SFT_ON), ("sft.igbi=true", SFT_ON), ("sft.optimizer=lamb", SFT_ON),
     ("sft.corrupt=0.3", SFT_ON), ("sft.context_questions=100", SFT_ON), ("sft.lr_scaling=sqrt", SFT_ON),

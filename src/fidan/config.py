@@ -45,6 +45,7 @@ from fidan.settings import (
 )
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"   # shipped inside the package
+OPEN_UNIT = between(0, 1, lo_open=True, hi_open=True)   # (0, 1): a target probability
 MAX_NOISE = 5.0   # corpus.noise above this would plant faults in every clean page (fidan/corpus/web.py)
 
 
@@ -219,8 +220,8 @@ class SFTConfig:
                                    # whose last answer is swapped for another's (planted wrong labels)
     igbi: bool = False             # gradient-based instance reweighting (Ren et al. 2018): weight each example
                                    # by how its gradient agrees with a small clean dev batch's
-    igbi_dev: int = setting(32, check=at_least(1), when=only_if("igbi", True))  # clean conversations held
-                                   # back from training as the dev batch (never corrupted)
+    igbi_dev: int = setting(32, check=at_least(1))  # clean conversations held back from training as IGBI's
+                                   # dev batch; never corrupted, so with sft.corrupt it matters without IGBI too
     igbi_every: int = setting(1, check=at_least(1), when=only_if("igbi", True))  # steps between
                                    # recomputing the dev batch's gradient
     optimizer: str = setting("adamw", choices=("adamw", "lamb"))  # lamb: layer-wise trust ratios for
@@ -235,8 +236,8 @@ class SFTConfig:
                                    # that mark their evidence span (0 = off)
     gate_layers: str = setting("-1", when=unless("gate", 0.0))  # guided blocks (negative from the top)
     gate_heads: str = setting("all", when=unless("gate", 0.0))  # guided heads: "all" or indices, "0,1"
-    gate_mass: float = setting(0.9, check=between(0, 1, lo_open=True, hi_open=True),
-                               when=unless("gate", 0.0))  # attention mass on the span the loss asks for
+    gate_mass: float = setting(0.9, check=OPEN_UNIT, when=unless("gate", 0.0))  # attention mass on the
+                                   # span the loss asks for (at least)
     context_questions: int = setting(0, check=non_negative)  # embedded world: with-context questions added
                                    # to the SFT data (a passage, a question, the answer; the evidence marked)
     adversarial: float = setting(0.0, check=non_negative)  # ALUM perturbation size in embedding space (0 = off)
