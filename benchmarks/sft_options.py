@@ -1,6 +1,6 @@
 """The issue-18 SFT options side by side: read each SFT output folder's summary (held-out chat
 scores, IGBI's mean weights, wall time) and measure every model on the held-out with-context
-questions (attention mass of the top block's heads on the answer's sentence, greedy accuracy),
+questions (attention mass of the top dense block's heads on the answer's sentence, greedy accuracy),
 all with the same code, so models trained with and without GATE are measured alike.
 
     python benchmarks/sft_options.py --run runs/demo18 sft-plain30 sft-igbi30 sft-context sft-gate
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--run", required=True, help="the run directory")
     ap.add_argument("folders", nargs="+", help="SFT output folders inside the run")
     ap.add_argument("--items", type=int, default=60, help="held-out with-context questions")
-    ap.add_argument("--layers", default="-1", help="blocks whose attention is measured")
+    ap.add_argument("--layers", default="dense", help="blocks whose attention is measured (sft.gate_layers)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     run = Path(args.run)
@@ -37,7 +37,7 @@ def main() -> None:
     for name in args.folders:
         summary = json.loads((run / name / "summary.json").read_text())
         model, _ = load_model(run / name, "cpu")
-        guide = AttentionGuide(args.layers, "all", 0.9, model.cfg.n_layer, model.cfg.n_head)
+        guide = AttentionGuide(args.layers, "all", 0.9, model.cfg)
         got = measure(model, tok, items, guide)
         weights = (f"{summary['igbi_mean_weight_corrupted']:.3f} / {summary['igbi_mean_weight_clean']:.3f}"
                    if "igbi_mean_weight_corrupted" in summary else "-")

@@ -59,7 +59,7 @@ def test_gate_raises_attention_mass_on_the_marked_span():
     answer[:, 12:] = True
     evidence = torch.zeros(8, 16, dtype=torch.bool)
     evidence[:, 3:6] = True
-    guide = AttentionGuide("-1", "all", 0.9, n_layer=2, n_head=2)
+    guide = AttentionGuide("-1", "all", 0.9, model().cfg)
 
     def mass_after(weight):
         m = model()
@@ -80,7 +80,8 @@ def test_gate_raises_attention_mass_on_the_marked_span():
 
 
 def test_gate_term_is_zero_once_the_target_mass_is_reached_and_bad_layers_are_named():
-    guide = AttentionGuide("0", "1", 0.5, n_layer=1, n_head=2)
+    one = GPTConfig(vocab_size=V, n_layer=1, n_head=2, n_kv_head=2, d_model=32)
+    guide = AttentionGuide("0", "1", 0.5, one)
     probs = torch.zeros(1, 2, 4, 4)
     probs[..., 0] = 1.0                                  # everything on key 0
     evidence = torch.tensor([[True, False, False, False]])
@@ -88,9 +89,11 @@ def test_gate_term_is_zero_once_the_target_mass_is_reached_and_bad_layers_are_na
     assert guide.loss({0: probs}, answer, evidence).item() == pytest.approx(0.0, abs=1e-5)
     assert guide.loss({0: probs}, answer, ~evidence).item() > 1.0
     with pytest.raises(FidanError, match="the model has 1 blocks and 2 heads"):
-        AttentionGuide("3", "all", 0.9, n_layer=1, n_head=2)
+        AttentionGuide("3", "all", 0.9, one)
     with pytest.raises(FidanError, match="sft.gate_heads"):
-        AttentionGuide("0", "x", 0.9, n_layer=1, n_head=2)
+        AttentionGuide("0", "x", 0.9, one)
+    banded = GPTConfig(vocab_size=V, n_layer=4, n_head=2, n_kv_head=2, d_model=32, sparse_every=2, window=8)
+    assert AttentionGuide("dense", "all", 0.9, banded).layers == [2]   # blocks 1 and 3 are banded
 
 
 def test_evidence_is_mapped_onto_its_tokens():

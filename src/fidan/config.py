@@ -234,7 +234,9 @@ class SFTConfig:
                                    # is meant for
     gate: float = setting(0.0, check=non_negative)  # GATE: weight of the attention-guidance loss on examples
                                    # that mark their evidence span (0 = off)
-    gate_layers: str = setting("-1", when=unless("gate", 0.0))  # guided blocks (negative from the top)
+    gate_layers: str = setting("dense", when=unless("gate", 0.0))  # guided blocks (negative from the top);
+                                   # "dense": the top block with full attention (a banded block's
+                                   # window may not reach the passage)
     gate_heads: str = setting("all", when=unless("gate", 0.0))  # guided heads: "all" or indices, "0,1"
     gate_mass: float = setting(0.9, check=OPEN_UNIT, when=unless("gate", 0.0))  # attention mass on the
                                    # span the loss asks for (at least)

@@ -25,6 +25,7 @@ from fidan.corpus.turkish import lower
 from fidan.errors import FidanError
 from fidan.finetune.data import evidence_span
 from fidan.infer.answers import answer, first_sentence
+from fidan.model.config import GPTConfig
 from fidan.model.gpt import GPT, recorded_attention
 from fidan.records import read_jsonl
 from fidan.tokenizer.bpe import FidanTokenizer
@@ -38,17 +39,25 @@ def _indices(text: str, key: str) -> list[int]:
         raise FidanError(f"bad value for 'sft.{key}': {text!r} (comma-separated integers)") from None
 
 
-def parse_guide(layers: str, heads: str) -> tuple[list[int], list[int] | None]:
-    """``sft.gate_layers`` and ``sft.gate_heads`` as lists (heads None: all)."""
+def parse_guide(layers: str, heads: str) -> tuple[list[int] | None, list[int] | None]:
+    """``sft.gate_layers`` and ``sft.gate_heads`` as lists (layers None: the top dense block;
+    heads None: all)."""
+    heads_list = None if heads.strip() == "all" else _indices(heads, "gate_heads")
+    if layers.strip() == "dense":
+        return None, heads_list
     chosen = _indices(layers, "gate_layers")
     if not chosen:
         raise FidanError("bad value for 'sft.gate_layers': name at least one block")
-    return chosen, None if heads.strip() == "all" else _indices(heads, "gate_heads")
+    return chosen, heads_list
 
 
 class AttentionGuide:
-    def __init__(self, layers: str, heads: str, mass: float, n_layer: int, n_head: int):
+    def __init__(self, layers: str, heads: str, mass: float, cfg: GPTConfig):
         chosen, head_list = parse_guide(layers, heads)
+        n_layer, n_head = cfg.n_layer, cfg.n_head
+        if chosen is None:
+            dense = [i for i in range(n_layer) if not cfg.is_banded(i)]
+            chosen = [dense[-1] if dense else n_layer - 1]
         bad = [i for i in chosen if not -n_layer <= i < n_layer]
         if bad or any(not 0 <= h < n_head for h in head_list or []):
             raise FidanError(f"sft.gate_layers={layers!r} / sft.gate_heads={heads!r}: the model has "

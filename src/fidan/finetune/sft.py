@@ -182,7 +182,7 @@ def run(ctx: StageContext) -> dict:
         reweighting = GradientReweighting(collate(dev, tok.pad), params, s.igbi_every, flags)
         ctx.say(f"sft: IGBI weights each batch by gradient agreement with {len(dev)} clean dev conversations "
                 f"(held back from training), refreshed every {s.igbi_every} step(s)")
-    guide = AttentionGuide(s.gate_layers, s.gate_heads, s.gate_mass, model.cfg.n_layer, model.cfg.n_head) \
+    guide = AttentionGuide(s.gate_layers, s.gate_heads, s.gate_mass, model.cfg) \
         if s.gate > 0 else None
     if guide is not None:
         marked = sum(ex.span is not None for ex in examples)
@@ -210,8 +210,7 @@ def run(ctx: StageContext) -> dict:
         tuned = chat_scores(model, tok, eval_dir, s.eval_items)
         base = base_scores(ctx, tok)
     if s.gate > 0 or s.context_questions:   # attention on the passage and accuracy, held-out questions
-        probe = guide or AttentionGuide(s.gate_layers, s.gate_heads, s.gate_mass, model.cfg.n_layer,
-                                        model.cfg.n_head)
+        probe = guide or AttentionGuide(s.gate_layers, s.gate_heads, s.gate_mass, model.cfg)
         with ctx.autocast():
             summary.update(measure(model, tok, context_items(eval_dir, s.eval_items), probe))
         ctx.say(f"held-out with-context questions: attention mass on the answer's sentence "
