@@ -25,6 +25,7 @@ def changed_stages(base, other, run_path=None) -> set[str]:
 
 
 ALL = {s.name for s in STAGES}
+SFT_ON = ALL - {"data", "tokenizer", "tokens", "pretrain", "sample"}   # sft and every stage after it
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -36,6 +37,13 @@ ALL = {s.name for s in STAGES}
     # a method's sub-settings matter only when that method is chosen
     ("sft.lora.rank=4", set()), ("sft.distill.teacher=elsewhere", set()), ("rlhf.dpo.beta=0.5", set()),
     ("rlhf.grpo.group=4", set()), ("data.minhash_rows=4", ALL),
+    # an option's own settings matter only when the option is on (GATE, IGBI, lr scaling)
+    ("sft.gate_layers=-2", set()), ("sft.gate_mass=0.5", set()), ("sft.igbi_dev=8", SFT_ON),
+    ("sft.igbi_every=4", set()), ("sft.base_batch=64", set()),
+    ("sft.gate=1.0", SFT_ON), ("sft.igbi=true", SFT_ON), ("sft.optimizer=lamb", SFT_ON),
+    ("sft.corrupt=0.3", SFT_ON), ("sft.context_questions=100", SFT_ON), ("sft.lr_scaling=sqrt", SFT_ON),
+    ("sft.reweight=1.0", SFT_ON),   # the old name of sft.loss_reweight
+    ("corpus.n_people=20", ALL),
     ("sample.temperature=0.1", {"sample"}),
     ("train.lr=1e-4", ALL - {"data", "tokenizer", "tokens"}),
     ("rlhf.ppo.kl_coef=0.5", {"rlhf", "eval", "report"}),
@@ -57,6 +65,10 @@ def test_chosen_method_hashes_its_settings():
     assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.dpo.beta=0.5"])) == \
         {"rlhf", "eval", "report"}
     assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.ppo.kl_coef=0.5"])) == set()
+    gate = build_config("tiny", None, ["sft.gate=1.0"])
+    assert changed_stages(gate, build_config("tiny", None, ["sft.gate=1.0", "sft.gate_layers=-2"])) == SFT_ON
+    igbi = build_config("tiny", None, ["sft.igbi=true"])
+    assert changed_stages(igbi, build_config("tiny", None, ["sft.igbi=true", "sft.igbi_every=4"])) == SFT_ON
     no_dedup = build_config("tiny", None, ["data.steps=normalize,pii"])
     assert changed_stages(no_dedup, build_config("tiny", None, ["data.steps=normalize,pii",
                                                                 "data.minhash_rows=4"])) == set()

@@ -41,9 +41,11 @@ from fidan.settings import (
     out_of_range,
     positive,
     setting,
+    unless,
 )
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"   # shipped inside the package
+OPEN_UNIT = between(0, 1, lo_open=True, hi_open=True)   # (0, 1): a target probability
 MAX_NOISE = 5.0   # corpus.noise above this would plant faults in every clean page (fidan/corpus/web.py)
 
 
@@ -212,7 +214,34 @@ class SFTConfig:
     weight_decay: float = setting(0.0, check=non_negative)
     eval_items: int = setting(60, check=non_negative)  # held-out fact questions scored (and a third as
                                    # many word problems)
-    reweight: float = setting(0.0, check=non_negative)  # instance reweighting temperature (0 = off)
+    loss_reweight: float = setting(0.0, check=non_negative)  # loss-softmax instance reweighting: each
+                                   # example weighted by softmax(loss / T) over the batch; T (0 = off)
+    corrupt: float = setting(0.0, check=between(0, 0.9))  # experiment: share of the training conversations
+                                   # whose last answer is swapped for another's (planted wrong labels)
+    igbi: bool = False             # gradient-based instance reweighting (Ren et al. 2018): weight each example
+                                   # by how its gradient agrees with a small clean dev batch's
+    igbi_dev: int = setting(32, check=at_least(1))  # clean conversations held back from training as IGBI's
+                                   # dev batch; never corrupted, so with sft.corrupt it matters without IGBI too
+    igbi_every: int = setting(1, check=at_least(1), when=only_if("igbi", True))  # steps between
+                                   # recomputing the dev batch's gradient
+    optimizer: str = setting("adamw", choices=("adamw", "lamb"))  # lamb: layer-wise trust ratios for
+                                   # large batches (You et al. 2020; the seed's large-batch "ALUM"), not
+                                   # the adversarial ALUM of sft.adversarial
+    lr_scaling: str = setting("none", choices=("none", "linear", "sqrt"))  # scale sft.lr with the batch
+                                   # (batch_size x grad_accum) over sft.base_batch: linear (Goyal et al.
+                                   # 2017) or sqrt (LAMB's rule)
+    base_batch: int = setting(16, check=at_least(1), when=unless("lr_scaling", "none"))  # the batch sft.lr
+                                   # is meant for
+    gate: float = setting(0.0, check=non_negative)  # GATE: weight of the attention-guidance loss on examples
+                                   # that mark their evidence span (0 = off)
+    gate_layers: str = setting("dense", when=unless("gate", 0.0))  # guided blocks (negative from the top);
+                                   # "dense": the top block with full attention (a banded block's
+                                   # window may not reach the passage)
+    gate_heads: str = setting("all", when=unless("gate", 0.0))  # guided heads: "all" or indices, "0,1"
+    gate_mass: float = setting(0.9, check=OPEN_UNIT, when=unless("gate", 0.0))  # attention mass on the
+                                   # span the loss asks for (at least)
+    context_questions: int = setting(0, check=non_negative)  # embedded world: with-context questions added
+                                   # to the SFT data (a passage, a question, the answer; the evidence marked)
     adversarial: float = setting(0.0, check=non_negative)  # ALUM perturbation size in embedding space (0 = off)
     adversarial_weight: float = setting(1.0, check=non_negative)  # weight of the ALUM term (used when adversarial > 0)
     layers: LayersSettings = method_table(LayersSettings, "layers")
@@ -368,7 +397,7 @@ ALIASES: dict[tuple[str, str], tuple[str, ...]] = {
     ("sft", "layers"): ("sft.layers.blocks",), ("sft", "unfreeze_every"): ("sft.gradual.every",),
     **{("sft", f"lora_{k}"): (f"sft.lora.{k}",) for k in ("rank", "alpha", "dropout", "targets")},
     ("sft", "prompt_tokens"): ("sft.prompt.tokens",), ("sft", "teacher"): ("sft.distill.teacher",),
-    ("sft", "student_layers"): ("sft.distill.student_layers",),
+    ("sft", "student_layers"): ("sft.distill.student_layers",), ("sft", "reweight"): ("sft.loss_reweight",),
     ("sft", "distill_temperature"): ("sft.distill.temperature",), ("sft", "distill_alpha"): ("sft.distill.alpha",),
     **{("rlhf", k): (f"rlhf.ppo.{k}",) for k in ("minibatch", "kl_coef", "target_kl", "value_clip", "vf_coef",
                                                  "value_lr", "gamma", "lam", "no_eos_penalty")},

@@ -31,21 +31,28 @@ class When:
     """A condition on another setting of the same section: it equals one of ``values`` or, with
     ``contains``, its comma-separated list names one of them."""
     key: str
-    values: tuple[str, ...]
+    values: tuple[Any, ...]
     contains: bool = False
+    negate: bool = False          # holds when the setting is none of ``values``
 
     def holds(self, section: Any) -> bool:
         value = getattr(section, self.key)
         if self.contains:
             return any(v in [x.strip() for x in str(value).split(",")] for v in self.values)
-        return value in self.values
+        return (value in self.values) != self.negate
 
     def __str__(self) -> str:
-        return f"{self.key} {'names' if self.contains else '='} {' or '.join(self.values)}"
+        op = "names" if self.contains else ("is not" if self.negate else "=")
+        return f"{self.key} {op} {' or '.join(str(v) for v in self.values)}"
 
 
 def only_if(key: str, *values: str) -> When:
     return When(key, values)
+
+
+def unless(key: str, *values: Any) -> When:
+    """The setting matters only when ``key`` is none of ``values`` (a weight other than 0)."""
+    return When(key, values, negate=True)
 
 
 def if_step(*names: str) -> When:

@@ -18,13 +18,19 @@ from fidan.config import Config, build_config, to_toml
 from fidan.finetune import methods
 from fidan.rundir import RunDir
 
+CONTEXT_QUESTIONS = 1000   # with-context questions the gate row and its baseline add to the SFT data
+
 # name -> the settings that make it (None: the classifier head, the `classify` stage)
 # every registered fine-tuning method (finetune/methods/), the options that combine with any of
 # them, and transfer learning to a classifier head
 METHODS: dict[str, list[str] | None] = {
     **{name: [f"sft.method={name}"] for name in methods.names()},
-    "reweight": ["sft.method=full", "sft.reweight=1.0"],
+    "loss_reweight": ["sft.method=full", "sft.loss_reweight=1.0"],
+    "igbi": ["sft.method=full", "sft.igbi=true"],
     "adversarial": ["sft.method=full", "sft.adversarial=0.05"],
+    "context": ["sft.method=full", f"sft.context_questions={CONTEXT_QUESTIONS}"],   # GATE's baseline
+    "gate": ["sft.method=full", f"sft.context_questions={CONTEXT_QUESTIONS}", "sft.gate=1.0"],
+    "lamb": ["sft.method=full", "sft.optimizer=lamb"],
     "classify": None,
 }
 
@@ -65,7 +71,8 @@ def compare(cfg: Config, run: RunDir, names: list[str]) -> list[dict]:
         rows.append({"method": name, "trainable_params": result["trainable_params"],
                      "wall_seconds": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
                      "heldout_score": score, "facts_acc": result.get("sft_facts_acc"),
-                     "math_acc": result.get("sft_math_acc"), "test_accuracy": result.get("test_accuracy")})
+                     "math_acc": result.get("sft_math_acc"), "test_accuracy": result.get("test_accuracy"),
+                     **{k: result[k] for k in EXTRA if k in result}})
     base = json.loads(next((run.path / "pretrain").glob("chat_scores_*.json")).read_text()) \
         if list((run.path / "pretrain").glob("chat_scores_*.json")) else {}
     atomic.write_json(run.path / "sft" / "methods.json", {"base_model": base, "methods": rows})
@@ -73,16 +80,34 @@ def compare(cfg: Config, run: RunDir, names: list[str]) -> list[dict]:
     return rows
 
 
+EXTRA = ("context_acc", "context_attention_mass", "igbi_mean_weight_corrupted", "igbi_mean_weight_clean",
+         "corrupted", "optimizer", "lr")
+
+
+def _detail(r: dict) -> str:
+    if r["test_accuracy"] is not None:
+        return f"sentiment test accuracy {r['test_accuracy']:.1%}"
+    out = f"facts {r['facts_acc']:.1%}, problems {r['math_acc']:.1%}"
+    if "context_acc" in r:
+        out += (f"; with context {r['context_acc']:.1%}, "
+                f"attention on the answer's sentence {r['context_attention_mass']:.3f}")
+    if "igbi_mean_weight_corrupted" in r:
+        out += (f"; IGBI weight corrupted {r['igbi_mean_weight_corrupted']:.2f} "
+                f"vs clean {r.get('igbi_mean_weight_clean', 0):.2f}")
+    if r.get("optimizer") == "lamb":
+        out += f"; LAMB, lr {r['lr']:g}"
+    return out
+
+
 def format_table(rows: list[dict], base: dict) -> str:
-    head = f"{'method':<12} {'trainable':>10} {'wall s':>7} {'peak MB':>8} {'held-out':>9}  detail"
+    head = f"{'method':<13} {'trainable':>10} {'wall s':>7} {'peak MB':>8} {'held-out':>9}  detail"
     lines = [head, "-" * len(head)]
     if base:
-        lines.append(f"{'(base)':<12} {'-':>10} {'-':>7} {'-':>8} {base.get('heldout_score', 0):>9.3f}  "
+        lines.append(f"{'(base)':<13} {'-':>10} {'-':>7} {'-':>8} {base.get('heldout_score', 0):>9.3f}  "
                      f"facts {base.get('facts_acc', 0):.1%}, problems {base.get('math_acc', 0):.1%}")
     for r in rows:
-        detail = (f"sentiment test accuracy {r['test_accuracy']:.1%}" if r["test_accuracy"] is not None
-                  else f"facts {r['facts_acc']:.1%}, problems {r['math_acc']:.1%}")
-        lines.append(f"{r['method']:<12} {r['trainable_params']:>10,} {r['wall_seconds']:>7.1f} "
+        detail = _detail(r)
+        lines.append(f"{r['method']:<13} {r['trainable_params']:>10,} {r['wall_seconds']:>7.1f} "
                      f"{r['peak_rss_mb']:>8.0f} {r['heldout_score']:>9.3f}  {detail}")
     return "\n".join(lines)
 

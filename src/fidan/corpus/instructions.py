@@ -90,6 +90,28 @@ def conversations(world: World, n: int, seed: int, heldout_problems: set[tuple])
     return [conversation(world, rng, heldout_problems) for _ in range(n)]
 
 
+def context_conversations(world: World, n: int, seed: int) -> list[dict]:
+    """Questions asked after a passage: a few statements about the subject (and one about
+    another subject), shuffled, one of them the answer's, which the user turn marks as its
+    ``evidence``. Only facts whose question form is not held out."""
+    rng = random.Random(f"fidan-context-{seed}")
+    out = []
+    while len(out) < n:
+        lang = rng.choice(["en", "tr"])
+        attr, ent, q, a = _fact_turn(world, lang, rng)
+        evidence = F.statement(attr, lang, ent, attr.value(ent), rng.randrange(3))
+        others = [F.statement(o, lang, ent, o.value(ent), rng.randrange(3))
+                  for o in F.attributes_of(attr.kind) if o is not attr]
+        passage = rng.sample(others, min(2, len(others))) + [evidence]
+        o_attr, o_ent, _, o_fact = _fact_turn(world, lang, rng)
+        if o_ent is not ent:
+            passage.append(o_fact)
+        rng.shuffle(passage)
+        out.append({"messages": [{"role": "user", "content": " ".join(passage) + "\n\n" + q, "evidence": evidence},
+                                 {"role": "assistant", "content": a}], "kind": "context", "lang": lang})
+    return out
+
+
 # -- sentiment ---------------------------------------------------------------------------------
 POSITIVE = {"en": ["wonderful", "delicious", "lovely", "excellent", "beautiful", "perfect"],
             "tr": ["harika", "lezzetli", "güzel", "mükemmel", "çok iyi", "enfes"]}

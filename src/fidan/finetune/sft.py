@@ -5,7 +5,10 @@
 blocks from the top), ``lora`` (low-rank adapters, merged into the weights at the end),
 ``prompt`` (learned soft-prompt vectors, model frozen) or ``distill`` (a smaller student, cut
 from the teacher's blocks, learning the teacher's softened predictions).
-Instance reweighting and adversarial (ALUM) training combine with any of them. All run on the
+Options that combine with any of them: loss-softmax instance reweighting (``loss_reweight``),
+gradient-based instance reweighting against a clean dev batch (``igbi``, ``finetune/igbi.py``),
+adversarial ALUM training (``adversarial``), guided attention (GATE, ``gate``,
+``finetune/gate.py``) and the LAMB optimizer for large batches (``optimizer=lamb``). All run on the
 shared training loop, so they checkpoint and resume alike.
 
 Writes ``<out>/model.safetensors`` + ``model.json`` (a plain model ``fidan chat`` loads; LoRA also
@@ -17,16 +20,22 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import torch
 
 from fidan import atomic
 from fidan.context import StageContext
+from fidan.corpus.instructions import context_conversations
+from fidan.corpus.world import build_world
+from fidan.errors import FidanError
 from fidan.finetune import methods
-from fidan.finetune.data import ChatBatches, encode_conversations
+from fidan.finetune.data import ChatBatches, collate, encode_conversations, plant_wrong_answers
 from fidan.finetune.formats import load_conversations
+from fidan.finetune.gate import AttentionGuide, context_items, measure, parse_guide
+from fidan.finetune.igbi import GradientReweighting, plain, weighted_lm
 from fidan.finetune.objectives import adversarial_term, distillation, masked_lm
 from fidan.infer.answers import chat_scores
-from fidan.model.gpt import GPT, flops_per_token
+from fidan.model.gpt import GPT, flops_per_token, recorded_attention
 from fidan.model.io import load_model, save_model
 from fidan.records import read_jsonl
 from fidan.tokenizer.bpe import FidanTokenizer, carry
@@ -48,8 +57,14 @@ def conversations_for(ctx: StageContext) -> list[list[dict]]:
 
 
 def check(cfg) -> None:
-    """Validation before work: the method must exist."""
-    methods.get(cfg.sft.method)
+    """Validation before work: the method must exist, and the options must combine."""
+    s = cfg.sft
+    methods.get(s.method)
+    if s.igbi and (s.method == "distill" or s.loss_reweight > 0):
+        raise FidanError("sft.igbi weights the cross-entropy of each example; it does not combine with "
+                         f"{'sft.method=distill' if s.method == 'distill' else 'sft.loss_reweight'}")
+    if s.gate > 0:
+        parse_guide(s.gate_layers, s.gate_heads)
 
 
 def prepare(ctx: StageContext) -> methods.Prepared:
@@ -58,24 +73,53 @@ def prepare(ctx: StageContext) -> methods.Prepared:
     return methods.get(ctx.cfg.sft.method)(ctx, base)
 
 
-def make_loss(s, teacher: GPT | None):
+def make_loss(s, teacher: GPT | None, reweighting: GradientReweighting | None = None,
+              guide: AttentionGuide | None = None):
     """The SFT loss for the ``[sft]`` settings ``s``: masked next-token loss (or distillation),
-    optionally reweighted, plus the ALUM term."""
+    optionally reweighted (by loss, or by gradient agreement with a clean dev batch), plus the
+    ALUM term and the GATE term. Batches with extras carry the evidence mask, the examples'
+    indices and the step."""
 
     def loss(model, batch):
         device = next(model.parameters()).device
-        x, y, m = (t.to(device) for t in batch)
-        logits = model(x)
+        x, y, m = (t.to(device) for t in batch[:3])
+        evidence, indices, step = batch[3:] if len(batch) > 3 else (None, None, 0)
+        weights = reweighting.weights(model, x, y, m, indices, step) if reweighting is not None else None
+        with recorded_attention(plain(model), guide.layers if guide is not None else ()) as probs:
+            logits = model(x)
         if teacher is not None:
             with torch.no_grad():
                 t_logits = teacher.to(device)(x)
             value = distillation(logits, t_logits, y, m, s.distill.temperature, s.distill.alpha)
+        elif weights is not None:
+            value = weighted_lm(logits, y, m, weights)
         else:
-            value = masked_lm(logits, y, m, s.reweight)
+            value = masked_lm(logits, y, m, s.loss_reweight)
+        if guide is not None:
+            value = value + s.gate * guide.loss(probs, m, evidence.to(device))
         if s.adversarial > 0:
             value = value + s.adversarial_weight * adversarial_term(model, x, logits, m, s.adversarial)
         return value, int(m.sum())
     return loss
+
+
+def with_context(ctx: StageContext) -> list[list[dict]]:
+    """The embedded world's with-context questions (``sft.context_questions`` of them), each
+    marking the passage sentence that holds its answer."""
+    if ctx.cfg.data.source != "embedded":
+        raise FidanError("sft.context_questions needs the embedded world (data.source=embedded); mark the "
+                         "evidence in your own data with a user turn's \"evidence\" field instead")
+    c = ctx.cfg.corpus
+    world = build_world(ctx.cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
+    found = context_conversations(world, ctx.cfg.sft.context_questions, ctx.cfg.run.seed)
+    ctx.say(f"sft: + {len(found):,} with-context questions (sft.context_questions)")
+    return [obj["messages"] for obj in found]
+
+
+def scaled_lr(s) -> float:
+    """``sft.lr`` scaled with the batch (``batch_size x grad_accum`` over ``base_batch``)."""
+    ratio = s.batch_size * s.grad_accum / s.base_batch
+    return s.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[s.lr_scaling]
 
 
 def base_scores(ctx: StageContext, tok: FidanTokenizer) -> dict:
@@ -118,13 +162,39 @@ def run(ctx: StageContext) -> dict:
                         "made from your text and general conversations, data/sft/train.jsonl; "
                         "your own with --sft.data=FILE")
     ctx.say(f"sft: {len(conversations):,} conversations ({source}), method {method}")
-    examples = encode_conversations(tok, conversations, model.cfg.context - model.cfg.prompt_tokens + 1)
-    tcfg = inherit(ctx, steps=s.steps, batch_size=s.batch_size, grad_accum=s.grad_accum, lr=s.lr,
+    if s.context_questions:
+        conversations = conversations + with_context(ctx)
+    seed = ctx.cfg.run.seed
+    dev_ids = set(np.random.default_rng([seed, 13]).permutation(len(conversations))[:s.igbi_dev].tolist()) \
+        if s.igbi or s.corrupt else set()   # the same examples stay clean whether or not IGBI runs
+    conversations, corrupted = plant_wrong_answers(conversations, s.corrupt, seed, keep=dev_ids)
+    if corrupted:
+        ctx.say(f"sft: planted wrong answers in {len(corrupted):,} conversations ({s.corrupt:.0%}, sft.corrupt)")
+    max_len = model.cfg.context - model.cfg.prompt_tokens + 1
+    examples = encode_conversations(tok, conversations, max_len)
+    reweighting = None
+    if s.igbi:
+        dev = [ex for ex in examples if ex.index in dev_ids]
+        examples = [ex for ex in examples if ex.index not in dev_ids]
+        if not dev:
+            raise FidanError("sft.igbi: no clean dev conversation fits the model's context")
+        flags = torch.tensor([ex.index in corrupted for ex in examples], dtype=torch.bool)
+        reweighting = GradientReweighting(collate(dev, tok.pad), params, s.igbi_every, flags)
+        ctx.say(f"sft: IGBI weights each batch by gradient agreement with {len(dev)} clean dev conversations "
+                f"(held back from training), refreshed every {s.igbi_every} step(s)")
+    guide = AttentionGuide(s.gate_layers, s.gate_heads, s.gate_mass, model.cfg) \
+        if s.gate > 0 else None
+    if guide is not None:
+        marked = sum(ex.span is not None for ex in examples)
+        ctx.say(f"sft: GATE guides blocks {guide.layers} on {marked:,} conversations that mark their evidence")
+    lr = scaled_lr(s)
+    tcfg = inherit(ctx, steps=s.steps, batch_size=s.batch_size, grad_accum=s.grad_accum, lr=lr,
                    warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, eval_every=s.steps + 1)
-    task = Task(name=f"sft-{method}", batch=ChatBatches(examples, s.batch_size, tok.pad, ctx.cfg.run.seed),
-                loss=make_loss(s, prepared.teacher), flops_per_token=flops_per_token(model.cfg),
+    extras = reweighting is not None or guide is not None
+    task = Task(name=f"sft-{method}", batch=ChatBatches(examples, s.batch_size, tok.pad, seed, extras=extras),
+                loss=make_loss(s, prepared.teacher, reweighting, guide), flops_per_token=flops_per_token(model.cfg),
                 info={"tokenizer": "tokenizer/tokenizer.json", "method": method, "chat": True},
-                parameters=params, on_step=prepared.on_step)
+                parameters=params, on_step=prepared.on_step, optimizer_kind=s.optimizer)
     trainable = sum(p.numel() for p in params)
     t0 = time.perf_counter()
     model, summary = train(model, tcfg, task, ctx)
@@ -139,7 +209,20 @@ def run(ctx: StageContext) -> dict:
     with ctx.autocast():
         tuned = chat_scores(model, tok, eval_dir, s.eval_items)
         base = base_scores(ctx, tok)
+    if s.gate > 0 or s.context_questions:   # attention on the passage and accuracy, held-out questions
+        probe = guide or AttentionGuide(s.gate_layers, s.gate_heads, s.gate_mass, model.cfg)
+        with ctx.autocast():
+            summary.update(measure(model, tok, context_items(eval_dir, s.eval_items), probe))
+        ctx.say(f"held-out with-context questions: attention mass on the answer's sentence "
+                f"{summary['context_attention_mass']:.3f}, accuracy {summary['context_acc']:.1%} "
+                f"({summary['context_n']} questions)")
+    if reweighting is not None:
+        summary.update(reweighting.summary())
+        if corrupted:
+            ctx.say(f"IGBI mean weight: corrupted {summary.get('igbi_mean_weight_corrupted', 0):.3f}, "
+                    f"clean {summary.get('igbi_mean_weight_clean', 0):.3f}")
     result = {"method": method, "trainable_params": trainable, "total_params": model.num_params(),
+              "optimizer": s.optimizer, "lr": lr, "corrupted": len(corrupted),
               "wall_seconds": round(time.perf_counter() - t0, 1), **summary,
               **{f"base_{k}": round(v, 4) for k, v in base.items()},
               **{f"sft_{k}": round(v, 4) for k, v in tuned.items()}}

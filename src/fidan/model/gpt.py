@@ -11,7 +11,9 @@ and import simple.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +86,7 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(hd, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = nn.RMSNorm(hd, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.window = cfg.window if cfg.is_banded(layer) else 0
+        self.record: dict[int, torch.Tensor] | None = None   # set by ``recorded_attention``
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None):
         b, t, _ = x.shape
@@ -100,11 +103,41 @@ class Attention(nn.Module):
             rep = cfg.n_head // cfg.n_kv_head
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         drop = cfg.dropout if self.training else 0.0
-        if mask is None:
+        if self.record is not None:  # opt-in: this layer's attention probabilities, computed explicitly
+            y, self.record[self.layer] = explicit_attention(q, k, v, mask, drop)
+        elif mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None, dropout_p=drop)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+def explicit_attention(q, k, v, mask: torch.Tensor | None, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention as SDPA computes it, with the probabilities ``[batch, head, query, key]`` kept.
+    ``mask``: True where a query may see a key (None: causal, queries and keys aligned)."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if mask is None:
+        t, s = q.shape[-2], k.shape[-2]
+        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+    probs = torch.softmax(scores.float().masked_fill(~mask, float("-inf")), dim=-1).to(q.dtype)
+    return F.dropout(probs, dropout, training=dropout > 0) @ v, probs
+
+
+@contextlib.contextmanager
+def recorded_attention(model: GPT, layers: Iterable[int]):
+    """Within the block, forward passes of ``model`` compute the attention of the given blocks
+    explicitly and leave their probabilities in the yielded dict (block index -> ``[batch, head,
+    query, key]``, differentiable); every other block keeps the fused SDPA path. With no layers
+    nothing changes."""
+    found: dict[int, torch.Tensor] = {}
+    chosen = [model.blocks[i].attn for i in layers]
+    for attn in chosen:
+        attn.record = found
+    try:
+        yield found
+    finally:
+        for attn in chosen:
+            attn.record = None
 
 
 class MLP(nn.Module):

@@ -65,6 +65,7 @@ class Task:
     load_state: Callable[[dict[str, Any]], None] | None = None
     export: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # what to save at the end (default: the model)
     describe: Callable[[dict[str, Any]], str] | None = None  # a progress line for an outer step's record
+    optimizer_kind: str = "adamw"       # the loop's optimizer: "adamw" or "lamb" (make_optimizer)
     every_parameter_used: bool = False  # every trainable parameter gets a gradient each step (DDP skips a
                                         # search for unused ones; heads on a trunk leave lm_head unused)
 
@@ -77,14 +78,19 @@ def inherit(ctx: StageContext, **own: Any) -> TrainConfig:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
-                   params: list[torch.nn.Parameter] | None = None, fused: bool = False) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (``fused``: the one-kernel CUDA implementation).
-    Parameters whose gradient stays None (frozen) are skipped by the update entirely, decay
-    included, so they stay bit-for-bit unchanged."""
+                   params: list[torch.nn.Parameter] | None = None, fused: bool = False,
+                   kind: str = "adamw") -> torch.optim.Optimizer:
+    """AdamW (or ``kind="lamb"``: LAMB's layer-wise trust ratios, ``train/lamb.py``); weight decay
+    on matrices only (``fused``: AdamW's one-kernel CUDA implementation). Parameters whose
+    gradient stays None (frozen) are skipped by the update entirely, decay included, so they stay
+    bit-for-bit unchanged."""
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if kind == "lamb":
+        from fidan.train.lamb import Lamb
+        return Lamb(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
                              **({"fused": True} if fused else {}))
 
@@ -198,7 +204,8 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
     else:
         by_name = dict(trained.named_parameters())
         optimizer = make_optimizer(trained, cfg, [by_name[n] for n in chosen] if chosen is not None else None,
-                                   fused=device.type == "cuda")
+                                   fused=device.type == "cuda" and task.optimizer_kind == "adamw",
+                                   kind=task.optimizer_kind)
     start, tokens_seen, elapsed = 0, 0, 0.0
     if resumed:
         if resumed.sharded:
