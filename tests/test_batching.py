@@ -171,3 +171,67 @@ def test_training_rollouts_still_see_errors():
     """Without isolate (RLHF rollouts), a failing row raises as before instead of ending quietly."""
     with pytest.raises((RuntimeError, ValueError)):
         BatchDecoder(_model(), [[1], [2]], [SamplingParams(), SamplingParams(seed=2**70)])
+
+
+class Log:
+    """One ordered record of every request's events, across requests."""
+
+    def __init__(self):
+        self.events, self.lock = [], threading.Lock()
+
+    def collector(self, name: str, on_token=None) -> Collector:
+        log = self
+
+        class Logged(Collector):
+            def __call__(self, kind, value):
+                with log.lock:
+                    log.events.append((name, kind))
+                super().__call__(kind, value)
+                if kind == "token" and on_token is not None:
+                    on_token(len(self.tokens))
+        return Logged()
+
+    def first(self, name: str, kind: str) -> int:
+        return next(i for i, e in enumerate(self.events) if e == (name, kind))
+
+
+@BOTH
+def test_a_request_arriving_mid_batch_starts_before_the_batch_ends(batching):
+    model = _model()
+    s = Scheduler(model, max_batch=8, batching=batching)
+    log = Log()
+    late = log.collector("late")
+
+    def arrive(n):  # the long request's third token: a new request comes in
+        if n == 3:
+            s.submit([4, 5], SamplingParams(temperature=0, max_tokens=4), late)
+    long = log.collector("long", arrive)
+    s.submit([1, 2, 3], SamplingParams(temperature=0, max_tokens=30), long)
+    assert long.done.wait(30) and late.done.wait(30)
+    assert long.tokens == alone(model, [([1, 2, 3], SamplingParams(temperature=0, max_tokens=30))])[0]
+    assert late.tokens == alone(model, [([4, 5], SamplingParams(temperature=0, max_tokens=4))])[0]
+    if batching == "continuous":   # joined at the next step: its answer is out before the long one ends
+        assert log.first("late", "token") < log.first("long", "end")
+        assert log.first("late", "end") < log.first("long", "end")
+        assert s.joined == 1 and s.batches == 1
+    else:                          # waited for the next batch
+        assert log.first("late", "token") > log.first("long", "end")
+
+
+def test_a_finished_row_frees_its_slot_at_once():
+    """Two slots: the short request's end lets the waiting one in while the long one still runs."""
+    model = _model()
+    s = Scheduler(model, max_batch=2)
+    log = Log()
+    waiting = log.collector("waiting")
+
+    def arrive(n):
+        if n == 1:
+            s.submit([6], SamplingParams(temperature=0, max_tokens=5), waiting)
+    long, short = log.collector("long"), log.collector("short", arrive)
+    s.submit_many([([1, 2, 3], SamplingParams(temperature=0, max_tokens=30), long),
+                   ([7, 8], SamplingParams(temperature=0, max_tokens=3), short)])
+    assert long.done.wait(30) and short.done.wait(30) and waiting.done.wait(30)
+    assert log.first("short", "end") < log.first("waiting", "token") < log.first("long", "end")
+    assert s.largest == 2 and s.batches == 1
+    assert waiting.tokens == alone(model, [([6], SamplingParams(temperature=0, max_tokens=5))])[0]
