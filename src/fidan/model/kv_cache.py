@@ -57,6 +57,9 @@ class KVCache:
     def set_offsets(self, offsets: torch.Tensor) -> None:
         """Row ``b`` starts at slot ``offsets[b]``: earlier slots are its pads."""
         self.offsets = offsets.to(device=self.k.device, dtype=torch.long)
+        if not bool(self.offsets.any()):   # no pads: attention needs no mask (the fused path)
+            self.valid = None
+            return
         slots = torch.arange(self.max_len, device=self.k.device)
         self.valid = slots[None, :] >= self.offsets[:, None]
 
