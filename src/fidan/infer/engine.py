@@ -112,6 +112,8 @@ def sample_rows(logits: torch.Tensor, params: list[SamplingParams], generators: 
     Greedy rows draw nothing. A row whose distribution is not a distribution (NaN, all zero)
     raises; the caller retries row by row to find whose it is.
     """
+    if all(p.temperature < GREEDY_BELOW and p.repetition_penalty == 1.0 for p in params):
+        return logits.argmax(-1)   # greedy rows only (a NaN temperature is not below anything)
     temp, top_k, top_p, penalty = _row_settings(params, logits.device)
     logits = logits.float()
     if seen is not None and bool((penalty != 1.0).any()):
@@ -321,7 +323,7 @@ class BatchDecoder:
     def _compact(self) -> None:
         """Drop the slots that are pads of every row when they are half the cache or it is full."""
         cache = self.cache
-        dead = int(cache.offsets.min())
+        dead = int(cache.row_offsets().min())
         if dead and (cache.pos >= self.model.cfg.context or 2 * dead >= cache.pos):
             cache.shift(-dead)
         if cache.pos + 1 > cache.max_len:

@@ -57,13 +57,14 @@ class KVCache:
     def set_offsets(self, offsets: torch.Tensor) -> None:
         """Row ``b`` starts at slot ``offsets[b]``: earlier slots are its pads."""
         self.offsets = offsets.to(device=self.k.device, dtype=torch.long)
-        if not bool(self.offsets.any()):   # no pads: attention needs no mask (the fused path)
-            self.valid = None
+        if not bool(self.offsets.any()):   # no pads: plain positions, and no mask (the fused path)
+            self.offsets = self.valid = None
             return
         slots = torch.arange(self.max_len, device=self.k.device)
         self.valid = slots[None, :] >= self.offsets[:, None]
 
-    def _offsets(self) -> torch.Tensor:
+    def row_offsets(self) -> torch.Tensor:
+        """``offsets``, with zeros when it is None."""
         if self.offsets is None:
             return torch.zeros(self.batch, dtype=torch.long, device=self.k.device)
         return self.offsets
@@ -82,7 +83,7 @@ class KVCache:
         """Make room for ``length`` slots in all (what is stored stays where it is)."""
         if length <= self.max_len:
             return
-        offsets = self._offsets()
+        offsets = self.row_offsets()
         self._moved(slice(0, self.pos), 0, length)
         self.set_offsets(offsets)
 
@@ -90,7 +91,7 @@ class KVCache:
         """Move every row ``d`` slots later (``d > 0``: new pads at the front) or earlier (``d < 0``:
         the first ``-d`` slots, which must be pads of every row, are dropped); ``length`` is the
         new room (at least the stored positions)."""
-        offsets = self._offsets() + d
+        offsets = self.row_offsets() + d
         if int(offsets.min()) < 0:
             raise ValueError(f"cannot shift by {d}: a row starts at slot {int(offsets.min()) - d}")
         pos = self.pos + d
@@ -104,7 +105,7 @@ class KVCache:
             raise ValueError(f"caches at positions {self.pos} and {other.pos} cannot be joined")
         length = max(length or 0, self.max_len, other.max_len)
         pos = self.pos
-        offsets = torch.cat([self._offsets(), other._offsets()])
+        offsets = torch.cat([self.row_offsets(), other.row_offsets()])
         shape = (self.k.shape[0], self.batch + other.batch, *self.k.shape[2:3], length, self.k.shape[4])
         k, v = self.k.new_zeros(shape), self.v.new_zeros(shape)
         for dst, src in ((k, self.k), (v, self.v)):
