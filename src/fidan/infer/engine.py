@@ -231,7 +231,8 @@ class BatchDecoder:
         self.cancelled: set[int] = set()
         self.cache = None
         self.logits: torch.Tensor | None = None
-        self.seen_mask: torch.Tensor | None = None   # [batch, vocab] tokens each row has seen
+        # [batch, vocab] tokens each row has seen (kept up to date while a row of the batch has a penalty)
+        self.seen_mask: torch.Tensor | None = None
         self.add(prompts, params, generators)
 
     @property
@@ -304,10 +305,14 @@ class BatchDecoder:
     def _sample(self, batch: list[int]) -> dict[int, int]:
         """Tokens for the batch positions ``batch``; a row whose sampling fails is put in ``failed``."""
         rows = [self.rows[b] for b in batch]
-        index = torch.tensor(batch, device=self.device)
+        if len(batch) == len(self.rows):   # every row: no gather
+            logits, seen = self.logits, self.seen_mask
+        else:
+            index = torch.tensor(batch, device=self.device)
+            logits, seen = self.logits[index], self.seen_mask[index]
         try:
-            tokens = sample_rows(self.logits[index], [self.params[r] for r in rows],
-                                 [self.generators[r] for r in rows], self.seen_mask[index]).tolist()
+            tokens = sample_rows(logits, [self.params[r] for r in rows], [self.generators[r] for r in rows],
+                                 seen).tolist()
             return dict(zip(batch, tokens))
         except Exception as e:
             if not self.isolate:
@@ -323,7 +328,7 @@ class BatchDecoder:
     def _compact(self) -> None:
         """Drop the slots that are pads of every row when they are half the cache or it is full."""
         cache = self.cache
-        dead = int(cache.row_offsets().min())
+        dead = 0 if cache.offsets is None else int(cache.offsets.min())
         if dead and (cache.pos >= self.model.cfg.context or 2 * dead >= cache.pos):
             cache.shift(-dead)
         if cache.pos + 1 > cache.max_len:
@@ -356,7 +361,8 @@ class BatchDecoder:
             self.rows = [self.rows[b] for b in keep]
         if self.rows:
             tokens_in = torch.tensor(feed, device=self.device)
-            self.seen_mask[torch.arange(len(feed), device=self.device), tokens_in] = True
+            if any(self.params[row].repetition_penalty != 1.0 for row in self.rows):  # else the mask is unused
+                self.seen_mask[torch.arange(len(feed), device=self.device), tokens_in] = True
             try:
                 self._compact()
                 self.logits = self.model(tokens_in[:, None], self.cache)[:, -1]
