@@ -73,10 +73,12 @@ class KVCache:
         """Reallocate to ``length`` slots, copying stored slots ``src`` to start at ``dst``."""
         k, v = self.k, self.v
         shape = (*k.shape[:3], length, k.shape[4])
-        self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)
+        # slots past the stored ones are written before attention reads them; new pads are zeroed
+        self.k, self.v = k.new_empty(shape), v.new_empty(shape)
         n = src.stop - src.start
-        self.k[:, :, :, dst:dst + n] = k[:, :, :, src]
-        self.v[:, :, :, dst:dst + n] = v[:, :, :, src]
+        for new, old in ((self.k, k), (self.v, v)):
+            new[:, :, :, :dst] = 0
+            new[:, :, :, dst:dst + n] = old[:, :, :, src]
         self.max_len = length
 
     def grow(self, length: int) -> None:
@@ -107,7 +109,7 @@ class KVCache:
         pos = self.pos
         offsets = torch.cat([self.row_offsets(), other.row_offsets()])
         shape = (self.k.shape[0], self.batch + other.batch, *self.k.shape[2:3], length, self.k.shape[4])
-        k, v = self.k.new_zeros(shape), self.v.new_zeros(shape)
+        k, v = self.k.new_empty(shape), self.v.new_empty(shape)
         for dst, src in ((k, self.k), (v, self.v)):
             dst[:, :self.batch, :, :pos] = src[:, :, :, :pos]
         for dst, src in ((k, other.k), (v, other.v)):
@@ -117,7 +119,15 @@ class KVCache:
 
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Drop finished sequences from a batch: keep only ``rows`` (indices into the batch)."""
-        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        order = rows.tolist()
+        if order == sorted(order):   # in place: each kept row moves down over a dropped one
+            for i, r in enumerate(order):
+                if i != r:
+                    self.k[:, i, :, :self.pos] = self.k[:, r, :, :self.pos]
+                    self.v[:, i, :, :self.pos] = self.v[:, r, :, :self.pos]
+            self.k, self.v = self.k[:, :len(order)], self.v[:, :len(order)]
+        else:
+            self.k, self.v = self.k[:, rows], self.v[:, rows]
         if self.valid is not None:
             self.valid = self.valid[rows]
         if self.offsets is not None:

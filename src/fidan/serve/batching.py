@@ -104,7 +104,8 @@ class Scheduler:
         return jobs
 
     def close(self) -> None:
-        """Stop the worker after its current batch; waiting requests get an error."""
+        """Stop the worker after its current batch (continuous: once its running rows end, admitting
+        no more); waiting requests get an error."""
         with self._lock:
             self._closed = True
             self.jobs.put(None)
