@@ -8,6 +8,7 @@ from fidan.infer.engine import (
     filter_logits,
     generate,
     sample_next,
+    sample_rows,
     stream_text,
 )
 from fidan.model.gpt import GPT, GPTConfig
@@ -168,3 +169,58 @@ def test_stream_text_applies_stop_strings():
     stop = full[2:4]
     cut = "".join(stream_text(model, tok, [tok.bos], SamplingParams(temperature=0, max_tokens=12, stop=[stop])))
     assert cut == full[:full.index(stop)]
+
+
+MIXED = [SamplingParams(temperature=0, max_tokens=14),
+         SamplingParams(temperature=1.0, top_k=5, seed=11, max_tokens=9),
+         SamplingParams(temperature=0.7, top_p=0.8, seed=12, max_tokens=16, repetition_penalty=1.5),
+         SamplingParams(temperature=1.3, top_k=20, top_p=0.9, seed=13, max_tokens=6),
+         SamplingParams(temperature=0, repetition_penalty=2.0, max_tokens=11),
+         SamplingParams(temperature=0.9, seed=14, max_tokens=12)]
+
+
+def test_vectorised_sampling_matches_each_row_alone_and_keeps_the_filters():
+    torch.manual_seed(0)
+    logits = torch.randn(len(MIXED), 64) * 3
+    seen = torch.rand(len(MIXED), 64) < 0.2
+    together = sample_rows(logits, MIXED, [p.generator("cpu") for p in MIXED], seen)
+    g = [p.generator("cpu") for p in MIXED]
+    alone = [int(sample_rows(logits[i:i + 1], [p], [g[i]], seen[i:i + 1])[0]) for i, p in enumerate(MIXED)]
+    assert together.tolist() == alone
+    row = logits[3:4] / 1.3
+    support = set(torch.isfinite(filter_logits(row, top_k=20, top_p=0.9))[0].nonzero().flatten().tolist())
+    g = torch.Generator().manual_seed(0)
+    drawn = {int(sample_rows(logits[3:4], [MIXED[3]], [g])[0]) for _ in range(400)}
+    assert drawn == support and len(support) > 1
+
+
+@pytest.mark.parametrize("window", [0, 4])
+def test_rows_joining_and_leaving_a_running_batch_give_what_they_give_alone(window):
+    """Rows join between steps (longer and shorter prompts than the batch holds, so both caches get
+    pads in front), others end early and leave, the cache drops its dead slots: every row's tokens
+    are those it gives alone, sampled rows (own seed, top-k, top-p, penalty) included."""
+    model = _batch_model(window)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], [20, 21], [9] * 25, [30], [8, 7]]
+    alone = [list(generate(model, p, s)) for p, s in zip(prompts, MIXED)]
+    decoder = BatchDecoder(model, prompts[:1], MIXED[:1])
+    out: dict[int, list[int]] = {}
+    steps, joins, shifts = 0, {2: [1, 2], 5: [3], 9: [4, 5]}, []
+    real_shift = decoder.cache.__class__.shift
+
+    def shift(self, d, length=None):
+        shifts.append(d)
+        return real_shift(self, d, length)
+    decoder.cache.__class__.shift = shift
+    try:
+        while not decoder.done or steps in joins:
+            if steps in joins:
+                ids = decoder.add([prompts[i] for i in joins[steps]], [MIXED[i] for i in joins[steps]])
+                assert ids == joins[steps]
+            for row, token in decoder.step().items():
+                if token is not None:
+                    out.setdefault(row, []).append(token)
+            steps += 1
+    finally:
+        decoder.cache.__class__.shift = real_shift
+    assert [out.get(i, []) for i in range(len(prompts))] == alone
+    assert any(d > 0 for d in shifts) and any(d < 0 for d in shifts)   # pads added, dead slots dropped

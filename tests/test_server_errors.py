@@ -284,13 +284,13 @@ def test_whatever_passes_validation_decodes(app, body):
 
 
 def test_a_stream_that_fails_at_once_gets_a_status_not_a_broken_stream(server, monkeypatch):
-    real = engine.pick
+    real = engine.sample_rows
 
-    def failing(logits, seen, params, generator):
-        if params.seed == 666:
+    def failing(logits, params, generators, seen=None):
+        if any(p.seed == 666 for p in params):
             raise RuntimeError("forced failure in /home/secret/fidan/engine.py")
-        return real(logits, seen, params, generator)
-    monkeypatch.setattr(engine, "pick", failing)
+        return real(logits, params, generators, seen)
+    monkeypatch.setattr(engine, "sample_rows", failing)
     r = send(server, "POST", C, chat(seed=666, stream=True))
     err = check_error(r, 500, None)
     assert err["code"] == "decoding_failed" and "forced failure" in err["message"] and "/home" not in r.text
@@ -300,16 +300,16 @@ def test_one_bad_row_fails_alone_among_concurrent_requests(server, app, monkeypa
     """14 concurrent requests: 8 good (one with n=2, one streamed, one at temperature 1e-300), 2 that
     pass validation but fail while decoding (a forced fault in their rows), 4 refused by validation.
     The decoding ones share one batch with the good ones; every good one gets its full answer."""
-    real = engine.pick
+    real = engine.sample_rows
     gate, entered = threading.Event(), threading.Event()
 
-    def patched(logits, seen, params, generator):
-        if params.seed == 777:       # holds the worker so the rest queue up and batch together
+    def patched(logits, params, generators, seen=None):
+        if any(p.seed == 777 for p in params):   # holds the worker so the rest queue up and batch together
             entered.set()
             gate.wait(30)
-        if params.seed == 666:
+        if any(p.seed == 666 for p in params):
             raise RuntimeError("forced failure in this row")
-        return real(logits, seen, params, generator)
+        return real(logits, params, generators, seen)
 
     good = [chat(messages=[{"role": "user", "content": f"Hello {i}"}], max_tokens=4 + i) for i in range(5)]
     good += [chat(n=2, temperature=1.0, seed=5), chat(temperature=1e-300), chat(stop=["o"], max_tokens=10)]
@@ -318,7 +318,7 @@ def test_one_bad_row_fails_alone_among_concurrent_requests(server, app, monkeypa
                raw('{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}'), chat(n=50)]
     alone = [send(server, "POST", C, g).json() for g in good]  # each answered by itself first
 
-    monkeypatch.setattr(engine, "pick", patched)
+    monkeypatch.setattr(engine, "sample_rows", patched)
     scheduler = app.state.schedulers["m"]
     batches = scheduler.batches
     with ThreadPoolExecutor(16) as pool:
@@ -331,7 +331,9 @@ def test_one_bad_row_fails_alone_among_concurrent_requests(server, app, monkeypa
         gate.set()
         results = [f.result() for f in futures]
         assert blocker.result().status_code == 200
-    assert scheduler.batches == batches + 2 and scheduler.largest >= len(good) + 1 + len(failing)
+    # they all joined the blocker's running batch (continuous batching; static would run a second batch)
+    assert scheduler.batches == batches + 1 and scheduler.largest >= len(good) + 1 + len(failing)
+    assert scheduler.joined >= len(good) + 1 + len(failing)
     for _, r, solo in zip(good, results, alone):
         assert r.status_code == 200, r.text
         got = r.json()

@@ -163,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--preferences", help="where the page's compare mode records choices "
                                           "(default: the run's preferences.jsonl, which the reward stage reads)")
     sv.add_argument("--max-batch", type=int, default=8, help="requests decoded together per model")
+    sv.add_argument("--batching", choices=("continuous", "static"), default="continuous",
+                    help="continuous: requests join the running batch between decoding steps and finished "
+                         "ones leave at once; static: a batch runs until its last request ends")
     common(sv)
     me = sub.add_parser("methods", help="compare every fine-tuning method on one table (sft/methods.json)")
     me.add_argument("--only", default="", help="comma-separated methods (default: all)")
@@ -324,7 +327,7 @@ def _dispatch(args, cfg: Config) -> int:
                 models[f"{run.path.name}-{stage}"] = load_for_inference(model_folder(run, stage), run,
                                                                         cfg.run.device)[0]
         prefs = Path(args.preferences) if args.preferences else run.path / "preferences.jsonl"
-        serve(models, tok, args.host, args.port, args.api_key, prefs, args.max_batch)
+        serve(models, tok, args.host, args.port, args.api_key, prefs, args.max_batch, batching=args.batching)
         return 0
     if args.command == "methods":
         from fidan.commands.methods import METHODS, compare

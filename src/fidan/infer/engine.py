@@ -3,9 +3,11 @@
 ``generate`` yields one token id at a time, so callers can stream text as it is produced; when
 the sequence reaches the model's context, the cache is rebuilt from the most recent half-context.
 ``BatchDecoder`` runs several conversations at once: prompts of different lengths are left-padded
-into one prefill (pads are masked out of attention; RoPE scores depend only on the distance
-between tokens, so a row's outputs do not depend on its padding), then every step decodes one
-token per unfinished row, and finished rows leave the batch.
+into one prefill (pads are masked out of attention, and each row is rotated by its own
+positions, so a row's outputs do not depend on its padding), then every step decodes one token
+per unfinished row; finished rows leave the batch at once and new ones can join it between two
+steps (``BatchDecoder.add``, continuous batching). Sampling runs for all rows in one vectorised
+call (``sample_rows``), each row with its own settings and its own random generator.
 
 Temperature scales the logits, top-k keeps the k most likely tokens, top-p (nucleus) keeps the
 smallest set whose probability reaches p, a repetition penalty makes tokens already present less
@@ -87,10 +89,71 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+def _row_settings(params: list[SamplingParams], device) -> tuple[torch.Tensor, ...]:
+    for p in params:
+        if not math.isfinite(p.temperature):
+            raise ValueError(f"temperature must be a finite number, not {p.temperature}")
+    t = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device)
+    k = torch.tensor([p.top_k for p in params], dtype=torch.long, device=device)
+    top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device)
+    penalty = torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32, device=device)
+    return t, k, top_p, penalty
+
+
+def sample_rows(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
+                seen: torch.Tensor | None = None) -> torch.Tensor:
+    """Next token ids ``[rows]`` from last-position logits ``[rows, vocab]``, one row per sequence
+    with its own settings, all rows at once.
+
+    ``seen`` (``[rows, vocab]``, True for tokens already in the prompt or reply) feeds the
+    repetition penalty. Each sampled row draws one uniform number from its own generator and
+    picks by inverse CDF over its filtered distribution (sorted, most likely first), so a row's
+    token depends only on its logits, settings and generator: the same alone or in any batch.
+    Greedy rows draw nothing. A row whose distribution is not a distribution (NaN, all zero)
+    raises; the caller retries row by row to find whose it is.
+    """
+    if all(p.temperature < GREEDY_BELOW and p.repetition_penalty == 1.0 for p in params):
+        return logits.argmax(-1)   # greedy rows only (a NaN temperature is not below anything)
+    temp, top_k, top_p, penalty = _row_settings(params, logits.device)
+    logits = logits.float()
+    if seen is not None and bool((penalty != 1.0).any()):
+        pen = penalty[:, None]
+        hit = seen & (pen != 1.0)
+        logits = torch.where(hit, torch.where(logits > 0, logits / pen, logits * pen), logits)
+    out = logits.argmax(-1)
+    sampled = (temp >= GREEDY_BELOW).nonzero().squeeze(-1)
+    if sampled.numel() == 0:
+        return out
+    vocab = logits.size(-1)
+    rows = logits[sampled] / temp[sampled, None]
+    ordered, order = rows.sort(-1, descending=True)
+    k = top_k[sampled]
+    k = torch.where((k <= 0) | (k >= vocab), torch.full_like(k, vocab), k)
+    kth = ordered.gather(1, (k - 1)[:, None])
+    ordered = ordered.masked_fill(ordered < kth, float("-inf"))
+    probs = ordered.softmax(-1)
+    p = top_p[sampled, None]
+    # drop a token when the mass before it already reaches top_p (the top token always stays)
+    drop = (probs.cumsum(-1) - probs >= p) & (p < 1.0)
+    drop[:, 0] = False
+    probs = probs.masked_fill(drop, 0.0)
+    cdf = probs.cumsum(-1)
+    total = cdf[:, -1]
+    if not bool(torch.isfinite(total).all()) or bool((total <= 0).any()):
+        raise ValueError("probability tensor contains either inf, nan or element < 0")
+    u = torch.stack([torch.rand((), generator=generators[int(i)], device=logits.device) for i in sampled])
+    index = torch.searchsorted(cdf, (u * total)[:, None], right=True)
+    last = (probs > 0).sum(-1, keepdim=True) - 1   # a draw that rounds up to the total takes the last kept
+    out[sampled] = order.gather(1, torch.minimum(index, last)).squeeze(-1)
+    return out
+
+
 def pick(logits: torch.Tensor, seen: list[int], params: SamplingParams, generator: torch.Generator) -> int:
     """One sequence's next token from its logits ``[vocab]``: repetition penalty, then sampling."""
-    logits = penalize_repeats(logits[None], seen, params.repetition_penalty)
-    return int(sample_next(logits, params, generator)[0])
+    mask = torch.zeros(1, logits.size(-1), dtype=torch.bool, device=logits.device)
+    if seen:
+        mask[0, torch.tensor(sorted(set(seen)), device=logits.device)] = True
+    return int(sample_rows(logits[None], [params], [generator], mask)[0])
 
 
 @torch.no_grad()
@@ -105,16 +168,19 @@ def generate(model: GPT, prompt: list[int], params: SamplingParams,
     generator = params.generator(device)
     context = model.cfg.context
     tokens = list(prompt)
+    seen = torch.zeros(1, model.cfg.vocab_size, dtype=torch.bool, device=device)
+    seen[0, torch.tensor(tokens, device=device)] = True
     cache = model.new_cache(1)
     logits = model(torch.tensor([tokens[-context:]], device=device), cache)[:, -1]
     for _ in range(params.max_tokens):
         if trace is not None:
             trace(logits[0].float().softmax(-1))
-        nxt = pick(logits[0], tokens, params, generator)
+        nxt = int(sample_rows(logits, [params], [generator], seen)[0])
         if nxt in params.stop_ids:
             return
         yield nxt
         tokens.append(nxt)
+        seen[0, nxt] = True
         if cache.pos >= context:  # slide: rebuild the cache from the recent half
             cache.reset()
             logits = model(torch.tensor([tokens[-(context // 2):]], device=device), cache)[:, -1]
@@ -127,8 +193,17 @@ class BatchDecoder:
 
     ``step()`` returns ``{row: token}`` for the rows still running (``None`` marks a row that
     just ended: a stop token or its ``max_tokens``); ``cancel(row)`` ends a row early. Rows are
-    the indices of the prompts given. A sequence cannot grow past the model's context here (no
-    sliding window): each row's ``max_tokens`` is cut to the room its batch leaves.
+    the indices of the prompts given, then of those given to ``add``. A sequence cannot grow past
+    the model's context here (no sliding window): each row's ``max_tokens`` is cut to the room its
+    own prompt leaves.
+
+    ``add(prompts, params)`` joins new sequences to the running batch between two steps
+    (continuous batching): they are prefilled together in a cache of their own, then the two
+    caches are aligned on their write position (whichever holds fewer positions gets pads in
+    front) and joined. Every row keeps its own rotary positions (``KVCache.offsets``), so its
+    numbers do not depend on when it joined or who it runs with. A row that ends leaves the batch
+    at once; slots that have become pads of every row are dropped when they are half the cache
+    or the context is reached. Sampling is one vectorised call for all rows (``sample_rows``).
 
     With ``isolate=True`` (the server) a row whose sampling fails (its generator cannot be seeded,
     its settings give NaN probabilities, ...) ends alone: the exception is kept in ``failed[row]``
@@ -136,49 +211,29 @@ class BatchDecoder:
     forward pass is kept in ``broken`` instead of raised: the tokens of that step are still returned,
     and the caller can continue each unfinished row on its own from ``seen[row]`` with
     ``generators[row]``. Without ``isolate`` (training rollouts) every error is raised as before.
+    A failing ``add`` raises and leaves the running batch as it was.
     """
 
     def __init__(self, model: GPT, prompts: list[list[int]], params: list[SamplingParams], pad_id: int = 0,
-                 generators: list[torch.Generator] | None = None, isolate: bool = False):
-        if not prompts or any(not p for p in prompts):
+                 generators: list[torch.Generator | None] | None = None, isolate: bool = False):
+        if not prompts:
             raise ValueError("every sequence needs at least one prompt token")
-        if model.cfg.prompt_tokens and len(prompts) > 1:
-            raise ValueError("a model with a soft prompt decodes one sequence at a time (its soft prompt "
-                             "would sit at different distances from differently padded prompts)")
-        self.model, self.params = model.eval(), params
-        device = next(model.parameters()).device
-        longest = max(len(p) for p in prompts)
-        room = model.cfg.context - model.cfg.prompt_tokens - longest
-        if room < 1:
-            raise ValueError(f"a prompt of {longest} tokens leaves no room in the context of {model.cfg.context}")
-        self.limits = [min(p.max_tokens, room) for p in params]
-        self.isolate = isolate
+        self.model, self.pad_id, self.isolate = model.eval(), pad_id, isolate
+        self.device = next(model.parameters()).device
+        self.params: list[SamplingParams] = []
+        self.limits: list[int] = []
         self.failed: dict[int, Exception] = {}
         self.broken: Exception | None = None
         self.generators: list[torch.Generator | None] = []
-        for row, p in enumerate(params):
-            if generators is not None:
-                self.generators.append(generators[row])
-                continue
-            try:
-                self.generators.append(p.generator(device))
-            except Exception as e:  # e.g. a seed torch refuses
-                if not isolate:
-                    raise
-                self.generators.append(None)
-                self.failed[row] = e
-        self.seen = [list(p) for p in prompts]
-        self.produced = [0] * len(prompts)
-        self.rows = list(range(len(prompts)))      # batch position -> row id
+        self.seen: list[list[int]] = []
+        self.produced: list[int] = []
+        self.rows: list[int] = []      # batch position -> row id
         self.cancelled: set[int] = set()
-        ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
-        self.cache = model.new_cache(len(prompts))
-        self.cache.valid = torch.ones(len(prompts), self.cache.max_len, dtype=torch.bool, device=device)
-        for i, p in enumerate(prompts):
-            ids[i, longest - len(p):] = torch.tensor(p)
-            self.cache.valid[i, :longest - len(p)] = False
-        with torch.no_grad():
-            self.logits = model(ids.to(device), self.cache)[:, -1]
+        self.cache = None
+        self.logits: torch.Tensor | None = None
+        # [batch, vocab] tokens each row has seen (kept up to date while a row of the batch has a penalty)
+        self.seen_mask: torch.Tensor | None = None
+        self.add(prompts, params, generators)
 
     @property
     def done(self) -> bool:
@@ -188,22 +243,108 @@ class BatchDecoder:
         self.cancelled.add(row)
 
     @torch.no_grad()
+    def add(self, prompts: list[list[int]], params: list[SamplingParams],
+            generators: list[torch.Generator | None] | None = None) -> list[int]:
+        """Prefill ``prompts`` and join them to the batch; returns their row ids."""
+        cfg = self.model.cfg
+        if not prompts or any(not p for p in prompts):
+            raise ValueError("every sequence needs at least one prompt token")
+        if cfg.prompt_tokens and len(prompts) + len(self.rows) > 1:
+            raise ValueError("a model with a soft prompt decodes one sequence at a time (its soft prompt "
+                             "would sit at different distances from differently padded prompts)")
+        longest = max(len(p) for p in prompts)
+        room = cfg.context - cfg.prompt_tokens - longest
+        if room < 1:
+            raise ValueError(f"a prompt of {longest} tokens leaves no room in the context of {cfg.context}")
+        limits = [min(q.max_tokens, cfg.context - cfg.prompt_tokens - len(p)) for p, q in zip(prompts, params)]
+        gens: list[torch.Generator | None] = []
+        failed: dict[int, Exception] = {}
+        for i, q in enumerate(params):
+            if generators is not None:
+                gens.append(generators[i])
+                continue
+            try:
+                gens.append(q.generator(self.device))
+            except Exception as e:  # e.g. a seed torch refuses
+                if not self.isolate:
+                    raise
+                gens.append(None)
+                failed[i] = e
+        n = len(prompts)
+        width = longest + cfg.prompt_tokens
+        ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
+        seen = torch.zeros(n, cfg.vocab_size, dtype=torch.bool)
+        for i, p in enumerate(prompts):
+            ids[i, longest - len(p):] = torch.tensor(p)
+            seen[i, torch.tensor(p)] = True
+        cache = self.model.new_cache(n, min(cfg.context, width + max(limits)))
+        cache.set_offsets(torch.tensor([longest - len(p) for p in prompts]))
+        logits = self.model(ids.to(self.device), cache)[:, -1]
+        seen = seen.to(self.device)
+        if not self.rows:
+            self.cache, self.logits, self.seen_mask = cache, logits, seen
+        else:
+            if cache.pos > self.cache.pos:
+                self.cache.shift(cache.pos - self.cache.pos)
+            elif cache.pos < self.cache.pos:
+                cache.shift(self.cache.pos - cache.pos)
+            self.cache.join(cache)
+            self.logits = torch.cat([self.logits, logits])
+            self.seen_mask = torch.cat([self.seen_mask, seen])
+        first = len(self.params)
+        self.params += params
+        self.limits += limits
+        self.generators += gens
+        self.seen += [list(p) for p in prompts]
+        self.produced += [0] * n
+        self.failed.update({first + i: e for i, e in failed.items()})
+        new = list(range(first, first + n))
+        self.rows += new
+        return new
+
+    def _sample(self, batch: list[int]) -> dict[int, int]:
+        """Tokens for the batch positions ``batch``; a row whose sampling fails is put in ``failed``."""
+        rows = [self.rows[b] for b in batch]
+        if len(batch) == len(self.rows):   # every row: no gather
+            logits, seen = self.logits, self.seen_mask
+        else:
+            index = torch.tensor(batch, device=self.device)
+            logits, seen = self.logits[index], self.seen_mask[index]
+        try:
+            tokens = sample_rows(logits, [self.params[r] for r in rows], [self.generators[r] for r in rows],
+                                 seen).tolist()
+            return dict(zip(batch, tokens))
+        except Exception as e:
+            if not self.isolate:
+                raise
+            if len(batch) == 1:
+                self.failed[rows[0]] = e
+                return {}
+        out: dict[int, int] = {}
+        for b in batch:   # one row at a time, to find whose sampling fails
+            out.update(self._sample([b]))
+        return out
+
+    def _compact(self) -> None:
+        """Drop the slots that are pads of every row when they are half the cache or it is full."""
+        cache = self.cache
+        dead = 0 if cache.offsets is None else int(cache.offsets.min())
+        if dead and (cache.pos >= self.model.cfg.context or 2 * dead >= cache.pos):
+            cache.shift(-dead)
+        if cache.pos + 1 > cache.max_len:
+            cache.grow(min(self.model.cfg.context, max(cache.pos + 1, 2 * cache.max_len)))
+
+    @torch.no_grad()
     def step(self) -> dict[int, int | None]:
         if self.broken is not None:
             raise RuntimeError(f"this batch's forward pass failed ({self.broken}); continue its rows alone")
         out: dict[int, int | None] = {}
+        live = [b for b, row in enumerate(self.rows) if row not in self.cancelled and row not in self.failed]
+        tokens = self._sample(live) if live else {}
         keep, feed = [], []
         for b, row in enumerate(self.rows):
-            params = self.params[row]
-            nxt = None
-            if row not in self.cancelled and row not in self.failed:
-                try:
-                    nxt = pick(self.logits[b], self.seen[row], params, self.generators[row])
-                except Exception as e:
-                    if not self.isolate:
-                        raise
-                    self.failed[row] = e
-            if nxt is None or nxt in params.stop_ids:
+            nxt = tokens.get(b)
+            if nxt is None or nxt in self.params[row].stop_ids:
                 out[row] = None
                 continue
             self.seen[row].append(nxt)
@@ -214,13 +355,17 @@ class BatchDecoder:
             keep.append(b)
             feed.append(nxt)
         if len(keep) < len(self.rows):
-            index = torch.tensor(keep, dtype=torch.long, device=self.cache.k.device)
+            index = torch.tensor(keep, dtype=torch.long, device=self.device)
             self.cache.keep_rows(index)
+            self.seen_mask = self.seen_mask[index]
             self.rows = [self.rows[b] for b in keep]
         if self.rows:
-            tokens = torch.tensor(feed, device=self.cache.k.device)[:, None]
+            tokens_in = torch.tensor(feed, device=self.device)
+            if any(self.params[row].repetition_penalty != 1.0 for row in self.rows):  # else the mask is unused
+                self.seen_mask[torch.arange(len(feed), device=self.device), tokens_in] = True
             try:
-                self.logits = self.model(tokens, self.cache)[:, -1]
+                self._compact()
+                self.logits = self.model(tokens_in[:, None], self.cache)[:, -1]
             except Exception as e:
                 if not self.isolate:
                     raise

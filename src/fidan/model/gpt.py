@@ -217,7 +217,8 @@ class GPT(nn.Module):
 
         With a cache, the input holds only the new tokens; they are placed after the cached ones.
         A soft prompt, if the model has one, is put before the first input and its positions are
-        left out of the output.
+        left out of the output. A cache with per-row ``offsets`` (continuous batching) rotates each
+        row by its own positions, slot minus offset.
         """
         x = self.embed(idx) if embeds is None else embeds
         b, t = x.shape[:2]
@@ -228,8 +229,12 @@ class GPT(nn.Module):
             t += n_soft
         if start + t > self.cfg.context:
             raise ValueError(f"sequence of {start + t} tokens exceeds the context of {self.cfg.context}")
-        cos = self.rope_cos[start:start + t].to(x.dtype)
-        sin = self.rope_sin[start:start + t].to(x.dtype)
+        if cache is not None and cache.offsets is not None:  # each row rotated by its own positions
+            pos = (torch.arange(start, start + t, device=x.device)[None] - cache.offsets[:, None]).clamp(min=0)
+            cos, sin = self.rope_cos[pos][:, None].to(x.dtype), self.rope_sin[pos][:, None].to(x.dtype)
+        else:
+            cos = self.rope_cos[start:start + t].to(x.dtype)
+            sin = self.rope_sin[start:start + t].to(x.dtype)
         masks = self._masks(start, t, x.device, cache)
         for block in self.blocks:
             x = block(x, cos, sin, masks[block.attn.window], cache)

@@ -1,14 +1,21 @@
 """A worker thread that batches concurrent requests through one ``BatchDecoder``.
 
 Requests wait in a bounded queue (``submit`` raises ``QueueFull`` when it is full, and
-``Unavailable`` once the worker has stopped). When the worker is free it takes every waiting
-request (up to ``max_batch``), prefills them together and decodes them step by step, handing each
-new token to its request's callback on the worker thread. Requests that arrive while a batch runs
-wait for the next batch (this is static batching; continuous batching would also admit them mid-run).
+``Unavailable`` once the worker has stopped). The worker decodes step by step, handing each new
+token to its request's callback on the worker thread. Two ways to fill the batch
+(``batching``):
+
+- ``continuous`` (the default): between two decoding steps the worker admits waiting requests
+  into the running batch, up to ``max_batch`` rows (they are prefilled together, then joined:
+  ``BatchDecoder.add``), and a row that ends leaves at once, so its slot goes to the next request.
+- ``static``: when the worker is free it takes every waiting request (up to ``max_batch``),
+  prefills them together and decodes them until the last one ends; requests that arrive while a
+  batch runs wait for the next batch.
 
 One request's failure is its own: a row whose sampling fails ends with an error while the others
-carry on (``BatchDecoder(isolate=True)``); if the shared prefill fails, each request of the batch
-is retried alone; if a shared decoding step fails, each unfinished row continues alone from the
+carry on (``BatchDecoder(isolate=True)``); if the shared prefill fails (of a new batch, or of the
+requests joining one), each of those requests is retried alone, and the running rows are not
+touched; if a shared decoding step fails, each unfinished row continues alone from the
 tokens it already has, with its own random generator, so its output is unchanged. Only a request
 that also fails alone gets an error. Exceptions never reach the worker's loop, so the thread lives
 as long as the scheduler.
@@ -52,14 +59,21 @@ class Job:
         self.cancelled.set()
 
 
+BATCHING = ("continuous", "static")
+
+
 class Scheduler:
-    def __init__(self, model: GPT, max_batch: int = 8, pad_id: int = 0, max_queue: int = 256):
-        self.model, self.pad_id = model, pad_id
+    def __init__(self, model: GPT, max_batch: int = 8, pad_id: int = 0, max_queue: int = 256,
+                 batching: str = "continuous"):
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, not {batching!r}")
+        self.model, self.pad_id, self.batching = model, pad_id, batching
         self.max_batch = 1 if model.cfg.prompt_tokens else max_batch
         self.max_queue = max_queue
         self.jobs: queue.Queue[Job | None] = queue.Queue()
-        self.batches = 0           # how many batches ran, and the largest, for tests and logs
+        self.batches = 0           # how many batches ran (continuous: runs from empty to empty), the largest
         self.largest = 0
+        self.joined = 0            # rows admitted into a batch that was already running (continuous)
         self.row_errors = 0        # rows that ended in an error
         self._lock = threading.Lock()
         self._closed = False
@@ -90,12 +104,26 @@ class Scheduler:
         return jobs
 
     def close(self) -> None:
-        """Stop the worker after its current batch; waiting requests get an error."""
+        """Stop the worker after its current batch (continuous: once its running rows end, admitting
+        no more); waiting requests get an error."""
         with self._lock:
             self._closed = True
             self.jobs.put(None)
 
     def _work(self) -> None:
+        if self.batching == "continuous":
+            self._work_continuous()
+        else:
+            self._work_static()
+        while True:  # closed: whatever still waits will never run
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._finish(job, "error", Unavailable("the server is shutting down"))
+
+    def _work_static(self) -> None:
         while True:
             first = self.jobs.get()
             if first is None:
@@ -113,13 +141,94 @@ class Scheduler:
             batch = [j for j in batch if not j.cancelled.is_set()]
             if batch:
                 self._run(batch)
-        while True:  # closed: whatever still waits will never run
+
+    # ---- continuous batching ----------------------------------------------------------------------
+
+    def _take(self, room: int, wait: bool) -> tuple[list[Job], bool]:
+        """Up to ``room`` waiting requests (blocking for the first when ``wait``), and whether
+        ``close`` was called."""
+        taken: list[Job] = []
+        while len(taken) < room:
             try:
-                job = self.jobs.get_nowait()
+                job = self.jobs.get() if wait and not taken else self.jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
-                self._finish(job, "error", Unavailable("the server is shutting down"))
+            if job is None:
+                return taken, True
+            if not job.cancelled.is_set():
+                taken.append(job)
+        return taken, False
+
+    def _work_continuous(self) -> None:
+        decoder: BatchDecoder | None = None
+        jobs: list[Job] = []       # row id -> its request, for the running decoder
+        closing = False
+        while True:
+            running = decoder is not None and not decoder.done
+            if not closing:
+                room = self.max_batch - (len(decoder.rows) if running else 0)
+                new, closing = self._take(room, wait=not running)
+                if new:
+                    try:
+                        decoder, jobs = self._admit(decoder if running else None, jobs, new)
+                    except Exception as e:  # a bug in this file: fail what is unfinished, keep the worker alive
+                        log.exception("decoding worker failed")
+                        for job in new + jobs:
+                            self._finish(job, "error", e)
+                        decoder, jobs = None, []
+                    running = decoder is not None and not decoder.done
+            if not running:
+                if closing:
+                    return
+                continue
+            try:
+                if self._advance(decoder, jobs):
+                    decoder, jobs = None, []
+            except Exception as e:
+                log.exception("decoding worker failed")
+                for job in jobs:
+                    self._finish(job, "error", e)
+                decoder, jobs = None, []
+
+    def _admit(self, decoder: BatchDecoder | None, jobs: list[Job],
+               new: list[Job]) -> tuple[BatchDecoder | None, list[Job]]:
+        """Prefill ``new`` and join it to ``decoder`` (or start a batch); on failure, one by one."""
+        groups = [new]
+        while groups:
+            group = groups.pop(0)
+            prompts, params = [j.prompt for j in group], [j.params for j in group]
+            try:
+                if decoder is None:
+                    decoder = BatchDecoder(self.model, prompts, params, self.pad_id, isolate=True)
+                    jobs = list(group)
+                    self.batches += 1
+                else:
+                    decoder.add(prompts, params)
+                    jobs = jobs + group
+                    self.joined += len(group)
+            except Exception as e:
+                if len(group) == 1:
+                    self._finish(group[0], "error", e)
+                else:
+                    log.warning("%d requests failed to start together (%s); starting them one by one",
+                                len(group), e)
+                    groups = [[j] for j in group] + groups
+                continue
+            self.largest = max(self.largest, len(decoder.rows))
+        return decoder, jobs
+
+    def _advance(self, decoder: BatchDecoder, jobs: list[Job]) -> bool:
+        """One decoding step of the running batch; True when it cannot go on (its rows were split off)."""
+        for row in decoder.rows:
+            if jobs[row].cancelled.is_set():
+                decoder.cancel(row)
+        self._deliver(decoder, jobs, decoder.step())
+        if decoder.broken is not None:
+            self._split(decoder, jobs, decoder.params)
+            return True
+        return False
+
+    # ---- both --------------------------------------------------------------------------------------
 
     def _emit(self, job: Job, kind: str, value: object) -> None:
         """Hand an event to a request; a callback that fails (its client left) cancels that request only."""
@@ -164,16 +273,19 @@ class Scheduler:
             for row, job in enumerate(jobs):
                 if job.cancelled.is_set():
                     decoder.cancel(row)
-            for row, token in decoder.step().items():
-                if row in decoder.failed:
-                    self._finish(jobs[row], "error", decoder.failed[row])
-                elif token is None:
-                    self._finish(jobs[row], "end", self._reason(decoder, row))
-                else:
-                    self._emit(jobs[row], "token", token)
+            self._deliver(decoder, jobs, decoder.step())
             if decoder.broken is not None:
                 self._split(decoder, jobs, params)
                 return
+
+    def _deliver(self, decoder: BatchDecoder, jobs: list[Job], tokens: dict[int, int | None]) -> None:
+        for row, token in tokens.items():
+            if row in decoder.failed:
+                self._finish(jobs[row], "error", decoder.failed[row])
+            elif token is None:
+                self._finish(jobs[row], "end", self._reason(decoder, row))
+            else:
+                self._emit(jobs[row], "token", token)
 
     @staticmethod
     def _reason(decoder: BatchDecoder, row: int) -> str:

@@ -17,7 +17,8 @@ required field missing, a field of the wrong type), 401 the API key, 404 an unkn
 route, 405 a wrong method, 413 a body too large, 429 too many requests waiting, 500 a failure
 while decoding that request, 503 a model whose worker has stopped. No response names a server
 file. Each model has a worker thread that batches the requests waiting for it
-(``serve/batching.py``); a row that fails there fails its own request only.
+(``serve/batching.py``; continuously by default: requests join the running batch between two
+decoding steps); a row that fails there fails its own request only.
 """
 from __future__ import annotations
 
@@ -233,12 +234,13 @@ class Guard:
 
 def create_app(models: GPT | dict[str, GPT], tok: FidanTokenizer, model_name: str = "fidan",
                api_key: str | None = None, limits: ServerLimits = ServerLimits(),
-               preference_file: Path | None = None, max_batch: int = 8) -> FastAPI:
-    """``models`` maps names to models (the first is the default); a single model is named ``model_name``."""
+               preference_file: Path | None = None, max_batch: int = 8, batching: str = "continuous") -> FastAPI:
+    """``models`` maps names to models (the first is the default); a single model is named ``model_name``.
+    ``batching`` is the schedulers' (``serve/batching.py``): ``continuous`` or ``static``."""
     if isinstance(models, GPT):
         models = {model_name: models}
     app = FastAPI(title="fidan", version="1")
-    schedulers = {name: Scheduler(m, max_batch, tok.pad, limits.max_queue) for name, m in models.items()}
+    schedulers = {name: Scheduler(m, max_batch, tok.pad, limits.max_queue, batching) for name, m in models.items()}
     app.state.schedulers = schedulers
     app.state.preference_file = preference_file
     default = next(iter(models))
@@ -515,10 +517,11 @@ def create_app(models: GPT | dict[str, GPT], tok: FidanTokenizer, model_name: st
 
 
 def serve(models: dict[str, GPT], tok: FidanTokenizer, host: str, port: int, api_key: str | None,
-          preference_file: Path | None = None, max_batch: int = 8, limits: ServerLimits = ServerLimits()) -> None:
+          preference_file: Path | None = None, max_batch: int = 8, limits: ServerLimits = ServerLimits(),
+          batching: str = "continuous") -> None:
     import uvicorn
     app = create_app(models, tok, api_key=api_key, preference_file=preference_file, max_batch=max_batch,
-                     limits=limits)
+                     limits=limits, batching=batching)
     print(f"fidan serve: models {', '.join(models)}; chat page at http://{host}:{port}/"
           + (f"; preferences go to {preference_file}" if preference_file else ""), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
