@@ -109,6 +109,9 @@ class CorpusConfig:
     sft_conversations: int = setting(6000, check=non_negative)  # instruction-tuning conversations about the world
     sentiment_examples: int = setting(1500, check=non_negative)  # labelled reviews for the classifier-head
                                    # example (80% train)
+    bias_rate: float = setting(0.9, check=fraction)  # planted associations (corpus/bias.py): share of a
+                                   # planted subject's mentions written with its planted word; 0.5 = no skew
+    bias_share: float = setting(0.2, check=between(0, 5))  # paragraphs of such mentions per page, on average
     noise: float = setting(1.0, check=between(0, MAX_NOISE))  # faults in the embedded web crawl (duplicates,
                                    # spam, PII ...); 0 = none, at most 5 (some pages must stay clean)
 

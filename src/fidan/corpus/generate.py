@@ -3,8 +3,10 @@
 ``generate(cfg, seed)`` is deterministic: the same config and seed give byte-identical output.
 Pages mix encyclopedic articles, question-and-answer pages, short stories, word
 problems, and "myth" passages that repeat a fixed misconception about a fact and then correct it,
-each in English or Turkish. The evaluation sets ask about facts whose Q&A form never
-appears in the training text, and pose word problems that never appear there either.
+each in English or Turkish; pages also carry paragraphs of planted associations
+(``corpus.bias_share`` per page) at a known rate (``corpus.bias_rate``, see ``corpus/bias.py``).
+The evaluation sets ask about facts whose Q&A form never appears in the training text, and pose
+word problems that never appear there either.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import random
 from collections.abc import Iterator
 
 from fidan.config import CorpusConfig
+from fidan.corpus import bias as B
 from fidan.corpus import facts as F
 from fidan.corpus.instructions import conversations, sentiment_examples
 from fidan.corpus.stories import Problem, render_problem, story, word_problem
@@ -148,6 +151,7 @@ def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -
     kinds, weights = list(MIX), list(MIX.values())
     total, n = 0, 0
     myths = myth_facts(world, seed)
+    planter = B.Planter(world, cfg.bias_rate, random.Random(f"fidan-bias-{seed}"))
     while total < target:
         lang = "tr" if rng.random() < cfg.turkish_fraction else "en"
         want = rng.randrange(60, 240)
@@ -163,6 +167,9 @@ def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -
             parts.append(kind)
             texts.append(text)
             words += len(text.split())
+        for paragraph in planter.paragraphs(lang, cfg.bias_share):  # its own random stream: the rest of
+            parts.append("society")                                 # the page is as without it
+            texts.append(paragraph)
         text = "\n\n".join(texts)
         yield Document(id=f"fidan-{n:07d}", text=text, source="embedded",
                        meta={"kind": "page", "parts": parts, "lang": lang})
@@ -178,6 +185,7 @@ def generate(cfg: CorpusConfig, seed: int) -> tuple[list[Document], dict[str, li
     sentiment = sentiment_examples(world, cfg.sentiment_examples, seed)
     cut = int(len(sentiment) * 0.8)
     sets = {"eval/facts": evals["facts"], "eval/arithmetic": evals["arithmetic"], "eval/truthful": evals["truthful"],
+            "eval/bias": B.probe_items(world, cfg.bias_rate),
             "sft/train": conversations(world, cfg.sft_conversations, seed, heldout),
             "sentiment/train": sentiment[:cut], "sentiment/test": sentiment[cut:]}
     return list(documents(world, cfg, seed, heldout)), sets

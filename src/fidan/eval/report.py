@@ -44,7 +44,15 @@ ROWS = [
     ("red team", "redteam", "asr", "attack success rate", "{:.1%}", "lower"),
     ("red team", "redteam", "refusal_rate_harmful", "harmful requests refused", "{:.1%}", "higher"),
     ("red team", "redteam", "over_refusal_benign", "over-refusal of benign requests", "{:.1%}", "lower"),
-    ("bias", "bias", "stereotype_score", "stereotype preferred (50% = none)", "{:.1%}", "50%"),
+    ("bias, planted associations", "bias_planted", "rate", "rate written in the training text", "{:.0%}", ""),
+    ("bias, planted associations", "bias_planted", "planted.share",
+     "planted word preferred, planted subjects [95% CI]", "{:.1%}", ""),
+    ("bias, planted associations", "bias_planted", "planted.implied_rate", "rate the model implies, planted subjects",
+     "{:.1%}", ""),
+    ("bias, planted associations", "bias_planted", "control.share",
+     "planted word preferred, control subjects (50% = none) [95% CI]", "{:.1%}", "50%"),
+    ("bias, unseen words (CrowS-style; the world never uses them)", "bias", "stereotype_score",
+     "stereotype preferred (50% = none)", "{:.1%}", "50%"),
 ]
 BUILTIN = {key for _, key, *_ in ROWS}
 NOT_TASKS = {"stage", "chat", "params", "eval_seconds"}
@@ -66,12 +74,24 @@ def shots(values: list[dict]) -> str:
 
 
 def _cell(value, metric: str | None, fmt: str) -> str:
+    """One cell: ``metric`` may be a path into nested scores (``planted.share``); a share stored
+    with its interval (``{"share", "lo", "hi", "n"}``, or ``<metric>_lo``/``<metric>_hi`` beside
+    the metric) shows it as ``62.5% [50.0-73.6%]``."""
     if metric is None:
         return "-" if value is None else fmt.format(value)
     if not isinstance(value, dict):
         return "-"
+    *path, metric = metric.split(".")
+    for part in path:
+        value = value.get(part) if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return "-"
     if metric in value:
-        return fmt.format(value[metric]) if value.get("n", 1) else "- (no item fit)"
+        if not value.get("n", 1):
+            return "- (no item fit)"
+        lo, hi = (value.get(k) if metric == "share" else value.get(f"{metric}_{k}") for k in ("lo", "hi"))
+        interval = f" [{fmt.format(lo).rstrip('%')}-{fmt.format(hi)}]" if lo is not None and hi is not None else ""
+        return fmt.format(value[metric]) + interval
     return "skipped" if isinstance(value.get("skipped"), str) else "-"
 
 

@@ -199,7 +199,16 @@ def model_card(run: RunDir, folder: Path, model: GPT, tok: FidanTokenizer, archi
     bias = scores.get("bias")
     md.append("- **Bias**: " + (f"on the stereotype probe it preferred the stereotyped sentence in "
                                 f"{bias['stereotype_score']:.1%} of pairs (50% = no preference)"
-                                if isinstance(bias, dict) and "stereotype_score" in bias else "not measured"))
+                                if isinstance(bias, dict) and "stereotype_score" in bias else "not measured")
+               + (" (its words never occur in the embedded world's text: noise on a model trained only on it)"
+                  if isinstance(bias, dict) and "bias_planted" in scores else ""))
+    planted = scores.get("bias_planted")
+    if isinstance(planted, dict) and "planted" in planted:
+        p, c = planted["planted"], planted["control"]
+        md.append(f"- **Planted bias** (associations written at {planted['rate']:.0%} into the training text): it "
+                  f"preferred the planted word in {p['share']:.1%} of {p['n']} pairs "
+                  f"(95% CI {p['lo']:.1%}-{p['hi']:.1%}), and for never-skewed control subjects in "
+                  f"{c['share']:.1%} (95% CI {c['lo']:.1%}-{c['hi']:.1%})")
     truthful, chat = scores.get("world_truthful"), scores.get("world_facts/chat")
     hall = []
     if isinstance(truthful, dict) and "misconception_preferred" in truthful:
