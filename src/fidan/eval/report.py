@@ -17,7 +17,11 @@ from fidan.rundir import RunDir
 STAGES = ("pretrain", "sft", "rlhf")
 # How a metric key of eval/<stage>.json is named on the card.
 METRICS = {"acc": "acc", "acc_norm": "acc_norm", "mc2": "MC2", "pass@1": "pass@1",
-           "exact_strict": "exact (strict)", "exact_flexible": "exact (flexible)"}
+           "exact_strict": "exact (strict)", "exact_flexible": "exact (flexible)",
+           "pct_stereotype": "stereotype preferred (50% = none)", "ss": "stereotype score (50% = none)",
+           "lms": "language-model score", "icat": "ICAT"}
+# Metrics where higher is not better (the report says what is).
+BETTER = {"pct_stereotype": "50%", "ss": "50%"}
 # What a suite reports when it ran (named on a "skipped" row when it did not).
 EXPECTED = {"humaneval": "pass@1", "world_code": "pass@1", "gsm8k": "exact (strict)"}
 # The built-in tasks: (task, key in eval/<stage>.json, metric key, metric label, format, better).
@@ -132,7 +136,7 @@ def card(run: RunDir) -> tuple[list[str], list[list[str]], list[str]]:
             continue
         task = f"{key}, {shots(values)}" if shots(values) else key
         for m in present:
-            rows.append([_label(task, METRICS[m], "higher")] + [_cell(v, m, "{:.1%}") for v in values])
+            rows.append([_label(task, METRICS[m], BETTER.get(m, "higher"))] + [_cell(v, m, "{:.1%}") for v in values])
     for key in list(dict.fromkeys([r[1] for r in ROWS] + keys)):
         values = [(s, evals[s].get(key)) for s in stages if isinstance(evals[s].get(key), dict)]
         long = max((v.get("too_long", 0) for _, v in values), default=0)
