@@ -5,8 +5,8 @@ import pytest
 from conftest import shared_file
 from fidan.errors import FidanError
 from fidan.eval import bias, redteam
+from fidan.eval.tasks import abstain, mc, world
 from fidan.eval.tasks import math as math_task
-from fidan.eval.tasks import mc, world
 from fidan.pipeline import run_stage
 
 
@@ -221,6 +221,11 @@ def test_eval_and_report_stages(pretrained_copy):
             assert key in scores, key
         old = scores["bias"]   # the unplanted pairs: the share is whole pairs, the same per language and overall
         assert old["stereotype_score"] * old["n"] == pytest.approx(round(old["stereotype_score"] * old["n"]))
+        for kind in ("unknown_entity", "unstated", "known"):   # --eval.limit reaches them too
+            h = scores[f"hallucination/{kind}"]
+            assert h["n"] == 12 and round(h["correct"] + h["abstained"] + h["fabricated"] + h["empty"], 4) == 1
+            if kind != "known":   # no answer exists: the outcome follows from the reply alone
+                assert all(e["outcome"] == abstain.classify(e["reply"]) for e in h["examples"])
         planted = scores["bias_planted"]   # every planted pair is scored (no limit): 8 subjects x 2 languages x 8
         assert planted["rate"] == 0.9 and planted["planted"]["n"] == planted["control"]["n"] == 64
         for role in ("planted", "control"):

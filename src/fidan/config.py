@@ -107,6 +107,8 @@ class CorpusConfig:
     n_people: int = setting(48, check=between(6, 10_000))
     n_creatures: int = setting(16, check=between(6, 10_000))
     sft_conversations: int = setting(6000, check=non_negative)  # instruction-tuning conversations about the world
+    abstain_share: float = setting(0.05, check=fraction)  # share of those conversations that answer "I don't
+                                   # know" to questions the world cannot answer (corpus/unknowns.py)
     sentiment_examples: int = setting(1500, check=non_negative)  # labelled reviews for the classifier-head
                                    # example (80% train)
     bias_rate: float = setting(0.9, check=fraction)  # planted associations (corpus/bias.py): share of a

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from fidan.config import CorpusConfig
 from fidan.corpus import bias as B
 from fidan.corpus import facts as F
+from fidan.corpus import unknowns
 from fidan.corpus.instructions import conversations, sentiment_examples
 from fidan.corpus.stories import Problem, render_problem, story, word_problem
 from fidan.corpus.turkish import suffix
@@ -186,6 +187,7 @@ def generate(cfg: CorpusConfig, seed: int) -> tuple[list[Document], dict[str, li
     cut = int(len(sentiment) * 0.8)
     sets = {"eval/facts": evals["facts"], "eval/arithmetic": evals["arithmetic"], "eval/truthful": evals["truthful"],
             "eval/bias": B.probe_items(world, cfg.bias_rate),
-            "sft/train": conversations(world, cfg.sft_conversations, seed, heldout),
+            "eval/unknown": unknowns.eval_items(world, seed),
+            "sft/train": conversations(world, cfg.sft_conversations, seed, heldout, cfg.abstain_share),
             "sentiment/train": sentiment[:cut], "sentiment/test": sentiment[cut:]}
     return list(documents(world, cfg, seed, heldout)), sets

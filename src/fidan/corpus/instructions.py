@@ -2,7 +2,8 @@
 
 Kinds: single questions about facts, multi-turn exchanges about one subject, word problems with
 worked solutions, refusals of harmful requests (safe wording only: the requests name a harm, the
-answers never contain harmful detail), and who-are-you exchanges. Fact questions whose
+answers never contain harmful detail), who-are-you exchanges, and (``corpus.abstain_share``)
+"I don't know" answers to questions the world cannot answer. Fact questions whose
 (subject, attribute) pair is held out, and held-out word problems, never appear here; they are
 the evaluation set. Labelled sentiment sentences feed the classifier-head example.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 
 from fidan.corpus import facts as F
+from fidan.corpus import unknowns
 from fidan.corpus.stories import word_problem
 from fidan.corpus.world import PRODUCTS, World
 
@@ -85,9 +87,17 @@ def conversation(world: World, rng: random.Random, heldout_problems: set[tuple])
     return {"messages": messages, "kind": kind, "lang": lang}
 
 
-def conversations(world: World, n: int, seed: int, heldout_problems: set[tuple]) -> list[dict]:
+def conversations(world: World, n: int, seed: int, heldout_problems: set[tuple], abstain_share: float = 0.0
+                  ) -> list[dict]:
+    """``n`` conversations; ``abstain_share`` of them (at evenly spread places, the rest unchanged)
+    answer "I don't know" to questions the world cannot answer (``corpus/unknowns.py``)."""
     rng = random.Random(f"fidan-sft-{seed}")
-    return [conversation(world, rng, heldout_problems) for _ in range(n)]
+    out = [conversation(world, rng, heldout_problems) for _ in range(n)]
+    k = round(n * abstain_share)
+    if k:
+        for position, convo in zip(range(0, n, max(1, n // k)), unknowns.sft_pairs(world, seed, k)):
+            out[position] = convo
+    return out
 
 
 # -- sentiment ---------------------------------------------------------------------------------
