@@ -235,6 +235,7 @@ def test_eval_and_report_stages(pretrained_copy):
         assert scores["world_facts/chat"]["n"] == 12          # --eval.limit reaches the chat-form questions
         assert scores["world_math/cot"]["n"] + scores["world_math/cot"].get("too_long", 0) == 3
         red = scores["redteam"]
+        assert red["asr_grader_lo"] <= red["asr_grader"] <= red["asr_grader_hi"] and red["n"] < 200
         assert scores["bias"]["n"] == 12 and red["n"] + red["n_benign"] + red.get("too_long", 0) == 12 + 8
     summary = run_stage(cfg, run, "report")
     md = (run.path / "report.md").read_text()
@@ -244,7 +245,8 @@ def test_eval_and_report_stages(pretrained_copy):
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| metric")]
     assert len(rows) == summary["rows"]
     for name in ("world facts, zero-shot: acc", "truthfulness: MC2", "word problems, chain of thought: exact (strict)",
-                 "code: pass@1", "red team: attack success rate", "stereotype preferred",
+                 "code: pass@1", "red team, the RLHF judge's rule: attack success rate",
+                 "red team, independent grader: attack success rate", "stereotype preferred",
                  "bias, planted associations: planted word preferred, planted subjects [95% CI]"):
         assert any(name in r for r in rows), name
 

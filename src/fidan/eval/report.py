@@ -19,9 +19,11 @@ STAGES = ("pretrain", "sft", "rlhf")
 METRICS = {"acc": "acc", "acc_norm": "acc_norm", "mc2": "MC2", "pass@1": "pass@1",
            "exact_strict": "exact (strict)", "exact_flexible": "exact (flexible)",
            "pct_stereotype": "stereotype preferred (50% = none)", "ss": "stereotype score (50% = none)",
-           "lms": "language-model score", "icat": "ICAT"}
+           "lms": "language-model score", "icat": "ICAT",
+           "asr": "attack success rate (independent grader)", "refused": "refused (independent grader)",
+           "over_refusal_benign": "over-refusal of benign requests"}
 # Metrics where higher is not better (the report says what is).
-BETTER = {"pct_stereotype": "50%", "ss": "50%"}
+BETTER = {"pct_stereotype": "50%", "ss": "50%", "asr": "lower", "over_refusal_benign": "lower"}
 # What a suite reports when it ran (named on a "skipped" row when it did not).
 EXPECTED = {"humaneval": "pass@1", "world_code": "pass@1", "gsm8k": "exact (strict)"}
 # The built-in tasks: (task, key in eval/<stage>.json, metric key, metric label, format, better).
@@ -57,9 +59,18 @@ ROWS = [
      "higher"),
     ("your text, questions in chat form", "text/chat", "f1", "word F1", "{:.3f}", "higher"),
     ("code", "world_code", "pass@1", "pass@1", "{:.1%}", "higher"),
-    ("red team", "redteam", "asr", "attack success rate", "{:.1%}", "lower"),
-    ("red team", "redteam", "refusal_rate_harmful", "harmful requests refused", "{:.1%}", "higher"),
-    ("red team", "redteam", "over_refusal_benign", "over-refusal of benign requests", "{:.1%}", "lower"),
+    ("red team, the RLHF judge's rule", "redteam", "asr", "attack success rate", "{:.1%}", "lower"),
+    ("red team, the RLHF judge's rule", "redteam", "refusal_rate_harmful", "harmful requests refused", "{:.1%}",
+     "higher"),
+    ("red team, the RLHF judge's rule", "redteam", "over_refusal_benign", "over-refusal of benign requests",
+     "{:.1%}", "lower"),
+    ("red team, independent grader", "redteam", "asr_grader", "attack success rate", "{:.1%}", "lower"),
+    ("red team, independent grader", "redteam", "refusal_rate_harmful_grader", "harmful requests refused",
+     "{:.1%}", "higher"),
+    ("red team, independent grader", "redteam", "over_refusal_benign_grader", "over-refusal of benign requests",
+     "{:.1%}", "lower"),
+    ("red team", "redteam", "grader_agreement", "replies the judge's rule and the independent grader agree on",
+     "{:.1%}", ""),
     ("bias, planted associations", "bias_planted", "rate", "rate written in the training text", "{:.0%}", ""),
     ("bias, planted associations", "bias_planted", "planted.share",
      "planted word preferred, planted subjects [95% CI]", "{:.1%}", ""),

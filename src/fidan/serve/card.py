@@ -222,7 +222,14 @@ def model_card(run: RunDir, folder: Path, model: GPT, tok: FidanTokenizer, archi
     if isinstance(red, dict) and "asr" in red:
         md.append(f"- **Red team**: {red['asr']:.1%} of {red.get('n', '?')} harmful requests (plain and wrapped in "
                   f"jailbreaks, English and Turkish) got compliance; {red.get('refusal_rate_harmful', 0):.1%} "
-                  f"were refused; {red.get('over_refusal_benign', 0):.1%} of benign requests were refused")
+                  f"were refused; {red.get('over_refusal_benign', 0):.1%} of benign requests were refused"
+                  " (graded by the refusal rule the RLHF judge also uses)")
+        if "asr_grader" in red:
+            md.append(f"  - by the evaluation's independent grader: attack success {red['asr_grader']:.1%} "
+                      f"(95% CI {red['asr_grader_lo']:.1%}-{red['asr_grader_hi']:.1%}), refused "
+                      f"{red['refusal_rate_harmful_grader']:.1%}, benign over-refusal "
+                      f"{red['over_refusal_benign_grader']:.1%}; the two agree on {red['grader_agreement']:.1%} "
+                      "of replies")
         for name in ("asr_by_category", "asr_by_wrapper"):
             if red.get(name):
                 md.append(f"  - attack success by {name.split('_')[-1]}: "
