@@ -5,7 +5,7 @@ import pytest
 from conftest import shared_file
 from fidan.errors import FidanError
 from fidan.eval import bias, redteam
-from fidan.eval.tasks import abstain, mc, world
+from fidan.eval.tasks import abstain, mc, steps, world
 from fidan.eval.tasks import math as math_task
 from fidan.pipeline import run_stage
 
@@ -221,6 +221,8 @@ def test_eval_and_report_stages(pretrained_copy):
             assert key in scores, key
         old = scores["bias"]   # the unplanted pairs: the share is whole pairs, the same per language and overall
         assert old["stereotype_score"] * old["n"] == pytest.approx(round(old["stereotype_score"] * old["n"]))
+        for mode in steps.MODES:   # two-step problems: every mode asks the same 12 (too long ones counted)
+            assert scores[f"world_steps/{mode}"]["n"] + scores[f"world_steps/{mode}"].get("too_long", 0) == 12
         for kind in ("unknown_entity", "unstated", "known"):   # --eval.limit reaches them too
             h = scores[f"hallucination/{kind}"]
             assert h["n"] == 12 and round(h["correct"] + h["abstained"] + h["fabricated"] + h["empty"], 4) == 1

@@ -26,6 +26,7 @@ from fidan.records import Document
 MIX = {"article": 0.33, "qa": 0.15, "story": 0.24, "problem": 0.24, "myth": 0.04}
 MYTH_FRACTION = 0.15  # share of (subject, attribute) pairs that carry a planted misconception
 N_HELDOUT_PROBLEMS = 100  # per language
+N_STEP_PROBLEMS = 120  # two-step problems per language (a tenth of them are the shots' dev split)
 
 
 def article(world: World, lang: str, rng: random.Random) -> tuple[str, str]:
@@ -125,7 +126,19 @@ def eval_sets(world: World, seed: int) -> tuple[dict[str, list[dict]], set[tuple
                              "statements": [F.statement(attr, lang, entity, v, 0) for v in options],
                              "labels": [int(v == attr.value(entity)) for v in options],
                              "misconception_index": options.index(wrong)})
-    return {"facts": fact_items, "arithmetic": problems, "truthful": truthful}, keys
+    # two-step problems for the prompting-mode comparison (eval/tasks/steps.py): their own stream,
+    # drawn after the sets above so those stay as they were; kept out of training like the rest
+    steps_rng = random.Random(f"fidan-steps-{seed}")
+    steps: list[dict] = []
+    for lang in ("en", "tr"):
+        while sum(p["lang"] == lang for p in steps) < N_STEP_PROBLEMS:
+            p = word_problem(world, lang, steps_rng, "two_step")
+            if p.key in keys:
+                continue
+            keys.add(p.key)
+            steps.append({"id": f"steps-{lang}-{len(steps):04d}", "lang": lang, "question": p.question,
+                          "solution": p.solution, "answer": p.answer})
+    return {"facts": fact_items, "arithmetic": problems, "truthful": truthful, "steps": steps}, keys
 
 
 def piece(world: World, lang: str, kind: str, myths: list[tuple], heldout: set[tuple],
@@ -186,6 +199,7 @@ def generate(cfg: CorpusConfig, seed: int) -> tuple[list[Document], dict[str, li
     sentiment = sentiment_examples(world, cfg.sentiment_examples, seed)
     cut = int(len(sentiment) * 0.8)
     sets = {"eval/facts": evals["facts"], "eval/arithmetic": evals["arithmetic"], "eval/truthful": evals["truthful"],
+            "eval/steps": evals["steps"],
             "eval/bias": B.probe_items(world, cfg.bias_rate),
             "eval/unknown": unknowns.eval_items(world, seed),
             "sft/train": conversations(world, cfg.sft_conversations, seed, heldout, cfg.abstain_share),
