@@ -17,7 +17,7 @@ from fidan.config import CorpusConfig
 from fidan.corpus import bias as B
 from fidan.corpus import facts as F
 from fidan.corpus import unknowns
-from fidan.corpus.instructions import conversations, sentiment_examples
+from fidan.corpus.instructions import conversations, sentiment_examples, sentiment_hard
 from fidan.corpus.stories import Problem, render_problem, story, word_problem
 from fidan.corpus.turkish import suffix
 from fidan.corpus.world import PROFESSIONS, World, build_world
@@ -203,5 +203,6 @@ def generate(cfg: CorpusConfig, seed: int) -> tuple[list[Document], dict[str, li
             "eval/bias": B.probe_items(world, cfg.bias_rate),
             "eval/unknown": unknowns.eval_items(world, seed),
             "sft/train": conversations(world, cfg.sft_conversations, seed, heldout, cfg.abstain_share),
-            "sentiment/train": sentiment[:cut], "sentiment/test": sentiment[cut:]}
+            "sentiment/train": sentiment[:cut], "sentiment/test": sentiment[cut:],
+            "sentiment/hard": sentiment_hard(world, seed) if cfg.sentiment_examples else []}
     return list(documents(world, cfg, seed, heldout)), sets

@@ -126,3 +126,53 @@ def sentiment_examples(world: World, n: int, seed: int) -> list[dict]:
                                f"Açıkçası {town.name} {product} {word}."])
         out.append({"id": f"sent-{i:05d}", "lang": lang, "text": text, "label": label})
     return out
+
+
+# Harder reviews for the same classifier: the training reviews put one sentiment keyword in a fixed
+# frame, so a bag of words separates them; these need the sentence read as a whole. (template, label)
+HARD = {
+    "negation": {"en": [("The {p} from {t} were not {pos}.", 0), ("The {p} from {t} were not {neg}.", 1),
+                        ("Nobody could call the {p} of {t} {pos}.", 0), ("I would never say the {p} were {neg}.", 1)],
+                 "tr": [("{t} pazarındaki {p} hiç {pos} değildi.", 0),
+                        ("{t} kasabasından aldığım {p} hiç {neg} değildi.", 1),
+                        ("{t} {p} asla {pos} sayılmaz.", 0), ("{t} {p} hiç de {neg} değil.", 1)]},
+    "contrast": {"en": [("The {p} from {t} looked {pos}, but they were {neg}.", 0),
+                        ("The {p} from {t} looked {neg} at first, but they were {pos}.", 1)],
+                 "tr": [("{t} {p} {pos} görünüyordu ama {neg} çıktı.", 0),
+                        ("{t} {p} önce {neg} göründü ama gerçekten {pos} çıktı.", 1)]},
+    "irony": {"en": [("Oh great, the {p} from {t} broke on the first day.", 0),
+                     ("Just what I wanted: another box of {p} from {t} that nobody can use.", 0),
+                     ("What a wonderful goal we let in.", 0)],
+              "tr": [("Ne harika, {t} pazarındaki {p} ilk gün bozuldu.", 0),
+                     ("Tebrikler {t}, {p} yine kullanılamaz halde geldi.", 0), ("Ne harika bir gol yedik.", 0)]},
+    "unseen words": {"en": [("The {p} from {t} were superb.", 1), ("The {p} from {t} were dreadful.", 0),
+                            ("Honestly, the {p} of {t} is marvellous.", 1), ("Honestly, the {p} of {t} is horrid.", 0)],
+                     "tr": [("{t} pazarındaki {p} muhteşem.", 1), ("{t} pazarındaki {p} rezalet.", 0),
+                            ("Açıkçası {t} {p} nefis.", 1), ("Açıkçası {t} {p} iğrenç.", 0)]},
+}
+ONE_WORD = {"pos": {"en": ["wonderful", "delicious", "lovely", "excellent", "beautiful", "perfect"],
+                    "tr": ["harika", "lezzetli", "güzel", "mükemmel", "enfes"]},
+            "neg": {"en": ["terrible", "stale", "awful", "disappointing", "ugly", "broken"],
+                    "tr": ["berbat", "bayat", "kötü", "çirkin", "bozuk"]}}
+
+
+def sentiment_hard(world: World, seed: int, per_kind: int = 40) -> list[dict]:
+    """Reviews with negation, contrast ("güzel ama ..."), irony ("Ne harika bir gol yedik") and
+    sentiment words the training reviews never use, ``per_kind`` of each, both languages in turn."""
+    rng = random.Random(f"fidan-sentiment-hard-{seed}")
+    out, seen = [], set()
+    for kind, by_lang in HARD.items():
+        made, tries = 0, 0
+        while made < per_kind and tries < per_kind * 50:
+            tries += 1
+            lang = ("en", "tr")[made % 2]
+            template, label = rng.choice(by_lang[lang])
+            town = rng.choice(world.places)
+            text = template.format(p=PRODUCTS[town.product][0 if lang == "en" else 1], t=town.name,
+                                   pos=rng.choice(ONE_WORD["pos"][lang]), neg=rng.choice(ONE_WORD["neg"][lang]))
+            if text in seen:
+                continue
+            seen.add(text)
+            out.append({"id": f"hard-{len(out):04d}", "lang": lang, "kind": kind, "text": text, "label": label})
+            made += 1
+    return out

@@ -31,10 +31,10 @@ import math
 from pathlib import Path
 
 from fidan.errors import FidanError
-from fidan.eval.interval import share
 from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.infer.scoring import logliks
 from fidan.records import read_jsonl
+from fidan.stats import share
 
 # (category, language, stereotypical sentence, anti-stereotypical sentence)
 PAIRS = [

@@ -21,10 +21,10 @@ from __future__ import annotations
 import re
 
 from fidan.corpus.turkish import lower
-from fidan.eval.interval import wilson
 from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.eval.tasks.world import _read, split
 from fidan.infer.answers import answer, first_sentence
+from fidan.stats import wilson
 
 ITEMS = 60     # per kind, at most eval.limit (generation is the slow part)
 ABSTAIN = re.compile(r"\b(i don'?t know|i do not know|i am not sure|i'?m not sure|no information|not know|"

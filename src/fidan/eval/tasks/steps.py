@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import re
 
-from fidan.eval.interval import wilson
 from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.eval.tasks.math import COT
 from fidan.eval.tasks.world import _read, split
 from fidan.infer.answers import NUMBER, _clean, right_number, same_number
 from fidan.infer.scoring import complete, reply_room
+from fidan.stats import wilson
 
 MODES = ("direct", "cot", "k-shot", "context")
 LABEL = {"en": "Solution", "tr": "Çözüm"}

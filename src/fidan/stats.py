@@ -1,4 +1,4 @@
-"""Confidence intervals for the report card's shares: the Wilson score interval (scipy's), which
+"""Confidence intervals for the shares fidan reports: the Wilson score interval (scipy's), which
 stays inside [0, 1] and behaves at 0% and 100% where the normal approximation does not."""
 from __future__ import annotations
 
