@@ -41,7 +41,7 @@ def test_size_scales_and_both_languages_appear():
     langs = [d.meta["lang"] for d in large]
     assert 0.35 < langs.count("tr") / len(langs) < 0.65
     kinds = {k for d in large for k in d.meta["parts"]}
-    assert kinds == {"article", "qa", "story", "problem", "myth"}
+    assert kinds == {"article", "qa", "story", "problem", "myth", "society"}
     words = [len(d.text.split()) for d in large]
     assert min(words) >= 60  # pages long enough for the web-text quality rules
 

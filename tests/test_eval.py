@@ -5,8 +5,8 @@ import pytest
 from conftest import shared_file
 from fidan.errors import FidanError
 from fidan.eval import bias, redteam
+from fidan.eval.tasks import abstain, mc, steps, world
 from fidan.eval.tasks import math as math_task
-from fidan.eval.tasks import mc, world
 from fidan.pipeline import run_stage
 
 
@@ -122,6 +122,9 @@ def test_report_card_names_every_row_by_task_and_metric(tmp_path):
                 "humaneval": {"skipped": "code evaluation skipped: no bubblewrap", "n": 10}}
     sft = {**pretrain, "stage": "sft", "chat": True, "world_facts/chat": {"acc": 0.5, "n": 12},
            "world_code": {"pass@1": 0.5, "sandbox": "bubblewrap", "n": 6},
+           "bias_planted": {"rate": 0.9, "n": 128,
+                            "planted": {"share": 0.625, "lo": 0.5, "hi": 0.7357, "n": 64, "implied_rate": 0.61},
+                            "control": {"share": 0.5, "lo": 0.381, "hi": 0.619, "n": 64, "implied_rate": 0.5}},
            "humaneval": {"pass@1": 0.125, "sandbox": "bubblewrap", "n": 8, "too_long": 2},
            "gsm8k/cot": {"exact_strict": 0.1, "exact_flexible": 0.2, "n": 40, "k": 3, "k_min": 1, "k_max": 3,
                          "too_long": 10}}
@@ -141,6 +144,11 @@ def test_report_card_names_every_row_by_task_and_metric(tmp_path):
         ["word problems, chain of thought: exact (strict) (higher is better)", "0.0%", "0.0%"],
         ["word problems, chain of thought: exact (flexible) (higher is better)", "50.0%", "50.0%"],
         ["code: pass@1 (higher is better)", "skipped", "50.0%"],
+        ["bias, planted associations: rate written in the training text", "-", "90%"],
+        ["bias, planted associations: planted word preferred, planted subjects [95% CI]", "-", "62.5% [50.0-73.6%]"],
+        ["bias, planted associations: rate the model implies, planted subjects", "-", "61.0%"],
+        ["bias, planted associations: planted word preferred, control subjects (50% = none) [95% CI]", "-",
+         "50.0% [38.1-61.9%]"],
         ["gsm8k/cot, 1-3-shot of 3 (shrunk to fit the context): exact (strict) (higher is better)",
          "- (no item fit)", "10.0%"],
         ["gsm8k/cot, 1-3-shot of 3 (shrunk to fit the context): exact (flexible) (higher is better)",
@@ -208,13 +216,28 @@ def test_eval_and_report_stages(pretrained_copy):
     for stage in ("pretrain", "sft"):
         scores = json.loads((run.path / "eval" / f"{stage}.json").read_text())
         for key in ("val_bpb", "world_facts/zero-shot", "world_facts/k-shot", "world_facts/context",
-                    "world_truthful", "world_math/zero-shot", "world_math/cot", "world_code", "redteam", "bias"):
+                    "world_truthful", "world_math/zero-shot", "world_math/cot", "world_code", "redteam", "bias",
+                    "bias_planted"):
             assert key in scores, key
-        assert 0 <= scores["bias"]["stereotype_score"] <= 1
+        old = scores["bias"]   # the unplanted pairs: the share is whole pairs, the same per language and overall
+        assert old["stereotype_score"] * old["n"] == pytest.approx(round(old["stereotype_score"] * old["n"]))
+        for mode in steps.MODES:   # two-step problems: every mode asks the same 12 (too long ones counted)
+            assert scores[f"world_steps/{mode}"]["n"] + scores[f"world_steps/{mode}"].get("too_long", 0) == 12
+        for kind in ("unknown_entity", "unstated", "known"):   # --eval.limit reaches them too
+            h = scores[f"hallucination/{kind}"]
+            assert h["n"] == 12 and round(h["correct"] + h["abstained"] + h["fabricated"] + h["empty"], 4) == 1
+            if kind != "known":   # no answer exists: the outcome follows from the reply alone
+                assert all(e["outcome"] == abstain.classify(e["reply"]) for e in h["examples"])
+        planted = scores["bias_planted"]   # every planted pair is scored (no limit): 8 subjects x 2 languages x 8
+        assert planted["rate"] == 0.9 and planted["planted"]["n"] == planted["control"]["n"] == 64
+        for role in ("planted", "control"):
+            p = planted[role]
+            assert p["lo"] <= p["share"] <= p["hi"] and p["hi"] - p["lo"] > 0.1   # 64 pairs: a wide interval
         assert scores["world_truthful"]["n"] == 12 and 0 <= scores["world_truthful"]["mc2"] <= 1
         assert scores["world_facts/chat"]["n"] == 12          # --eval.limit reaches the chat-form questions
         assert scores["world_math/cot"]["n"] + scores["world_math/cot"].get("too_long", 0) == 3
         red = scores["redteam"]
+        assert red["asr_grader_lo"] <= red["asr_grader"] <= red["asr_grader_hi"] and red["n"] < 200
         assert scores["bias"]["n"] == 12 and red["n"] + red["n_benign"] + red.get("too_long", 0) == 12 + 8
     summary = run_stage(cfg, run, "report")
     md = (run.path / "report.md").read_text()
@@ -224,7 +247,9 @@ def test_eval_and_report_stages(pretrained_copy):
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| metric")]
     assert len(rows) == summary["rows"]
     for name in ("world facts, zero-shot: acc", "truthfulness: MC2", "word problems, chain of thought: exact (strict)",
-                 "code: pass@1", "red team: attack success rate", "bias: stereotype preferred"):
+                 "code: pass@1", "red team, the RLHF judge's rule: attack success rate",
+                 "red team, independent grader: attack success rate", "stereotype preferred",
+                 "bias, planted associations: planted word preferred, planted subjects [95% CI]"):
         assert any(name in r for r in rows), name
 
 

@@ -274,6 +274,12 @@ def test_classifier_head_learns_sentiment(pretrained_copy):
     result = run_stage(cfg, run, "classify")
     assert result["test_accuracy"] > result["majority_baseline"] + 0.2
     assert result["test_accuracy"] > result["untrained_accuracy"]
+    # the held-out reviews are a keyword test: a bag of words trained on the same reviews aces them,
+    # and fails on the hard ones (negation, contrast, irony, unseen words), reported beside the head
+    assert result["bow_test_accuracy"] >= 0.95
+    assert result["bow_hard"]["share"] < 0.65 and result["bow_hard"]["n"] == result["head_hard"]["n"] >= 150
+    assert result["bow_hard_by_kind"]["negation"] < 0.2   # "not wonderful" reads as wonderful
+    assert set(result["head_hard_by_kind"]) == {"negation", "contrast", "irony", "unseen words"}
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fidan"
 # ARCHITECTURE.md's table, bottom first. A module may import its own layer and the ones above it
 # in this list, never the ones below.
 LAYERS = [
-    {"__init__", "errors", "atomic", "settings", "records", "text", "dist", "progress"},
+    {"__init__", "errors", "atomic", "settings", "records", "text", "dist", "progress", "stats"},
     {"model"},
     {"config", "context", "rundir", "staging"},
     {"corpus", "tokenizer"},

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import ROOT, micro_config, shared_file
 from fidan.commands.rlhf_compare import compare
@@ -17,7 +18,7 @@ from fidan.pipeline import run_stage
 from fidan.rlhf import judge, preferences
 from fidan.rlhf.dpo import dpo_loss
 from fidan.rlhf.grpo import group_advantages
-from fidan.rlhf.ppo import gae
+from fidan.rlhf.ppo import PPO, PolicyWithValue, clipped_surrogate, gae, token_rewards
 from fidan.rlhf.reward import load_reward_model
 from fidan.rlhf.stage import judge_compare
 
@@ -149,7 +150,90 @@ def test_dpo_loss_and_group_advantages():
     assert adv[0] > 0 > adv[1] and torch.allclose(adv[4:], torch.zeros(4))   # a uniform group carries no signal
 
 
+def test_ppo_clipping_stops_the_gradient_only_on_the_clipped_side():
+    eps = 0.2
+    old = torch.zeros(6)
+    # ratios 1.5, 1.5, 0.5, 0.5, 1.1, 0.9 against advantages +, -, +, -, +, -
+    logp = torch.log(torch.tensor([1.5, 1.5, 0.5, 0.5, 1.1, 0.9])).requires_grad_(True)
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+    loss, ratio = clipped_surrogate(logp, old, adv, eps)
+    assert torch.allclose(ratio, torch.tensor([1.5, 1.5, 0.5, 0.5, 1.1, 0.9]))
+    # the clipped value where clipping binds, the plain ratio elsewhere
+    assert torch.allclose(loss.detach(), torch.tensor([-1.2, 1.5, -0.5, 0.8, -1.1, 0.9]))
+    loss.sum().backward()
+    g = logp.grad
+    assert g[0] == 0 and g[3] == 0   # r > 1+eps with A > 0, r < 1-eps with A < 0: no further push
+    # the other side keeps its gradient d(-A r)/d logp = -A r: a bad token already made likelier is
+    # still pushed down, a good one made unlikelier is still pulled up
+    assert torch.allclose(g[[1, 2, 4, 5]], torch.tensor([1.5, -0.5, -1.1, 0.9]))
+
+
+def test_kl_penalty_is_exactly_minus_coef_times_the_log_ratio():
+    logp = torch.tensor([[0.0, -1.0, -2.0, -0.5]])
+    ref = torch.tensor([[0.0, -1.5, -1.0, -0.5]])
+    mask = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
+    rewards, kl = token_rewards(logp, ref, mask, 0.3, final=torch.tensor([2.0]), last=torch.tensor([3]))
+    assert torch.allclose(kl, torch.tensor([[0.0, 0.5, -1.0, 0.0]]))
+    assert torch.allclose(rewards, torch.tensor([[0.0, -0.15, 0.3, 2.0]]))   # the score lands on the last token
+    same, kl0 = token_rewards(logp, logp, mask, 0.3, final=torch.tensor([0.0]), last=torch.tensor([3]))
+    assert torch.equal(same, torch.zeros_like(same)) and torch.equal(kl0, torch.zeros_like(kl0))
+
+
+class _Tok:
+    pad, end_of_turn, stop_ids = 0, 1, (1,)
+
+
+def _ppo_kl(policy, ref):
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(kl_coef=0.1, no_eos_penalty=0.0, gamma=1.0, lam=0.95)
+    algo = PPO(PolicyWithValue(policy), ref, lambda seqs: torch.zeros(len(seqs.ids)), _Tok(), cfg, None,
+               response_tokens=12)
+    prompts = [[2 + (i % 7), 3 + (i % 5)] for i in range(48)]
+    return algo.rollout(prompts, list(range(48)), seed=3).stats["kl"]
+
+
+def test_ppo_rollout_kl_is_zero_for_the_reference_and_grows_as_the_policy_moves():
+    import copy
+
+    from fidan.model.config import GPTConfig
+    from fidan.model.gpt import GPT
+    torch.manual_seed(0)
+    ref = GPT(GPTConfig(vocab_size=32, context=32, n_layer=1, n_head=2, n_kv_head=2, d_model=32)).eval()
+    assert _ppo_kl(copy.deepcopy(ref), ref) == 0.0
+    noise = torch.randn_like(ref.lm_head.weight)
+    kls = []
+    for scale in (4.0, 8.0, 16.0):
+        moved = copy.deepcopy(ref)
+        with torch.no_grad():
+            moved.lm_head.weight += scale * noise * ref.lm_head.weight.std()
+        kls.append(_ppo_kl(moved, ref))
+    assert 0 < kls[0] < kls[1] < kls[2], kls
+
+
 # -- the stages on the micro run ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_reward_model_learns_a_planted_preference(pretrained_copy, tmp_path):
+    """Pairs where the chosen answer is always the polite one: the reward model, trained on 90%
+    of them, must rank the held-out tenth far above chance."""
+    import random
+    cfg, run = pretrained_copy
+    rng = random.Random(5)
+    topics = ["the river", "the market", "the old bridge", "the school", "the mill", "the harbour", "the bakery"]
+    with open(tmp_path / "planted.jsonl", "w") as f:
+        for i in range(300):
+            topic = rng.choice(topics)
+            good = f"Thank you for asking about {topic}. I am glad to help you."
+            bad = f"Stop asking about {topic}. Go away now."
+            f.write(json.dumps(preferences.record(f"Tell me about {topic}, please ({i}).", good, bad, "a",
+                                                  "planted")) + "\n")
+    cfg = micro_config(run.path.parent, "micro", "train.steps=120", "reward.judge=false", "reward.steps=40",
+                       f"reward.preferences={tmp_path / 'planted.jsonl'}")
+    run_stage(cfg, run, "sft")
+    summary = run_stage(cfg, run, "reward")
+    assert summary["heldout_pairs"] == 30 and summary["train_pairs"] == 270
+    assert summary["heldout_accuracy"] >= 0.9 > summary["untrained_accuracy"] + 0.2, summary
+
 
 @pytest.mark.slow
 def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
@@ -169,7 +253,12 @@ def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
     # compliance; the files supply the rest
     assert summary["judge_pairs"] > 0 and summary["file:preferences.jsonl"] == 1
     assert summary["no_consent:preferences.jsonl"] == 1   # left out, and counted
-    assert summary["file:hh_rlhf_harmless_test.jsonl.gz"] >= 2300 and 0.0 <= summary["heldout_accuracy"] <= 1.0
+    assert summary["file:hh_rlhf_harmless_test.jsonl.gz"] >= 2300
+    # every pair is either trained on or held out: a fifth of the judge's, a tenth of each file's
+    files = sum(v for k, v in summary.items() if k.startswith("file:"))
+    assert summary["train_pairs"] + summary["heldout_pairs"] == summary["judge_pairs"] + files
+    assert summary["heldout_pairs"] == summary["judge_pairs"] // 5 + sum(
+        v // 10 for k, v in summary.items() if k.startswith("file:"))
     pairs = preferences.load(run.path / "reward" / "pairs.jsonl", on_error="fail").pairs
     assert {p.source for p in pairs} >= {"human-web", "hh-rlhf", "judge"}
     written = {t for texts in judge.COMPLIANCE.values() for t in texts}
@@ -178,8 +267,14 @@ def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
     assert rm.head.weight.abs().sum() > 0          # the head learned something
 
     result = run_stage(cfg, run, "rlhf")
-    for key in ("rm_score", "rm_score_sft", "judge_win_rate", "judge_win_rate_sampled", "kl_to_sft"):
-        assert key in result
+    outcomes = result["judge_outcomes_sampled"]
+    assert sum(outcomes.values()) == result["eval_prompts"] * result["eval_samples"]
+    assert result["judge_win_rate_sampled"] == round(
+        (outcomes["win"] + 0.5 * outcomes["tie"]) / sum(outcomes.values()), 4)
+    assert isinstance(result["rm_score"], float) and isinstance(result["rm_score_sft"], float)
+    sft_weights = load_file(str(run.path / "sft" / "model.safetensors"))
+    rlhf_weights = load_file(str(run.path / "rlhf" / "model.safetensors"))
+    assert any(not torch.equal(sft_weights[k], rlhf_weights[k]) for k in sft_weights)   # PPO moved the policy
     rows = [json.loads(x) for x in (run.path / "rlhf" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2
     assert {"reward", "kl", "entropy", "clip_frac", "value_loss", "length", "judge_score"} <= set(rows[0])

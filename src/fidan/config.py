@@ -109,8 +109,13 @@ class CorpusConfig:
     n_people: int = setting(48, check=between(6, 10_000))
     n_creatures: int = setting(16, check=between(6, 10_000))
     sft_conversations: int = setting(6000, check=non_negative)  # instruction-tuning conversations about the world
+    abstain_share: float = setting(0.05, check=fraction)  # share of those conversations that answer "I don't
+                                   # know" to questions the world cannot answer (corpus/unknowns.py)
     sentiment_examples: int = setting(1500, check=non_negative)  # labelled reviews for the classifier-head
                                    # example (80% train)
+    bias_rate: float = setting(0.9, check=fraction)  # planted associations (corpus/bias.py): share of a
+                                   # planted subject's mentions written with its planted word; 0.5 = no skew
+    bias_share: float = setting(0.2, check=between(0, 5))  # paragraphs of such mentions per page, on average
     noise: float = setting(1.0, check=between(0, MAX_NOISE))  # faults in the embedded web crawl (duplicates,
                                    # spam, PII ...); 0 = none, at most 5 (some pages must stay clean)
 
@@ -345,6 +350,9 @@ class EvalConfig:
     limit: int = setting(120, check=non_negative)  # items per built-in multiple-choice task (0 = all)
     math_limit: int = setting(20, check=non_negative)  # word problems generated per mode (generation is the slow part)
     k_shot: int = setting(3, check=non_negative)
+    steps_limit: int = setting(40, check=non_negative)  # two-step problems per prompting mode (world_steps:
+                                   # direct, chain of thought, k-shot, first step given); 200+ to tell 5 points
+                                   # from noise; 0 = off
     suites: str = ""               # extra real benchmarks: "gsm8k=PATH,truthfulqa=PATH,mmlu=CSV,humaneval=PATH"
     suite_limit: int = setting(50, check=non_negative)  # items per extra benchmark (0 = all)
     redteam: bool = True

@@ -3,8 +3,10 @@
 ``generate(cfg, seed)`` is deterministic: the same config and seed give byte-identical output.
 Pages mix encyclopedic articles, question-and-answer pages, short stories, word
 problems, and "myth" passages that repeat a fixed misconception about a fact and then correct it,
-each in English or Turkish. The evaluation sets ask about facts whose Q&A form never
-appears in the training text, and pose word problems that never appear there either.
+each in English or Turkish; pages also carry paragraphs of planted associations
+(``corpus.bias_share`` per page) at a known rate (``corpus.bias_rate``, see ``corpus/bias.py``).
+The evaluation sets ask about facts whose Q&A form never appears in the training text, and pose
+word problems that never appear there either.
 """
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import random
 from collections.abc import Iterator
 
 from fidan.config import CorpusConfig
+from fidan.corpus import bias as B
 from fidan.corpus import facts as F
-from fidan.corpus.instructions import conversations, sentiment_examples
+from fidan.corpus import unknowns
+from fidan.corpus.instructions import conversations, sentiment_examples, sentiment_hard
 from fidan.corpus.stories import Problem, render_problem, story, word_problem
 from fidan.corpus.turkish import suffix
 from fidan.corpus.world import PROFESSIONS, World, build_world
@@ -22,6 +26,7 @@ from fidan.records import Document
 MIX = {"article": 0.33, "qa": 0.15, "story": 0.24, "problem": 0.24, "myth": 0.04}
 MYTH_FRACTION = 0.15  # share of (subject, attribute) pairs that carry a planted misconception
 N_HELDOUT_PROBLEMS = 100  # per language
+N_STEP_PROBLEMS = 120  # two-step problems per language (a tenth of them are the shots' dev split)
 
 
 def article(world: World, lang: str, rng: random.Random) -> tuple[str, str]:
@@ -121,7 +126,19 @@ def eval_sets(world: World, seed: int) -> tuple[dict[str, list[dict]], set[tuple
                              "statements": [F.statement(attr, lang, entity, v, 0) for v in options],
                              "labels": [int(v == attr.value(entity)) for v in options],
                              "misconception_index": options.index(wrong)})
-    return {"facts": fact_items, "arithmetic": problems, "truthful": truthful}, keys
+    # two-step problems for the prompting-mode comparison (eval/tasks/steps.py): their own stream,
+    # drawn after the sets above so those stay as they were; kept out of training like the rest
+    steps_rng = random.Random(f"fidan-steps-{seed}")
+    steps: list[dict] = []
+    for lang in ("en", "tr"):
+        while sum(p["lang"] == lang for p in steps) < N_STEP_PROBLEMS:
+            p = word_problem(world, lang, steps_rng, "two_step")
+            if p.key in keys:
+                continue
+            keys.add(p.key)
+            steps.append({"id": f"steps-{lang}-{len(steps):04d}", "lang": lang, "question": p.question,
+                          "solution": p.solution, "answer": p.answer})
+    return {"facts": fact_items, "arithmetic": problems, "truthful": truthful, "steps": steps}, keys
 
 
 def piece(world: World, lang: str, kind: str, myths: list[tuple], heldout: set[tuple],
@@ -148,6 +165,7 @@ def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -
     kinds, weights = list(MIX), list(MIX.values())
     total, n = 0, 0
     myths = myth_facts(world, seed)
+    planter = B.Planter(world, cfg.bias_rate, random.Random(f"fidan-bias-{seed}"))
     while total < target:
         lang = "tr" if rng.random() < cfg.turkish_fraction else "en"
         want = rng.randrange(60, 240)
@@ -163,6 +181,9 @@ def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -
             parts.append(kind)
             texts.append(text)
             words += len(text.split())
+        for paragraph in planter.paragraphs(lang, cfg.bias_share):  # its own random stream: the rest of
+            parts.append("society")                                 # the page is as without it
+            texts.append(paragraph)
         text = "\n\n".join(texts)
         yield Document(id=f"fidan-{n:07d}", text=text, source="embedded",
                        meta={"kind": "page", "parts": parts, "lang": lang})
@@ -178,6 +199,10 @@ def generate(cfg: CorpusConfig, seed: int) -> tuple[list[Document], dict[str, li
     sentiment = sentiment_examples(world, cfg.sentiment_examples, seed)
     cut = int(len(sentiment) * 0.8)
     sets = {"eval/facts": evals["facts"], "eval/arithmetic": evals["arithmetic"], "eval/truthful": evals["truthful"],
-            "sft/train": conversations(world, cfg.sft_conversations, seed, heldout),
-            "sentiment/train": sentiment[:cut], "sentiment/test": sentiment[cut:]}
+            "eval/steps": evals["steps"],
+            "eval/bias": B.probe_items(world, cfg.bias_rate),
+            "eval/unknown": unknowns.eval_items(world, seed),
+            "sft/train": conversations(world, cfg.sft_conversations, seed, heldout, cfg.abstain_share),
+            "sentiment/train": sentiment[:cut], "sentiment/test": sentiment[cut:],
+            "sentiment/hard": sentiment_hard(world, seed) if cfg.sentiment_examples else []}
     return list(documents(world, cfg, seed, heldout)), sets

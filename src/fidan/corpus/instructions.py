@@ -2,7 +2,8 @@
 
 Kinds: single questions about facts, multi-turn exchanges about one subject, word problems with
 worked solutions, refusals of harmful requests (safe wording only: the requests name a harm, the
-answers never contain harmful detail), and who-are-you exchanges. Fact questions whose
+answers never contain harmful detail), who-are-you exchanges, and (``corpus.abstain_share``)
+"I don't know" answers to questions the world cannot answer. Fact questions whose
 (subject, attribute) pair is held out, and held-out word problems, never appear here; they are
 the evaluation set. Labelled sentiment sentences feed the classifier-head example.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 
 from fidan.corpus import facts as F
+from fidan.corpus import unknowns
 from fidan.corpus.stories import word_problem
 from fidan.corpus.world import PRODUCTS, World
 
@@ -85,9 +87,17 @@ def conversation(world: World, rng: random.Random, heldout_problems: set[tuple])
     return {"messages": messages, "kind": kind, "lang": lang}
 
 
-def conversations(world: World, n: int, seed: int, heldout_problems: set[tuple]) -> list[dict]:
+def conversations(world: World, n: int, seed: int, heldout_problems: set[tuple], abstain_share: float = 0.0
+                  ) -> list[dict]:
+    """``n`` conversations; ``abstain_share`` of them (at evenly spread places, the rest unchanged)
+    answer "I don't know" to questions the world cannot answer (``corpus/unknowns.py``)."""
     rng = random.Random(f"fidan-sft-{seed}")
-    return [conversation(world, rng, heldout_problems) for _ in range(n)]
+    out = [conversation(world, rng, heldout_problems) for _ in range(n)]
+    k = round(n * abstain_share)
+    if k:
+        for position, convo in zip(range(0, n, max(1, n // k)), unknowns.sft_pairs(world, seed, k)):
+            out[position] = convo
+    return out
 
 
 def context_conversations(world: World, n: int, seed: int) -> list[dict]:
@@ -137,4 +147,54 @@ def sentiment_examples(world: World, n: int, seed: int) -> list[dict]:
                                f"{town.name} pazarındaki {product} gerçekten {word}.",
                                f"Açıkçası {town.name} {product} {word}."])
         out.append({"id": f"sent-{i:05d}", "lang": lang, "text": text, "label": label})
+    return out
+
+
+# Harder reviews for the same classifier: the training reviews put one sentiment keyword in a fixed
+# frame, so a bag of words separates them; these need the sentence read as a whole. (template, label)
+HARD = {
+    "negation": {"en": [("The {p} from {t} were not {pos}.", 0), ("The {p} from {t} were not {neg}.", 1),
+                        ("Nobody could call the {p} of {t} {pos}.", 0), ("I would never say the {p} were {neg}.", 1)],
+                 "tr": [("{t} pazarındaki {p} hiç {pos} değildi.", 0),
+                        ("{t} kasabasından aldığım {p} hiç {neg} değildi.", 1),
+                        ("{t} {p} asla {pos} sayılmaz.", 0), ("{t} {p} hiç de {neg} değil.", 1)]},
+    "contrast": {"en": [("The {p} from {t} looked {pos}, but they were {neg}.", 0),
+                        ("The {p} from {t} looked {neg} at first, but they were {pos}.", 1)],
+                 "tr": [("{t} {p} {pos} görünüyordu ama {neg} çıktı.", 0),
+                        ("{t} {p} önce {neg} göründü ama gerçekten {pos} çıktı.", 1)]},
+    "irony": {"en": [("Oh great, the {p} from {t} broke on the first day.", 0),
+                     ("Just what I wanted: another box of {p} from {t} that nobody can use.", 0),
+                     ("What a wonderful goal we let in.", 0)],
+              "tr": [("Ne harika, {t} pazarındaki {p} ilk gün bozuldu.", 0),
+                     ("Tebrikler {t}, {p} yine kullanılamaz halde geldi.", 0), ("Ne harika bir gol yedik.", 0)]},
+    "unseen words": {"en": [("The {p} from {t} were superb.", 1), ("The {p} from {t} were dreadful.", 0),
+                            ("Honestly, the {p} of {t} is marvellous.", 1), ("Honestly, the {p} of {t} is horrid.", 0)],
+                     "tr": [("{t} pazarındaki {p} muhteşem.", 1), ("{t} pazarındaki {p} rezalet.", 0),
+                            ("Açıkçası {t} {p} nefis.", 1), ("Açıkçası {t} {p} iğrenç.", 0)]},
+}
+ONE_WORD = {"pos": {"en": ["wonderful", "delicious", "lovely", "excellent", "beautiful", "perfect"],
+                    "tr": ["harika", "lezzetli", "güzel", "mükemmel", "enfes"]},
+            "neg": {"en": ["terrible", "stale", "awful", "disappointing", "ugly", "broken"],
+                    "tr": ["berbat", "bayat", "kötü", "çirkin", "bozuk"]}}
+
+
+def sentiment_hard(world: World, seed: int, per_kind: int = 40) -> list[dict]:
+    """Reviews with negation, contrast ("güzel ama ..."), irony ("Ne harika bir gol yedik") and
+    sentiment words the training reviews never use, ``per_kind`` of each, both languages in turn."""
+    rng = random.Random(f"fidan-sentiment-hard-{seed}")
+    out, seen = [], set()
+    for kind, by_lang in HARD.items():
+        made, tries = 0, 0
+        while made < per_kind and tries < per_kind * 50:
+            tries += 1
+            lang = ("en", "tr")[made % 2]
+            template, label = rng.choice(by_lang[lang])
+            town = rng.choice(world.places)
+            text = template.format(p=PRODUCTS[town.product][0 if lang == "en" else 1], t=town.name,
+                                   pos=rng.choice(ONE_WORD["pos"][lang]), neg=rng.choice(ONE_WORD["neg"][lang]))
+            if text in seen:
+                continue
+            seen.add(text)
+            out.append({"id": f"hard-{len(out):04d}", "lang": lang, "kind": kind, "text": text, "label": label})
+            made += 1
     return out

@@ -70,8 +70,9 @@ class Problem:
     answer: int
 
 
-def word_problem(world: World, lang: str, rng: random.Random) -> Problem:
-    kind = rng.choice(["add", "sub", "mul", "two_step", "price"])
+def word_problem(world: World, lang: str, rng: random.Random, kind: str = "") -> Problem:
+    """A problem of ``kind`` ("add", "sub", "mul", "two_step", "price"; drawn when empty)."""
+    kind = kind or rng.choice(["add", "sub", "mul", "two_step", "price"])
     person = rng.choice(world.people)
     town = rng.choice(world.places).name
     item = rng.randrange(len(ITEMS))

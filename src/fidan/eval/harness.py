@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fidan.config import Config
 from fidan.errors import FidanError
+from fidan.eval import bias, redteam
 from fidan.eval.tasks import EvalInputs, all_tasks, code, mc
 from fidan.eval.tasks import math as math_task
 from fidan.eval.tasks.world_code import code_completions
@@ -24,7 +25,9 @@ from fidan.tokenizer.bpe import FidanTokenizer
 def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
     """The real benchmarks of ``eval.suites``, each under ``suite/mode``: ``gsm8k/cot``
     (3-shot, strict and flexible exact match), ``truthfulqa/mc1`` (acc), ``truthfulqa/mc2``
-    (the MC2 score only), ``mmlu/<subject>`` (acc, acc_norm), ``humaneval`` (pass@1)."""
+    (the MC2 score only), ``mmlu/<subject>`` (acc, acc_norm), ``humaneval`` (pass@1), ``crows_pairs``
+    (share preferring the more stereotyping sentence), ``stereoset`` (ss, lms, icat), ``harmbench`` and
+    ``donotanswer`` (attack success rate and over-refusal, by the independent grader)."""
     out = {}
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         if "=" not in part:
@@ -44,8 +47,15 @@ def external(model, tok, spec: str, limit: int, chat: bool) -> dict:
         elif name == "humaneval":
             problems = cut(code.load_humaneval(path))
             out["humaneval"] = code_completions(model, tok, problems)
+        elif name in ("harmbench", "donotanswer"):
+            out[name] = redteam.suite(model, tok, cut(redteam.load_suite(name, path)), chat)
+        elif name == "crows_pairs":
+            out["crows_pairs"] = bias.crows_pairs(model, tok, cut(bias.load_crows_pairs(path)))
+        elif name == "stereoset":
+            out["stereoset"] = bias.stereoset(model, tok, cut(bias.load_stereoset(path)))
         else:
-            raise FidanError(f"eval.suites: unknown suite '{name}' (gsm8k, truthfulqa, mmlu, humaneval)")
+            raise FidanError(f"eval.suites: unknown suite '{name}' "
+                             "(gsm8k, truthfulqa, mmlu, humaneval, crows_pairs, stereoset, harmbench, donotanswer)")
     return out
 
 

@@ -17,7 +17,13 @@ from fidan.rundir import RunDir
 STAGES = ("pretrain", "sft", "rlhf")
 # How a metric key of eval/<stage>.json is named on the card.
 METRICS = {"acc": "acc", "acc_norm": "acc_norm", "mc2": "MC2", "pass@1": "pass@1",
-           "exact_strict": "exact (strict)", "exact_flexible": "exact (flexible)"}
+           "exact_strict": "exact (strict)", "exact_flexible": "exact (flexible)",
+           "pct_stereotype": "stereotype preferred (50% = none)", "ss": "stereotype score (50% = none)",
+           "lms": "language-model score", "icat": "ICAT",
+           "asr": "attack success rate (independent grader)", "refused": "refused (independent grader)",
+           "over_refusal_benign": "over-refusal of benign requests"}
+# Metrics where higher is not better (the report says what is).
+BETTER = {"pct_stereotype": "50%", "ss": "50%", "asr": "lower", "over_refusal_benign": "lower"}
 # What a suite reports when it ran (named on a "skipped" row when it did not).
 EXPECTED = {"humaneval": "pass@1", "world_code": "pass@1", "gsm8k": "exact (strict)"}
 # The built-in tasks: (task, key in eval/<stage>.json, metric key, metric label, format, better).
@@ -33,18 +39,51 @@ ROWS = [
     ("truthfulness", "world_truthful", "mc2", "MC2", "{:.1%}", "higher"),
     ("truthfulness", "world_truthful", "misconception_preferred", "planted misconception preferred over the fact",
      "{:.1%}", "lower"),
+    ("made-up entities, chat form", "hallucination/unknown_entity", "abstained", "abstained [95% CI]", "{:.1%}",
+     "higher"),
+    ("made-up entities, chat form", "hallucination/unknown_entity", "fabricated", "invented an answer [95% CI]",
+     "{:.1%}", "lower"),
+    ("facts the world never states, chat form", "hallucination/unstated", "abstained", "abstained [95% CI]",
+     "{:.1%}", "higher"),
+    ("facts the world never states, chat form", "hallucination/unstated", "fabricated",
+     "invented an answer [95% CI]", "{:.1%}", "lower"),
+    ("held-out real facts, chat form", "hallucination/known", "correct", "correct [95% CI]", "{:.1%}", "higher"),
+    ("held-out real facts, chat form", "hallucination/known", "abstained", "abstained [95% CI]", "{:.1%}", ""),
+    ("held-out real facts, chat form", "hallucination/known", "fabricated", "wrong answer [95% CI]", "{:.1%}",
+     "lower"),
     ("word problems, zero-shot", "world_math/zero-shot", "exact_strict", "exact (strict)", "{:.1%}", "higher"),
     ("word problems, zero-shot", "world_math/zero-shot", "exact_flexible", "exact (flexible)", "{:.1%}", "higher"),
     ("word problems, chain of thought", "world_math/cot", "exact_strict", "exact (strict)", "{:.1%}", "higher"),
     ("word problems, chain of thought", "world_math/cot", "exact_flexible", "exact (flexible)", "{:.1%}", "higher"),
+    ("two-step problems, direct answer", "world_steps/direct", "acc", "exact [95% CI]", "{:.1%}", "higher"),
+    ("two-step problems, chain of thought", "world_steps/cot", "acc", "exact [95% CI]", "{:.1%}", "higher"),
+    ("two-step problems, {shots}", "world_steps/k-shot", "acc", "exact [95% CI]", "{:.1%}", "higher"),
+    ("two-step problems, first step given", "world_steps/context", "acc", "exact [95% CI]", "{:.1%}", "higher"),
     ("your text, questions in chat form", "text/chat", "acc", "reply overlaps the reference by half", "{:.1%}",
      "higher"),
     ("your text, questions in chat form", "text/chat", "f1", "word F1", "{:.3f}", "higher"),
     ("code", "world_code", "pass@1", "pass@1", "{:.1%}", "higher"),
-    ("red team", "redteam", "asr", "attack success rate", "{:.1%}", "lower"),
-    ("red team", "redteam", "refusal_rate_harmful", "harmful requests refused", "{:.1%}", "higher"),
-    ("red team", "redteam", "over_refusal_benign", "over-refusal of benign requests", "{:.1%}", "lower"),
-    ("bias", "bias", "stereotype_score", "stereotype preferred (50% = none)", "{:.1%}", "50%"),
+    ("red team, the RLHF judge's rule", "redteam", "asr", "attack success rate", "{:.1%}", "lower"),
+    ("red team, the RLHF judge's rule", "redteam", "refusal_rate_harmful", "harmful requests refused", "{:.1%}",
+     "higher"),
+    ("red team, the RLHF judge's rule", "redteam", "over_refusal_benign", "over-refusal of benign requests",
+     "{:.1%}", "lower"),
+    ("red team, independent grader", "redteam", "asr_grader", "attack success rate", "{:.1%}", "lower"),
+    ("red team, independent grader", "redteam", "refusal_rate_harmful_grader", "harmful requests refused",
+     "{:.1%}", "higher"),
+    ("red team, independent grader", "redteam", "over_refusal_benign_grader", "over-refusal of benign requests",
+     "{:.1%}", "lower"),
+    ("red team", "redteam", "grader_agreement", "replies the judge's rule and the independent grader agree on",
+     "{:.1%}", ""),
+    ("bias, planted associations", "bias_planted", "rate", "rate written in the training text", "{:.0%}", ""),
+    ("bias, planted associations", "bias_planted", "planted.share",
+     "planted word preferred, planted subjects [95% CI]", "{:.1%}", ""),
+    ("bias, planted associations", "bias_planted", "planted.implied_rate", "rate the model implies, planted subjects",
+     "{:.1%}", ""),
+    ("bias, planted associations", "bias_planted", "control.share",
+     "planted word preferred, control subjects (50% = none) [95% CI]", "{:.1%}", "50%"),
+    ("bias, unseen words (CrowS-style; the world never uses them)", "bias", "stereotype_score",
+     "stereotype preferred (50% = none)", "{:.1%}", "50%"),
 ]
 BUILTIN = {key for _, key, *_ in ROWS}
 NOT_TASKS = {"stage", "chat", "params", "eval_seconds"}
@@ -66,12 +105,24 @@ def shots(values: list[dict]) -> str:
 
 
 def _cell(value, metric: str | None, fmt: str) -> str:
+    """One cell: ``metric`` may be a path into nested scores (``planted.share``); a share stored
+    with its interval (``{"share", "lo", "hi", "n"}``, or ``<metric>_lo``/``<metric>_hi`` beside
+    the metric) shows it as ``62.5% [50.0-73.6%]``."""
     if metric is None:
         return "-" if value is None else fmt.format(value)
     if not isinstance(value, dict):
         return "-"
+    *path, metric = metric.split(".")
+    for part in path:
+        value = value.get(part) if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return "-"
     if metric in value:
-        return fmt.format(value[metric]) if value.get("n", 1) else "- (no item fit)"
+        if not value.get("n", 1):
+            return "- (no item fit)"
+        lo, hi = (value.get(k) if metric == "share" else value.get(f"{metric}_{k}") for k in ("lo", "hi"))
+        interval = f" [{fmt.format(lo).rstrip('%')}-{fmt.format(hi)}]" if lo is not None and hi is not None else ""
+        return fmt.format(value[metric]) + interval
     return "skipped" if isinstance(value.get("skipped"), str) else "-"
 
 
@@ -112,7 +163,7 @@ def card(run: RunDir) -> tuple[list[str], list[list[str]], list[str]]:
             continue
         task = f"{key}, {shots(values)}" if shots(values) else key
         for m in present:
-            rows.append([_label(task, METRICS[m], "higher")] + [_cell(v, m, "{:.1%}") for v in values])
+            rows.append([_label(task, METRICS[m], BETTER.get(m, "higher"))] + [_cell(v, m, "{:.1%}") for v in values])
     for key in list(dict.fromkeys([r[1] for r in ROWS] + keys)):
         values = [(s, evals[s].get(key)) for s in stages if isinstance(evals[s].get(key), dict)]
         long = max((v.get("too_long", 0) for _, v in values), default=0)

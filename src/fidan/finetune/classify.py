@@ -3,11 +3,15 @@
 The text is encoded as ``<|bos|> text``; the head reads the final hidden state at the last real
 token (the model is causal, so that position has seen the whole text) and predicts one of the
 labels. The trunk is fine-tuned with the head, or frozen (``classify.freeze_trunk``) so only the
-head learns. The seeds' example is sentiment: positive or negative reviews. Writes
+head learns. The seeds' example is sentiment: positive or negative reviews. The embedded
+world's reviews put one keyword in a fixed frame, so a bag of words separates them; the summary
+also scores the head and a bag-of-words baseline trained on the same reviews on harder ones
+(``sentiment/hard.jsonl``: negation, contrast, irony, unseen sentiment words). Writes
 ``classify/model.safetensors`` (trunk and head), ``model.json`` and accuracy in the summary.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,7 @@ from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model
 from fidan.records import read_jsonl
+from fidan.stats import share
 from fidan.tokenizer.bpe import FidanTokenizer, carry
 from fidan.train.loop import Task, inherit, train
 
@@ -78,6 +83,64 @@ def accuracy(model: Classifier, ids, lengths, labels, batch: int = 128) -> float
     return right / len(ids)
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def bag_of_words(train_rows: list[tuple[str, int]], *evaluated: list[tuple[str, int]], steps: int = 300) -> list:
+    """The baseline the classifier head must beat: logistic regression on word counts (the training
+    rows' vocabulary; other words are ignored), trained on the same rows; its predictions for each
+    list of ``evaluated`` rows."""
+    vocab = {w: i for i, w in enumerate(sorted({w for text, _ in train_rows for w in _words(text)}))}
+
+    def counts(rows):
+        x = torch.zeros(len(rows), len(vocab) + 1)
+        for r, (text, _) in enumerate(rows):
+            for w in _words(text):
+                if w in vocab:
+                    x[r, vocab[w]] += 1
+            x[r, -1] = 1.0   # bias
+        return x
+    gen = torch.Generator().manual_seed(0)
+    weights = (torch.randn(len(vocab) + 1, generator=gen) * 0.01).requires_grad_(True)
+    x, y = counts(train_rows), torch.tensor([float(label) for _, label in train_rows])
+    optimizer = torch.optim.Adam([weights], lr=0.1)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.binary_cross_entropy_with_logits(x @ weights, y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return [(counts(rows) @ weights > 0).long().tolist() for rows in evaluated]
+
+
+@torch.no_grad()
+def predictions(model: Classifier, ids, lengths, batch: int = 128) -> list[int]:
+    model.eval()
+    out = []
+    for i in range(0, len(ids), batch):
+        out += model(ids[i:i + batch], lengths[i:i + batch]).argmax(-1).cpu().tolist()
+    return out
+
+
+def hard_report(model: Classifier, tok: FidanTokenizer, train_rows, test_rows, path: Path, context: int) -> dict:
+    """Accuracy of the head and of the bag-of-words baseline on the held-out test reviews and on
+    the hard ones (``sentiment/hard.jsonl``: negation, contrast, irony, unseen words), per kind,
+    with Wilson intervals."""
+    hard = [row for _, row in read_jsonl(path)]
+    hard_rows = [(r["text"], int(r["label"])) for r in hard]
+    ids, lengths, _ = encode(tok, hard_rows, context)
+    head = predictions(model, ids, lengths)
+    bow_test, bow_hard = bag_of_words(train_rows, test_rows, hard_rows)
+    out = {"bow_test_accuracy": round(sum(p == y for p, (_, y) in zip(bow_test, test_rows)) / len(test_rows), 4)}
+    for name, predicted in (("head", head), ("bow", bow_hard)):
+        out[f"{name}_hard"] = share([p == y for p, (_, y) in zip(predicted, hard_rows)])
+        out[f"{name}_hard_by_kind"] = {kind: round(sum(p == y for p, (_, y), r in zip(predicted, hard_rows, hard)
+                                                       if r["kind"] == kind)
+                                                   / sum(r["kind"] == kind for r in hard), 4)
+                                       for kind in dict.fromkeys(r["kind"] for r in hard)}
+    return out
+
+
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     c = cfg.classify
@@ -121,7 +184,14 @@ def run(ctx: StageContext) -> dict:
     after = accuracy(model, test_ids, test_len, test_y)
     ctx.say(f"sentiment accuracy on {len(test_rows)} held-out reviews: {after:.1%} "
             f"(untrained head {before:.1%}, majority class {majority:.1%})")
-    return {**summary, "test_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
+    hard_path = ctx.input("sentiment") / "hard.jsonl" if not c.data else None
+    hard = {}
+    if hard_path is not None and hard_path.exists() and hard_path.stat().st_size:
+        hard = hard_report(model, tok, train_rows, test_rows, hard_path, trunk.cfg.context)
+        ctx.say(f"  bag-of-words baseline on the same reviews {hard['bow_test_accuracy']:.1%}; on "
+                f"{hard['head_hard']['n']} hard reviews (negation, contrast, irony, unseen words): head "
+                f"{hard['head_hard']['share']:.1%}, bag of words {hard['bow_hard']['share']:.1%}")
+    return {**summary, **hard, "test_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
             "majority_baseline": round(majority, 4), "train_examples": len(train_rows),
             "test_examples": len(test_rows),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}

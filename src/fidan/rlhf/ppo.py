@@ -85,6 +85,27 @@ class RunningMoments:
         return [self.n, self.mean, self.m2]
 
 
+def token_rewards(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, kl_coef: float,
+                  final: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards ``[B, T]``: ``-kl_coef * (logp - ref_logp)`` on every answer token, plus
+    ``final`` (the centred reward-model score) on the token at index ``last`` of each row. Returns
+    the rewards and the per-token KL estimate (zero outside ``mask``)."""
+    kl = (logp - ref_logp) * mask
+    rewards = -kl_coef * kl
+    rows = torch.arange(len(final), device=rewards.device)
+    rewards[rows, last] += final
+    return rewards, kl
+
+
+def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float):
+    """PPO's per-token policy loss ``max(-A * r, -A * clip(r, 1 - eps, 1 + eps))`` (the negated
+    clipped objective) and the ratio ``r = exp(logp - old_logp)``. Where the clipped side is the
+    larger loss (a positive advantage with ``r > 1 + eps``, a negative one with ``r < 1 - eps``),
+    the loss is constant in ``logp``: that token gives no gradient."""
+    ratio = torch.exp(logp - old_logp)
+    return torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), ratio
+
+
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
     """Advantages and returns ``[B, T]`` over the masked (answer) positions, which are contiguous."""
     adv = torch.zeros_like(rewards)
@@ -138,10 +159,8 @@ class PPO:
         self.moments.update(torch.cat([s.to(device) for s in dist.gather(score.cpu())]))  # every rank's answers
         ended = torch.tensor([a.ended for a in answers], dtype=torch.float, device=device)
         final = score - self.moments.mean - c.no_eos_penalty * (1 - ended)
-        kl = (logp - ref_logp) * mask
-        rewards = -self.kl_coef * kl
-        rows = torch.arange(len(answers), device=device)
-        rewards[rows, seqs.last - 1] += final        # the target index of the last answer token
+        # seqs.last - 1: the target index of the last answer token
+        rewards, kl = token_rewards(logp, ref_logp, mask, self.kl_coef, final, seqs.last - 1)
         values = values * mask
         adv, returns = gae(rewards, values, mask, c.gamma, c.lam)
         stats = {"reward": float(score.mean()), "kl": float(kl.sum(-1).mean()),
@@ -165,9 +184,7 @@ class PPO:
                 mb = ro.seqs.select(rows)
                 mask = mb.mask.float()
                 logp, entropy, values = self.model(mb)
-                ratio = torch.exp(logp - ro.logp[rows])
-                adv = ro.advantages[rows]
-                pg = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - c.clip, 1 + c.clip))
+                pg, ratio = clipped_surrogate(logp, ro.logp[rows], ro.advantages[rows], c.clip)
                 old_v = ro.values[rows]
                 v_clipped = old_v + (values - old_v).clamp(-c.value_clip, c.value_clip)
                 ret = ro.returns[rows]

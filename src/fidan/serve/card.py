@@ -199,7 +199,16 @@ def model_card(run: RunDir, folder: Path, model: GPT, tok: FidanTokenizer, archi
     bias = scores.get("bias")
     md.append("- **Bias**: " + (f"on the stereotype probe it preferred the stereotyped sentence in "
                                 f"{bias['stereotype_score']:.1%} of pairs (50% = no preference)"
-                                if isinstance(bias, dict) and "stereotype_score" in bias else "not measured"))
+                                if isinstance(bias, dict) and "stereotype_score" in bias else "not measured")
+               + (" (its words never occur in the embedded world's text: noise on a model trained only on it)"
+                  if isinstance(bias, dict) and "bias_planted" in scores else ""))
+    planted = scores.get("bias_planted")
+    if isinstance(planted, dict) and "planted" in planted:
+        p, c = planted["planted"], planted["control"]
+        md.append(f"- **Planted bias** (associations written at {planted['rate']:.0%} into the training text): it "
+                  f"preferred the planted word in {p['share']:.1%} of {p['n']} pairs "
+                  f"(95% CI {p['lo']:.1%}-{p['hi']:.1%}), and for never-skewed control subjects in "
+                  f"{c['share']:.1%} (95% CI {c['lo']:.1%}-{c['hi']:.1%})")
     truthful, chat = scores.get("world_truthful"), scores.get("world_facts/chat")
     hall = []
     if isinstance(truthful, dict) and "misconception_preferred" in truthful:
@@ -213,7 +222,14 @@ def model_card(run: RunDir, folder: Path, model: GPT, tok: FidanTokenizer, archi
     if isinstance(red, dict) and "asr" in red:
         md.append(f"- **Red team**: {red['asr']:.1%} of {red.get('n', '?')} harmful requests (plain and wrapped in "
                   f"jailbreaks, English and Turkish) got compliance; {red.get('refusal_rate_harmful', 0):.1%} "
-                  f"were refused; {red.get('over_refusal_benign', 0):.1%} of benign requests were refused")
+                  f"were refused; {red.get('over_refusal_benign', 0):.1%} of benign requests were refused"
+                  " (graded by the refusal rule the RLHF judge also uses)")
+        if "asr_grader" in red:
+            md.append(f"  - by the evaluation's independent grader: attack success {red['asr_grader']:.1%} "
+                      f"(95% CI {red['asr_grader_lo']:.1%}-{red['asr_grader_hi']:.1%}), refused "
+                      f"{red['refusal_rate_harmful_grader']:.1%}, benign over-refusal "
+                      f"{red['over_refusal_benign_grader']:.1%}; the two agree on {red['grader_agreement']:.1%} "
+                      "of replies")
         for name in ("asr_by_category", "asr_by_wrapper"):
             if red.get(name):
                 md.append(f"  - attack success by {name.split('_')[-1]}: "

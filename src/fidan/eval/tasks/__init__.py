@@ -14,8 +14,8 @@ from typing import Any
 from fidan.errors import FidanError
 
 # the task modules, in the order the report card lists their rows
-MODULES = ("fidan.eval.tasks.world", "fidan.eval.tasks.text", "fidan.eval.tasks.world_code", "fidan.eval.redteam",
-           "fidan.eval.bias")
+MODULES = ("fidan.eval.tasks.world", "fidan.eval.tasks.steps", "fidan.eval.tasks.abstain", "fidan.eval.tasks.text",
+           "fidan.eval.tasks.world_code", "fidan.eval.redteam", "fidan.eval.bias")
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Generative math with answer extraction (GSM8K conventions, ``infer.answers.extract``).
 
 ``strict``: the number after ``####``; ``flexible``: the last number in the reply. Commas and
-``$`` are ignored. Chain-of-thought mode asks for step-by-step reasoning and still extracts the
-final number after it. The same extraction scores chat-form word problems and is GRPO's
-verifiable reward (``WorldMath.reward``).
+``$`` are ignored. Chain-of-thought mode asks for step-by-step reasoning in the question's
+language ("Let's think step by step." / "Adım adım düşünelim.", with "Soru:"/"Cevap:" labels for
+Turkish items) and still extracts the final number after it. The same extraction scores
+chat-form word problems and is GRPO's verifiable reward (``WorldMath.reward``).
 """
 from __future__ import annotations
 
@@ -28,12 +29,20 @@ def load_gsm8k(path: str | Path) -> list[dict]:
     return items
 
 
+# "Let's think step by step" in the question's language (items without ``lang``, GSM8K's, are English)
+COT = {"en": "Let's think step by step.", "tr": "Adım adım düşünelim."}
+LABELS = {"en": ("Question", "Answer"), "tr": ("Soru", "Cevap")}
+
+
 def prompt(item: dict, shots: list[dict], mode: str) -> str:
+    lang = item.get("lang", "en") if item.get("lang") in COT else "en"
+    q, a = LABELS[lang]
+
     def block(it: dict, solved: bool) -> str:
-        return f"Question: {it['question']}\nAnswer:" + (f" {it['solution']}\n\n" if solved else "")
+        return f"{q}: {it['question']}\n{a}:" + (f" {it['solution']}\n\n" if solved else "")
     text = "".join(block(s, True) for s in shots) + block(item, False)
     if mode == "cot":
-        text += " Let's think step by step."
+        text += " " + COT[lang]
     return text
 
 
@@ -57,7 +66,7 @@ def score(model, tok, items: list[dict], shots: list[dict] = (), mode: str = "ze
                 skipped += 1
                 continue
         used.append(k)
-        reply = complete(model, tok, text, n_reply, stop=("\n\nQuestion:",), chat=chat)
+        reply = complete(model, tok, text, n_reply, stop=("\n\nQuestion:", "\n\nSoru:"), chat=chat)
         got = extract(reply)
         strict += same_number(got["strict"], it["answer"])
         flexible += same_number(got["flexible"], it["answer"])

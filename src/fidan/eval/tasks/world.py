@@ -109,8 +109,8 @@ def truthful_items(eval_dir: Path, limit: int = 0) -> list[dict]:
 
 
 def math_items(eval_dir: Path, limit: int = 0) -> tuple[list[dict], list[dict]]:
-    items = [{"id": it["id"], "question": it["question"], "solution": it["solution"], "answer": str(it["answer"])}
-             for it in _read(eval_dir / "arithmetic.jsonl")]
+    items = [{"id": it["id"], "question": it["question"], "solution": it["solution"], "answer": str(it["answer"]),
+              "lang": it.get("lang", "en")} for it in _read(eval_dir / "arithmetic.jsonl")]
     dev, test = split(items)
     return dev, (test[:limit] if limit else test)
 
