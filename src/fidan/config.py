@@ -111,6 +111,10 @@ class CorpusConfig:
                                    # example (80% train)
     noise: float = setting(1.0, check=between(0, MAX_NOISE))  # faults in the embedded web crawl (duplicates,
                                    # spam, PII ...); 0 = none, at most 5 (some pages must stay clean)
+    realism: str = setting("demo", choices=("demo", "web"), when=only_if("realism", "web"))  # the crawl's
+                                   # mix: "demo" is mostly clean pages (cleaning keeps ~3/4 of the documents);
+                                   # "web" adds the junk of a real crawl (cleaning keeps 10-20%); scale_mb is
+                                   # the clean pages' size in both
 
 
 @dataclass

@@ -61,7 +61,7 @@ def collect(cfg: Config, report: SourceReport) -> tuple[Iterator[Document], dict
         from fidan.corpus.generate import generate
         from fidan.corpus.web import noisy_web
         pages, sets = generate(cfg.corpus, cfg.run.seed)
-        stream, truth = noisy_web(pages, sets, cfg.run.seed, cfg.corpus.noise)
+        stream, truth = noisy_web(pages, sets, cfg.run.seed, cfg.corpus.noise, cfg.corpus.realism)
         return iter(stream), sets, truth
     docs = read_documents(cfg.data.source, cfg.data.text_field, cfg.data.on_error, report)
     return docs, {}, []
