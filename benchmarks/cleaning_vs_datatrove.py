@@ -23,16 +23,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_clean import ROOT, tree_rss, write_crawl  # noqa: E402
+from data_clean import timed, write_crawl  # noqa: E402
 
 FIDAN_STEPS = "c4,gopher_repetition,gopher_quality,fineweb,near_dedup"
 
@@ -45,29 +42,6 @@ def split_crawl(path: Path, folder: Path, parts: int) -> tuple[int, int]:
     for k in range(parts):
         (folder / f"part-{k:03d}.jsonl").write_text("".join(lines[k * size:(k + 1) * size]), encoding="utf-8")
     return len(lines), sum(len(json.loads(x)["text"].encode("utf-8")) for x in lines)
-
-
-def timed(cmd: list[str], env: dict | None = None) -> dict:
-    """Wall time, peak tree RSS and load averages of one subprocess."""
-    load_before = os.getloadavg()
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    peak = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss(proc.pid))
-            time.sleep(0.2)
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    out, _ = proc.communicate()
-    seconds = time.perf_counter() - start
-    thread.join()
-    if proc.returncode:
-        raise SystemExit(out[-4000:])
-    return {"seconds": round(seconds, 1), "peak_rss_MB": round(peak[0] / 1e6),
-            "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
-            "log": out}
 
 
 def run_fidan(source: Path, root: Path, name: str, workers: int, full: bool) -> dict:

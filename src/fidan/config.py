@@ -94,7 +94,8 @@ class DataConfig:
                                    # conversations made from the training documents (data/synth.py)
     synth_heldout: int = setting(100, check=non_negative)  # ... and held-out questions from the validation ones
     executor: str = setting("local", exec_only=True, choices=("local", "ray"))  # "local" worker processes, or "ray"
-    workers: int = setting(0, exec_only=True, check=between(0, 1024))  # local worker processes; 0 = one per CPU core
+    workers: int = setting(0, exec_only=True, check=between(0, 1024))  # local worker processes (cleaning,
+                                   # token encoding); 0 = one per CPU core
     ray_address: str = setting("", exec_only=True)   # existing Ray cluster ("" = $RAY_ADDRESS, else start a local one)
     shard_docs: int = setting(2000, check=at_least(1))  # documents per shard (the unit of work and of resuming)
 
