@@ -4,7 +4,8 @@ Both sides get the same jsonl crawl (the embedded noisy-web generator, as `data_
 writes it), cut into as many files as there are workers (datatrove parallelises by file), and
 run the comparable filters with the same number of worker processes:
 
-- fidan: `fidan data --data.profile=web --data.steps=c4,gopher_repetition,gopher_quality,fineweb,near_dedup`
+- fidan: `fidan data --data.profile=web --data.steps=c4,gopher_repetition,gopher_quality,fineweb,near_dedup
+  --data.synth_conversations=0 --data.synth_heldout=0` (no SFT data made from the kept text)
 - datatrove: GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter, FineWebQualityFilter,
   then its four MinHash stages (signatures, buckets, clusters, filter), 14 buckets x 8 hashes of
   word 5-grams (FineWeb's setting, as fidan's), on a LocalPipelineExecutor.
@@ -47,8 +48,8 @@ def split_crawl(path: Path, folder: Path, parts: int) -> tuple[int, int]:
 def run_fidan(source: Path, root: Path, name: str, workers: int, full: bool) -> dict:
     cmd = [sys.executable, "-m", "fidan.cli", "data", f"--run.root={root}", f"--run.name={name}",
            f"--data.source={source}", f"--data.workers={workers}", "--data.profile=web"]
-    if not full:
-        cmd.append(f"--data.steps={FIDAN_STEPS}")
+    if not full:   # the comparable filters, and no instruction data made from the kept text (datatrove makes none)
+        cmd += [f"--data.steps={FIDAN_STEPS}", "--data.synth_conversations=0", "--data.synth_heldout=0"]
     r = timed(cmd)
     stats = json.loads((root / name / "data" / "stats.json").read_text())
     r["kept_documents"] = stats["kept_documents"]
@@ -131,26 +132,20 @@ def main() -> None:
                           "generate_s": round(time.perf_counter() - t0, 1)}), flush=True)
         sides = {"fidan": lambda k: run_fidan(tmp / "crawl", tmp / "runs", f"f{k}", args.workers, False),
                  "datatrove": lambda k: run_datatrove(tmp / "crawl", tmp / f"dt{k}", args.workers)}
+        # paired and interleaved: fidan first in even repeats, datatrove first in odd ones
+        runs = [(k, name) for k in range(args.repeats) for name in (list(sides)[::-1] if k % 2 else list(sides))]
         if args.full:
-            sides_full = {"fidan (whole chain)": lambda k: run_fidan(tmp / "crawl", tmp / "runs", f"full{k}",
-                                                                    args.workers, True)}
+            sides["fidan (whole chain)"] = lambda k: run_fidan(tmp / "crawl", tmp / "runs", f"full{k}",
+                                                               args.workers, True)
+            runs.append((0, "fidan (whole chain)"))
         results: dict[str, list[dict]] = {name: [] for name in sides}
-        for k in range(args.repeats):
-            order = list(sides) if k % 2 == 0 else list(reversed(sides))
-            for name in order:
-                r = sides[name](k)
-                r.pop("log")
-                r["docs_per_s"] = round(docs / r["seconds"])
-                r["MB_per_s"] = round(nbytes / 1e6 / r["seconds"], 2)
-                results[name].append(r)
-                print(json.dumps({"repeat": k, "side": name, **r}), flush=True)
-        if args.full:
-            for name, fn in sides_full.items():
-                r = fn(0)
-                r.pop("log")
-                r["docs_per_s"] = round(docs / r["seconds"])
-                r["MB_per_s"] = round(nbytes / 1e6 / r["seconds"], 2)
-                print(json.dumps({"repeat": 0, "side": name, **r}), flush=True)
+        for k, name in runs:
+            r = sides[name](k)
+            r.pop("log")
+            r["docs_per_s"] = round(docs / r["seconds"])
+            r["MB_per_s"] = round(nbytes / 1e6 / r["seconds"], 2)
+            results[name].append(r)
+            print(json.dumps({"repeat": k, "side": name, **r}), flush=True)
         for k in range(args.repeats):
             f, d = results["fidan"][k], results["datatrove"][k]
             print(f"repeat {k}: fidan {f['docs_per_s']} docs/s, {f['MB_per_s']} MB/s, kept {f['kept_documents']}, "
