@@ -5,6 +5,10 @@ Writes a jsonl crawl of the requested sizes (the embedded noisy web generator, a
 and samples the resident memory of the whole process tree (the stage and its workers) from /proc.
 
     python benchmarks/data_clean.py --sizes 25,100 --workers 2
+    python benchmarks/data_clean.py --sizes 20,200 --workers 2 --tokens   # then the tokenizer and tokens stages
+
+With ``--tokens`` the same run goes on through `fidan tokenizer` and `fidan tokens` (encoding in
+``--workers`` processes), each timed and measured the same way.
 """
 from __future__ import annotations
 
@@ -62,9 +66,10 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run(source: Path, root: Path, name: str, workers: int) -> dict:
-    cmd = [sys.executable, "-m", "fidan.cli", "data", f"--run.root={root}", f"--run.name={name}",
-           f"--data.source={source}", f"--data.workers={workers}"]
+def timed(cmd: list[str]) -> dict:
+    """Run ``cmd``: wall seconds, peak resident memory of its process tree (sampled every 0.2 s),
+    load averages before and after, and its output."""
+    load_before = os.getloadavg()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = [0]
@@ -79,16 +84,26 @@ def run(source: Path, root: Path, name: str, workers: int) -> dict:
     seconds = time.perf_counter() - start
     thread.join()
     if proc.returncode:
-        raise SystemExit(out)
+        raise SystemExit(out[-4000:])
+    return {"seconds": round(seconds, 1), "peak_rss_MB": round(peak[0] / 1e6),
+            "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
+            "log": out}
+
+
+def run(source: Path, root: Path, name: str, workers: int) -> dict:
+    cmd = [sys.executable, "-m", "fidan.cli", "data", f"--run.root={root}", f"--run.name={name}",
+           f"--data.source={source}", f"--data.workers={workers}"]
+    r = timed(cmd)
     stats = json.loads((root / name / "data" / "stats.json").read_text())
-    return {"seconds": round(seconds, 1), "peak_rss_MB": round(peak[0] / 1e6), "documents": stats["input"]["documents"],
-            "MB_in": round(stats["input"]["bytes"] / 1e6, 1), "kept_bytes": stats["kept"]["bytes"], "log": out}
+    return {**r, "documents": stats["input"]["documents"], "MB_in": round(stats["input"]["bytes"] / 1e6, 1),
+            "kept_bytes": stats["kept"]["bytes"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="25,100", help="input sizes in MB")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tokens", action="store_true", help="also run the tokenizer and tokens stages")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -103,6 +118,11 @@ def main() -> None:
             r["MB_per_s"] = round(r["MB_in"] / r["seconds"], 2)
             print(json.dumps({"size_MB": size, "workers": args.workers, "generate_s": round(gen, 1), **r}))
             sys.stdout.flush()
+            for stage in ("tokenizer", "tokens") if args.tokens else ():
+                t = timed([sys.executable, "-m", "fidan.cli", stage, f"--run.root={tmp}",
+                           f"--run.name=bench-{size:g}", f"--data.workers={args.workers}"])
+                print(t.pop("log").rstrip().splitlines()[-1])
+                print(json.dumps({"size_MB": size, "stage": stage, **t}), flush=True)
 
 
 if __name__ == "__main__":

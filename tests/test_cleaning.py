@@ -199,6 +199,25 @@ def test_noisy_web_sample_meets_the_bars(tmp_path):
     assert all(0.8 <= t["jaccard"] < 1 for t in truth if t["label"] == "near_dup")
 
 
+def test_web_realism_keeps_a_real_crawls_share(tmp_path):
+    """--corpus.realism=web: cleaning keeps 10-20% of the documents (the share real crawls keep),
+    removes the junk it planted, and keeps as much of the clean pages as the demo mix does."""
+    cfg = micro_config(tmp_path, "web", "corpus.realism=web", "data.workers=1")
+    run = RunDir.for_config(cfg)
+    run_stage(cfg, run, "data")
+    stats = json.loads((run.path / "data" / "stats.json").read_text())
+    scores = stats["ground_truth"]["scores"]
+    assert 0.10 <= stats["kept"]["documents"] <= 0.20
+    truth = [json.loads(x) for x in (run.path / "data" / "truth.jsonl").read_text().splitlines()]
+    labels = {t["label"] for t in truth}
+    assert {"listing", "template", "foreign", "spam", "short", "exact_dup", "near_dup"} <= labels
+    assert scores["listing_removed"]["rate"] == scores["template_removed"]["rate"] == 1.0
+    assert scores["foreign_removed"]["rate"] == scores["spam_removed"]["rate"] == 1.0
+    assert scores["junk_removed"]["rate"] >= 0.98 and scores["drop_precision"]["rate"] >= 0.95
+    worth = sum(t["label"] in ("clean", "boilerplate", "pii", "contaminated") for t in truth)
+    assert stats["kept_documents"] >= 0.85 * worth
+
+
 def _write_jsonl(path, n_docs: int) -> None:
     from fidan.config import CorpusConfig
     from fidan.corpus.generate import generate

@@ -51,6 +51,7 @@ SFT_ON = ALL - {"data", "tokenizer", "tokens", "pretrain", "sample"}   # sft and
     ("reward.harmful_share=0.1", {"reward", "rlhf", "eval", "report"}),
     ("eval.limit=10", {"eval", "report"}),
     ("run.seed=3", ALL),
+    ("corpus.realism=web", ALL), ("corpus.realism=demo", set()),   # the default is not hashed: old runs keep theirs
 ])
 def test_hash_table(override, expected):
     base = build_config("tiny")

@@ -75,3 +75,22 @@ def test_sigkill_of_fidan_data_takes_its_workers_with_it(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left, so the test run does not leak it
         except ProcessLookupError:
             pass
+
+
+def test_token_shards_are_the_same_bytes_with_any_number_of_encoders(prepared_run, tmp_path):
+    """The tokens stage's encoding in 2 worker processes (small batches, so several are in flight
+    at once) writes the same .bin and .idx bytes as one process, and the stage's own run agrees."""
+    from fidan.data.shards import encode_split
+    from fidan.tokenizer.bpe import FidanTokenizer
+    _, run = prepared_run
+    tok_path = run.path / "tokenizer" / "tokenizer.json"
+    tok = FidanTokenizer.load(tok_path)
+    train = run.path / "data" / "clean" / "train.parquet"
+    one = encode_split(tok, train, tmp_path / "one", workers=1, batch=7)
+    two = encode_split(tok, train, tmp_path / "two", workers=2, tokenizer_path=tok_path, batch=7)
+    assert one == two and one[2] > 4 * 7 * 2
+    stage = run.path / "data" / "tokens" / "train"
+    for suffix in (".bin", ".idx"):
+        a = (tmp_path / "one").with_suffix(suffix).read_bytes()
+        assert a == (tmp_path / "two").with_suffix(suffix).read_bytes() == stage.with_suffix(suffix).read_bytes()
+    assert len((tmp_path / "one").with_suffix(".idx").read_bytes()) == 8 * one[2]

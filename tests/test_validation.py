@@ -204,15 +204,25 @@ def _pages(n: int) -> list[Document]:
     return [Document(f"p{i}", f"{GOOD}\n\nPage {i} " + GOOD, "embedded", {"lang": "en"}) for i in range(n)]
 
 
+@pytest.mark.parametrize("realism", ["demo", "web"])
 @pytest.mark.parametrize("n", [1, 3, 12, 40])
-def test_noise_up_to_its_maximum_keeps_clean_pages_to_copy(n):
-    stream, truth = noisy_web(_pages(n), {}, 1, MAX_NOISE)
+def test_noise_up_to_its_maximum_keeps_clean_pages_to_copy(n, realism):
+    stream, truth = noisy_web(_pages(n), {}, 1, MAX_NOISE, realism)
     clean = [t for t in truth if t["label"] == "clean"]
     assert clean and len(stream) > n
     assert all(t["of"] in {c["id"] for c in clean} for t in truth if t["label"] in ("exact_dup", "near_dup"))
-    assert noisy_web([], {}, 1, 1.0) == ([], [])
+    assert noisy_web([], {}, 1, 1.0, realism) == ([], [])
     with pytest.raises(FidanError, match="corpus.noise"):
-        noisy_web(_pages(n), {}, 1, MAX_NOISE + 1)
+        noisy_web(_pages(n), {}, 1, MAX_NOISE + 1, realism)
+    with pytest.raises(FidanError, match="corpus.realism"):
+        noisy_web(_pages(n), {}, 1, 1.0, "webby")
+
+
+@pytest.mark.parametrize("value", ["7", "1e9", "nan", "-1"])
+def test_noise_out_of_range_is_one_line_naming_the_setting(value, tmp_path, capsys):
+    assert main(["data", f"--run.root={tmp_path}", "--run.name=loud", f"--corpus.noise={value}"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "corpus.noise" in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
 def test_noise_zero_plants_nothing_and_the_data_stage_reports(tmp_path, capsys):

@@ -96,7 +96,8 @@ class DataConfig:
                                    # conversations made from the training documents (data/synth.py)
     synth_heldout: int = setting(100, check=non_negative)  # ... and held-out questions from the validation ones
     executor: str = setting("local", exec_only=True, choices=("local", "ray"))  # "local" worker processes, or "ray"
-    workers: int = setting(0, exec_only=True, check=between(0, 1024))  # local worker processes; 0 = one per CPU core
+    workers: int = setting(0, exec_only=True, check=between(0, 1024))  # local worker processes (cleaning,
+                                   # token encoding); 0 = one per CPU core
     ray_address: str = setting("", exec_only=True)   # existing Ray cluster ("" = $RAY_ADDRESS, else start a local one)
     shard_docs: int = setting(2000, check=at_least(1))  # documents per shard (the unit of work and of resuming)
 
@@ -118,6 +119,10 @@ class CorpusConfig:
     bias_share: float = setting(0.2, check=between(0, 5))  # paragraphs of such mentions per page, on average
     noise: float = setting(1.0, check=between(0, MAX_NOISE))  # faults in the embedded web crawl (duplicates,
                                    # spam, PII ...); 0 = none, at most 5 (some pages must stay clean)
+    realism: str = setting("demo", choices=("demo", "web"), when=only_if("realism", "web"))  # the crawl's
+                                   # mix: "demo" is mostly clean pages (cleaning keeps ~3/4 of the documents);
+                                   # "web" adds the junk of a real crawl (cleaning keeps 10-20%); scale_mb is
+                                   # the clean pages' size in both
 
 
 @dataclass

@@ -33,9 +33,12 @@ def is_main() -> bool:
 
 
 def active() -> bool:
-    """True when a process group with more than one member is open."""
+    """True when a process group with more than one member is open. One process never imports
+    torch here: the data stage would pay its import (seconds, and hundreds of MB) for nothing."""
+    if world_size() <= 1:
+        return False
     import torch.distributed as td
-    return world_size() > 1 and td.is_available() and td.is_initialized()
+    return td.is_available() and td.is_initialized()
 
 
 def init(device_type: str) -> bool:

@@ -48,7 +48,7 @@ STAGES = [
               reads=("tokenizer",), after=("data",), inputs=(("train", "data", "data/clean/train.parquet"),),
               out="tokenizer", done="tokenizer.json"),
     StageSpec("tokens", "fidan.data.shards", "encode the documents into token shards",
-              after=("data", "tokenizer"), out="data/tokens", done="meta.json",
+              reads=("data.workers",), after=("data", "tokenizer"), out="data/tokens", done="meta.json",
               inputs=(TOKENIZER, ("train", "data", "data/clean/train.parquet"),
                       ("val", "data", "data/clean/val.parquet"))),
     StageSpec("pretrain", "fidan.train.pretrain", "pre-train the GPT by next-token prediction",

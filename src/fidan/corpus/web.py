@@ -7,6 +7,16 @@ IP addresses, IBANs, Turkish identity numbers) or a copied evaluation question; 
 near copies of pages (edited until word 5-gram Jaccard similarity is between 0.8 and 1), keyword
 spam, error pages, and pages in German, French, Spanish and Italian.
 
+Two mixes (``corpus.realism``): ``demo`` keeps the crawl mostly clean pages (cleaning keeps about
+three quarters of the documents, so a small demo has text to train on); ``web`` surrounds the
+same clean pages with the junk a real crawl is made of, in the proportions that published
+pipelines report removing (RefinedWeb, FineWeb: language filtering takes about half of the
+documents, quality and repetition rules and deduplication most of the rest), so cleaning keeps
+10-20% of the documents. It adds two kinds of junk page: listings (menus, product lists, link
+lists: lines without sentences) and template pages (one boilerplate paragraph repeated). In both
+mixes ``corpus.scale_mb`` is the size of the clean pages: the web mix's crawl is several times
+larger, and what survives cleaning is the same amount of text.
+
 The second return value is the ground truth, one record per document: its label, language, and
 what was planted. The cleaning stage never reads it; ``fidan.data.groundtruth`` scores the
 stage's output against it, so precision and recall are measured rather than assumed.
@@ -22,7 +32,12 @@ from fidan.text import jaccard
 
 # Shares of the number of clean pages; "noise" in the config scales them all.
 FAULTS = {"exact_dup": 0.08, "near_dup": 0.08, "boilerplate": 0.06, "pii": 0.05, "contaminated": 0.03,
-          "spam": 0.05, "short": 0.05, "foreign": 0.06}
+          "spam": 0.05, "short": 0.05, "foreign": 0.06, "listing": 0.0, "template": 0.0}
+# The web mix: for each clean page about 5.5 junk documents (so 15% of the crawl is worth keeping),
+# of which foreign-language pages are the largest part, and most kept pages carry navigation.
+WEB_FAULTS = {"exact_dup": 0.6, "near_dup": 0.5, "boilerplate": 0.3, "pii": 0.05, "contaminated": 0.03,
+              "spam": 0.4, "short": 0.5, "foreign": 2.6, "listing": 0.5, "template": 0.3}
+MIXES = {"demo": FAULTS, "web": WEB_FAULTS}
 MIN_EACH = 4
 
 NAV = {
@@ -81,6 +96,28 @@ PII_SENTENCES = {
     "tr": ["Sorularınız için {email} adresine yazın ya da {phone} numarasını arayın.",
            "Sunucu dün gece {ip} adresinden yanıt verdi.", "Bağışlar için hesap numarası {iban}, teşekkürler.",
            "Formda kimlik numarası {tckn} yazıyordu."],
+}
+LISTING = {
+    "en": (["Cheap", "New", "Classic", "Leather", "Wool", "Cotton", "Kids'", "Men's", "Women's", "Sale:"],
+           ["running shoes", "winter coat", "backpack", "sunglasses", "phone case", "desk lamp", "tea set",
+            "bicycle helmet", "rain boots", "travel mug"],
+           ["Add to cart", "In stock", "Free shipping", "Compare", "Out of stock", "Only 3 left"],
+           "Home > Shop > {}"),
+    "tr": (["Ucuz", "Yeni", "Klasik", "Deri", "Yün", "Pamuklu", "Çocuk", "Erkek", "Kadın", "İndirimli"],
+           ["koşu ayakkabısı", "kışlık mont", "sırt çantası", "güneş gözlüğü", "telefon kılıfı",
+            "masa lambası", "çay takımı", "bisiklet kaskı", "yağmur botu", "termos bardak"],
+           ["Sepete ekle", "Stokta", "Ücretsiz kargo", "Karşılaştır", "Tükendi", "Son 3 ürün"],
+           "Ana Sayfa > Mağaza > {}"),
+}
+TEMPLATE = {
+    "en": ["Welcome to our website. We are glad to have you here and hope you enjoy your visit.",
+           "Our team works every day to bring you the best service in the region at a fair price.",
+           "Contact us today and one of our friendly staff members will answer all of your questions.",
+           "Thank you for choosing us. We look forward to hearing from you again very soon."],
+    "tr": ["Web sitemize hoş geldiniz. Sizi burada görmekten mutluluk duyuyor ve iyi vakit geçirmenizi dileriz.",
+           "Ekibimiz size bölgedeki en iyi hizmeti uygun fiyata sunmak için her gün çalışıyor.",
+           "Bugün bizimle iletişime geçin, güler yüzlü çalışanlarımız bütün sorularınızı yanıtlasın.",
+           "Bizi seçtiğiniz için teşekkür ederiz. Sizden yeniden haber almayı dört gözle bekliyoruz."],
 }
 FIRST = ["ayla", "deniz", "emre", "selin", "mira", "arda", "lena", "omar", "nora", "kaan", "elif", "tomas"]
 DOMAINS = ["example.com", "ornek.com.tr", "posta.net", "mail.org"]
@@ -157,6 +194,22 @@ def _spam(lang: str, rng: random.Random) -> str:
     return " ".join(f"{phrase.capitalize()} {rng.choice(words)}." for _ in range(rng.randrange(15, 40)))
 
 
+def _listing(lang: str, rng: random.Random) -> str:
+    """A shop or link page: a breadcrumb and product lines, none of them a sentence."""
+    adjectives, products, actions, crumb = LISTING[lang]
+    lines = [crumb.format(rng.choice(products).capitalize())]
+    for _ in range(rng.randrange(8, 25)):
+        price = f"{rng.randrange(5, 500)}.{rng.randrange(100):02d}"
+        lines.append(f"{rng.choice(adjectives)} {rng.choice(products)} {price} {rng.choice(actions)}")
+    return "\n".join(lines)
+
+
+def _template(lang: str, rng: random.Random) -> str:
+    """A page made from a site template: the same paragraph (or two) pasted several times."""
+    block = " ".join(rng.sample(TEMPLATE[lang], rng.randrange(2, 5)))
+    return "\n\n".join([block] * rng.randrange(3, 7))
+
+
 def _contamination(item: dict, lang: str) -> tuple[str, str]:
     """(paragraph to plant, the evaluation text that must not survive)."""
     if "solution" in item:
@@ -166,18 +219,22 @@ def _contamination(item: dict, lang: str) -> tuple[str, str]:
 
 
 def noisy_web(pages: list[Document], evals: dict[str, list[dict]], seed: int,
-              noise: float = 1.0) -> tuple[list[Document], list[dict]]:
+              noise: float = 1.0, realism: str = "demo") -> tuple[list[Document], list[dict]]:
     """The crawl stream (clean pages plus faults, in crawl order) and its ground truth.
 
-    ``noise`` scales every fault count (0 = none, at most ``MAX_NOISE``). However many faults
-    that asks for, at least a quarter of the pages stay clean, since the copies are made of them."""
+    ``realism`` picks the fault mix (``MIXES``); ``noise`` scales every fault count (0 = none, at
+    most ``MAX_NOISE``). However many faults that asks for, at least a quarter of the pages stay
+    clean (faults planted inside pages are capped there), since the copies are made of them."""
     if not 0 <= noise <= MAX_NOISE:  # also refuses nan
         raise FidanError(f"corpus.noise must be between 0 and {MAX_NOISE:g}, not {noise}")
+    if realism not in MIXES:
+        raise FidanError(f"corpus.realism must be one of {', '.join(MIXES)}, not {realism!r}")
     rng = random.Random(f"fidan-web-{seed}")
     n = len(pages)
     if n == 0:
         return [], []
-    count = {k: max(MIN_EACH, round(v * n * noise)) if noise > 0 else 0 for k, v in FAULTS.items()}
+    count = {k: max(MIN_EACH, round(v * n * noise)) if noise > 0 and v > 0 else 0
+             for k, v in MIXES[realism].items()}
     docs = [Document(p.id, p.text, p.source, dict(p.meta)) for p in pages]
     truth = {d.id: {"id": d.id, "label": "clean", "lang": d.meta["lang"]} for d in docs}
     # Faults planted inside clean pages: each page gets at most one, and some pages get none.
@@ -237,6 +294,10 @@ def noisy_web(pages: list[Document], evals: dict[str, list[dict]], seed: int,
     for _ in range(count["foreign"]):
         lang = rng.choice(sorted(FOREIGN))
         add(_foreign(lang, rng), None, {"label": "foreign", "lang": lang})
+    for kind, make in (("listing", _listing), ("template", _template)):
+        for _ in range(count[kind]):
+            lang = rng.choice(["en", "tr"])
+            add(make(lang, rng), None, {"label": kind, "lang": lang})
     placed.sort(key=lambda x: x[0])
     stream = [d for _, d in placed]
     return stream, [truth[d.id] for d in stream]

@@ -4,7 +4,8 @@ As in GPT-3, text is compared as word ``n``-grams (lower-cased, punctuation igno
 default). An evaluation item shorter than ``n`` words is matched as a whole, if it has at least
 ``min_words`` words (a two-word item would match too much ordinary text). ``mode="cut"``
 removes every paragraph that holds a match and keeps the rest of the document; ``"drop"`` removes
-the whole document. The index is a set of hashed n-grams, so it stays small for large eval sets.
+the whole document. The index is a set of hashed n-grams and the evaluation items' vocabulary, so
+it stays small for large eval sets.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Index:
     min_words: int = 3
     grams: dict[int, set[int]] = field(default_factory=dict)   # gram length -> hashed grams
     items: int = 0
+    vocab: set[str] | None = field(default_factory=set)   # every word of the indexed items (None: not known)
 
     def add(self, text: str) -> None:
         w = words(text)
@@ -39,25 +41,33 @@ class Index:
         size = min(self.n, len(w))
         bucket = self.grams.setdefault(size, set())
         bucket.update(_key(w[i:i + size]) for i in range(len(w) - size + 1))
+        if self.vocab is not None:
+            self.vocab.update(w)
 
     def matches(self, text: str) -> list[tuple[int, int]]:
-        """Character spans of ``text`` covered by an evaluation n-gram."""
+        """Character spans of ``text`` covered by an evaluation n-gram. Only windows whose every
+        word occurs in the evaluation items are hashed: in ordinary text that is a few percent."""
         spans = list(word_spans(text))
         tokens = [s[0] for s in spans]
+        known = [t in self.vocab for t in tokens] if self.vocab is not None else [True] * len(tokens)
         found = []
         for size, bucket in self.grams.items():
-            for i in range(len(tokens) - size + 1):
-                if _key(tokens[i:i + size]) in bucket:
-                    found.append((spans[i][1], spans[i + size - 1][2]))
+            run = 0   # known words ending at position i
+            for i, ok in enumerate(known):
+                run = run + 1 if ok else 0
+                if run >= size and _key(tokens[i - size + 1:i + 1]) in bucket:
+                    found.append((spans[i - size + 1][1], spans[i][2]))
         return found
 
     def to_json(self) -> dict:
         return {"n": self.n, "min_words": self.min_words, "items": self.items,
-                "grams": {str(k): sorted(v) for k, v in self.grams.items()}}
+                "grams": {str(k): sorted(v) for k, v in self.grams.items()},
+                **({"vocab": sorted(self.vocab)} if self.vocab is not None else {})}
 
     @classmethod
     def from_json(cls, obj: dict) -> Index:
-        return cls(obj["n"], obj["min_words"], {int(k): set(v) for k, v in obj["grams"].items()}, obj["items"])
+        vocab = set(obj["vocab"]) if "vocab" in obj else None
+        return cls(obj["n"], obj["min_words"], {int(k): set(v) for k, v in obj["grams"].items()}, obj["items"], vocab)
 
 
 def build_index(texts: Iterable[str], n: int = 13, min_words: int = 3) -> Index:

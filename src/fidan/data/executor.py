@@ -115,7 +115,7 @@ def shards(docs: Iterable[Document], size: int) -> Iterator[list[tuple]]:
         yield chunk
 
 
-def _die_with_parent(parent: int, pdeathsig: bool) -> None:
+def die_with_parent(parent: int, pdeathsig: bool) -> None:
     """Worker initializer: end this process when ``parent`` is gone."""
     if pdeathsig and sys.platform.startswith("linux"):
         try:
@@ -142,7 +142,7 @@ def run_local(chunks: Iterator[tuple[int, list[tuple]]], submit_args: Callable[[
     # PDEATHSIG fires when the *thread* that started a worker ends, so only the main thread (whose
     # end is the process's) may ask for it; the watchdog covers the rest.
     pdeathsig = threading.current_thread() is threading.main_thread()
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent,
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent,
                              initargs=(os.getpid(), pdeathsig)) as pool:
         pending: set = set()
         for i, docs in chunks:

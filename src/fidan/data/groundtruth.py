@@ -5,7 +5,8 @@ those labels. This module compares what came out of the stage with them, fault b
 """
 from __future__ import annotations
 
-DROP = ("exact_dup", "near_dup", "spam", "short", "foreign")
+DROP = ("exact_dup", "near_dup", "spam", "short", "foreign", "listing", "template")
+NOT_TEXT = ("spam", "short", "foreign", "listing", "template")  # pages whose language is no test of the identifier
 FIX = ("boilerplate", "pii", "contaminated")
 
 
@@ -25,6 +26,8 @@ def score(truth: list[dict], kept: dict[str, str], langs: dict[str, str | None])
     out["fixable_wrongly_dropped"] = _rate(sum(t["id"] not in kept for t in fixable), len(fixable))
     for label in DROP:
         items = by_label.get(label, [])
+        if not items and label in ("listing", "template"):
+            continue  # planted only by the web mix
         if label == "near_dup":
             items = [t for t in items if t.get("jaccard", 1.0) >= 0.8]
         out[f"{label}_removed"] = _rate(sum(t["id"] not in kept for t in items), len(items))
@@ -39,11 +42,13 @@ def score(truth: list[dict], kept: dict[str, str], langs: dict[str, str | None])
     boiler = by_label.get("boilerplate", [])
     lines = [(t["id"], line) for t in boiler for line in t["planted"]]
     out["boilerplate_lines_removed"] = _rate(sum(i in kept and line not in kept[i] for i, line in lines), len(lines))
-    text_docs = [t for t in truth if t["label"] not in ("spam", "short", "foreign") and t["lang"] in ("en", "tr")
+    text_docs = [t for t in truth if t["label"] not in NOT_TEXT and t["lang"] in ("en", "tr")
                  and langs.get(t["id"]) is not None]
     out["language_correct"] = _rate(sum(langs[t["id"]] == t["lang"] for t in text_docs), len(text_docs))
     foreign = [t for t in by_label.get("foreign", []) if langs.get(t["id"]) is not None]
     out["foreign_language_correct"] = _rate(sum(langs[t["id"]] == t["lang"] for t in foreign), len(foreign))
+    junk = [t for t in truth if t["label"] in DROP]
+    out["junk_removed"] = _rate(sum(t["id"] not in kept for t in junk), len(junk))  # the filters' recall
     dropped = [t for t in truth if t["id"] not in kept]
     out["drop_precision"] = _rate(sum(t["label"] in DROP for t in dropped), len(dropped))
     return out

@@ -14,6 +14,7 @@ every shard at a time, sorts it, and joins documents that share a band value int
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 import numpy as np
 from datasketch import MinHash
@@ -21,8 +22,15 @@ from datasketch import MinHash
 from fidan.text import shingles
 
 
+@lru_cache(maxsize=8)
+def _template(num_perm: int, seed: int) -> MinHash:
+    """The hash functions' parameters, drawn once per worker rather than once per document."""
+    return MinHash(num_perm=num_perm, seed=seed)
+
+
 def band_hashes(text: str, ngram: int = 5, bands: int = 14, rows: int = 8, seed: int = 1) -> list[int]:
-    m = MinHash(num_perm=bands * rows, seed=seed)
+    template = _template(bands * rows, seed)
+    m = MinHash(num_perm=bands * rows, seed=seed, permutations=template.permutations, scheme=template.scheme)
     grams = shingles(text, ngram)
     if grams:
         m.update_batch([g.encode("utf-8") for g in grams])

@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_SPACES = re.compile(r"[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+# Runs of two or more spaces, or one space that is not a plain one: a lone " " is left alone
+# (replacing it with itself would cost a match per word).
+_ODD = r"\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_SPACES = re.compile(f"[ {_ODD}]{{2,}}|[{_ODD}]")
 _INVISIBLE = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200d\u2060\ufeff]")
 _BLANK_LINES = re.compile(r"\n{3,}")
 

@@ -61,7 +61,7 @@ def collect(cfg: Config, report: SourceReport) -> tuple[Iterator[Document], dict
         from fidan.corpus.generate import generate
         from fidan.corpus.web import noisy_web
         pages, sets = generate(cfg.corpus, cfg.run.seed)
-        stream, truth = noisy_web(pages, sets, cfg.run.seed, cfg.corpus.noise)
+        stream, truth = noisy_web(pages, sets, cfg.run.seed, cfg.corpus.noise, cfg.corpus.realism)
         return iter(stream), sets, truth
     docs = read_documents(cfg.data.source, cfg.data.text_field, cfg.data.on_error, report)
     return docs, {}, []
@@ -382,6 +382,11 @@ def own_text_sets(cfg: Config, out: Path) -> dict[str, list[dict]]:
     (``data/synth.py``), written where the embedded world writes its own."""
     from fidan.data.language import identify
     from fidan.data.synth import synthesise
+    if not cfg.data.synth_conversations and not cfg.data.synth_heldout:   # asked for none: read nothing
+        sets: dict[str, list[dict]] = {"sft/train": [], "eval/text": []}
+        for name in sets:
+            atomic.write_text(out / f"{name}.jsonl", "")
+        return sets
     train = _documents(out / "clean" / "train.parquet", SYNTH_READ_CHARS)
     val = _documents(out / "clean" / "val.parquet", SYNTH_READ_CHARS // 10)
     lang_of = lambda d: d.meta.get("lang") or identify(d.text)[0]

@@ -18,6 +18,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+
 from fidan.text import TERMINAL_PUNCTUATION, WORD
 
 STOP_WORDS = {
@@ -35,6 +37,7 @@ PROFILES = ("web", "books", "notes")
 EXAMPLE_CHARS = 80
 _SENTENCE_END = re.compile(r"[.!?…]+(?=\s|$)")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def gopher_quality(text: str, lang: str, t: Thresholds = DEFAULT, profile: str =
         return "gopher:bullet_lines"
     if lines and sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines) > t.max_ellipsis_lines:
         return "gopher:ellipsis_lines"
-    if sum(bool(re.search(r"[^\W\d_]", w)) for w in tokens) / n < t.min_alpha_words:
+    if sum(1 for w in tokens if _LETTER.search(w)) / n < t.min_alpha_words:
         return "gopher:non_alpha_words"
     stops = STOP_WORDS.get(lang, STOP_WORDS["en"])
     if sum(w in stops for w in WORD.findall(text.lower())) < t.min_stop_words:
@@ -125,8 +128,13 @@ def _dup_fraction(items: list[str]) -> tuple[float, float]:
     return dup / max(1, len(items)), dup_chars / max(1, chars)
 
 
+def _grams(words: list[str], n: int) -> list[tuple]:
+    """Every word n-gram in order, built by ``zip`` (in C, not a slice per position)."""
+    return list(zip(*(words[i:] for i in range(n))))
+
+
 def _top_ngram_frac(words: list[str], n: int, total: int) -> float:
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    grams = Counter(_grams(words, n))
     if not grams:
         return 0.0
     gram, count = grams.most_common(1)[0]
@@ -134,15 +142,37 @@ def _top_ngram_frac(words: list[str], n: int, total: int) -> float:
 
 
 def _dup_ngram_frac(words: list[str], n: int, total: int) -> float:
+    """Share of the characters covered by n-grams that repeat an earlier one."""
     seen: set[tuple] = set()
-    covered = [False] * len(words)
-    for i in range(len(words) - n + 1):
-        gram = tuple(words[i:i + n])
+    repeats = []
+    for i, gram in enumerate(_grams(words, n)):
         if gram in seen:
-            for j in range(i, i + n):
-                covered[j] = True
-        seen.add(gram)
-    return sum(len(w) for w, c in zip(words, covered) if c) / total
+            repeats.append(i)
+        else:
+            seen.add(gram)
+    if not repeats:
+        return 0.0
+    edges = np.zeros(len(words) + 1, dtype=np.int32)   # +1 where a repeat starts, -1 where it ends
+    starts = np.asarray(repeats)
+    np.add.at(edges, starts, 1)
+    np.add.at(edges, starts + n, -1)
+    covered = np.cumsum(edges[:-1]) > 0
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    return int(lengths[covered].sum()) / total
+
+
+def _dup_ngram_reason(words: list[str], total: int, t: Thresholds) -> str | None:
+    """Gopher's duplicate 5- to 10-gram rules. What a repeated (n+1)-gram covers, a repeated
+    n-gram covers too, so the shares only fall with n: once one is at or below the smallest
+    limit, no longer n-gram can exceed its own, and the rest need not be counted."""
+    floor = min(limit for _, limit in t.dup_ngram_char_frac)
+    for n, limit in sorted(t.dup_ngram_char_frac):
+        frac = _dup_ngram_frac(words, n, total)
+        if frac > limit:
+            return f"gopher:dup_{n}gram"
+        if frac <= floor:
+            return None
+    return None
 
 
 def _words_and_chars(text: str) -> tuple[list[str], int]:
@@ -182,10 +212,7 @@ def gopher_repetition(text: str, t: Thresholds = DEFAULT, profile: str = "web") 
     top = _top_ngram_reason(words, total, t)
     if top:
         return top
-    for n, limit in t.dup_ngram_char_frac:
-        if _dup_ngram_frac(words, n, total) > limit:
-            return f"gopher:dup_{n}gram"
-    return None
+    return _dup_ngram_reason(words, total, t)
 
 
 def c4(text: str, lang: str, t: Thresholds = DEFAULT, profile: str = "web", lines: dict | None = None
