@@ -79,6 +79,12 @@ def clients(port: int, n: int, total: int, lengths: list[int]) -> list[tuple[flo
         return list(pool.map(one, range(total)))
 
 
+def timed_clients(port: int, n: int, total: int, lengths: list[int]) -> tuple[list, float]:
+    t0 = time.perf_counter()
+    results = clients(port, n, total, lengths)
+    return results, time.perf_counter() - t0
+
+
 def measure(model, tok, args, batching: str) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,15 +98,13 @@ def measure(model, tok, args, batching: str) -> dict:
     total = args.clients * args.requests
     lengths = [int(n) for n in str(args.max_tokens).split(",")]
     load = os.getloadavg()[0]
-    t0 = time.perf_counter()
     if args.client_process:   # the clients' Python does not share the server's interpreter lock
         out = subprocess.run([sys.executable, __file__, "--clients-of", str(port), "--clients", str(args.clients),
                               "--requests", str(args.requests), "--max-tokens", str(args.max_tokens)],
                              capture_output=True, text=True, check=True)
-        results = [tuple(r) for r in json.loads(out.stdout)]
+        results, wall = json.loads(out.stdout)   # timed in that process, from its first request
     else:
-        results = clients(port, args.clients, total, lengths)
-    wall = time.perf_counter() - t0
+        results, wall = timed_clients(port, args.clients, total, lengths)
     ok = sum(r[2] in ("stop", "length") for r in results)
     healthy = httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
     server.should_exit = True
@@ -130,7 +134,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.clients_of:
         lengths = [int(n) for n in str(args.max_tokens).split(",")]
-        print(json.dumps(clients(args.clients_of, args.clients, args.clients * args.requests, lengths)))
+        print(json.dumps(timed_clients(args.clients_of, args.clients, args.clients * args.requests, lengths)))
         return
     if args.threads:
         import torch
