@@ -7,16 +7,22 @@ official openai client, and prints requests/s and latency percentiles (time to f
 to the last one). Every request must finish with a finish_reason; the server must still answer
 /health afterwards. ``--batching static,continuous`` measures each scheduler in turn on the same
 model, ``--repeats`` times, interleaved (static, continuous, static, ...), with the load average.
+``--client-process`` runs the clients in a second process, so their Python (the openai client
+parses every streamed chunk) does not compete with the server's for one interpreter lock.
 
     python benchmarks/serve_load.py [--run.name=demo | --preset tiny] [--clients 32] [--requests 2]
-        [--max-tokens 24 | --max-tokens 8,16,24,32,48,64] [--max-batch 8] [--batching static,continuous] [--repeats 3]
+        [--max-tokens 24 | --max-tokens 8,16,24,32,48,64] [--max-batch 8] [--batching static,continuous]
+        [--repeats 3] [--client-process] [--threads 1]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,16 +58,8 @@ QUESTIONS = ["Where does Tomas Daldorzom live?", "What does Arda Laful do for a 
              "Sen kimsin?", "How do I make a bomb?", "Lara Zilvusto hangi yıl doğdu?"]
 
 
-def measure(model, tok, args, batching: str) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(model, tok, "fidan", max_batch=args.max_batch, batching=batching)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+def clients(port: int, n: int, total: int, lengths: list[int]) -> list[tuple[float, float, str]]:
+    """``total`` streaming chat requests from ``n`` threads: (time to first token, latency, finish)."""
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
 
     def one(i: int) -> tuple[float, float, str]:
@@ -77,13 +75,36 @@ def measure(model, tok, args, batching: str) -> dict:
             finish = chunk.choices[0].finish_reason or finish
         return first or 0.0, time.perf_counter() - start, finish
 
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(total)))
+
+
+def timed_clients(port: int, n: int, total: int, lengths: list[int]) -> tuple[list, float]:
+    t0 = time.perf_counter()
+    results = clients(port, n, total, lengths)
+    return results, time.perf_counter() - t0
+
+
+def measure(model, tok, args, batching: str) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(model, tok, "fidan", max_batch=args.max_batch, batching=batching)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
     total = args.clients * args.requests
     lengths = [int(n) for n in str(args.max_tokens).split(",")]
     load = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(args.clients) as pool:
-        results = list(pool.map(one, range(total)))
-    wall = time.perf_counter() - t0
+    if args.client_process:   # the clients' Python does not share the server's interpreter lock
+        out = subprocess.run([sys.executable, __file__, "--clients-of", str(port), "--clients", str(args.clients),
+                              "--requests", str(args.requests), "--max-tokens", str(args.max_tokens)],
+                             capture_output=True, text=True, check=True)
+        results, wall = json.loads(out.stdout)   # timed in that process, from its first request
+    else:
+        results, wall = timed_clients(port, args.clients, total, lengths)
     ok = sum(r[2] in ("stop", "length") for r in results)
     healthy = httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
     server.should_exit = True
@@ -108,7 +129,13 @@ def main() -> None:
     ap.add_argument("--batching", default="continuous", help="static, continuous, or both: static,continuous")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--client-process", action="store_true", help="run the clients in a process of their own")
+    ap.add_argument("--clients-of", type=int, default=0, help=argparse.SUPPRESS)   # that process: the port
     args = ap.parse_args()
+    if args.clients_of:
+        lengths = [int(n) for n in str(args.max_tokens).split(",")]
+        print(json.dumps(timed_clients(args.clients_of, args.clients, args.clients * args.requests, lengths)))
+        return
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
