@@ -162,6 +162,8 @@ def _near_copy(text: str, rng: random.Random, vocab: list[str]) -> tuple[str, fl
         if not lines[i] or not lines[i][0]:
             continue
         j = rng.randrange(len(lines[i]))
+        if not any(ch.isalnum() for ch in lines[i][j]):
+            continue   # "*" or "=": the word shingles do not see it, so editing it would copy exactly
         op = rng.random()
         if op < 0.5:
             lines[i][j] = rng.choice(vocab)
