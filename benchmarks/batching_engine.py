@@ -46,6 +46,7 @@ def run(model: GPT, batching: str, lengths: list[int], requests: int, max_batch:
         ended.acquire()
     wall = time.perf_counter() - start
     s.close()
+    s.thread.join(30)
     model.forward = forward
     return wall, calls["decode"], calls["prefill"]
 
