@@ -141,6 +141,26 @@ def hard_report(model: Classifier, tok: FidanTokenizer, train_rows, test_rows, p
     return out
 
 
+def load_classifier(folder: Path, device: str | torch.device) -> Classifier:
+    """The trained classifier of ``folder`` (``classify/``): its trunk's shape from model.json."""
+    from safetensors.torch import load_file
+
+    from fidan.model.config import GPTConfig
+    from fidan.model.io import read_model_info, verify_model
+    info = read_model_info(folder)
+    verify_model(folder, info)
+    model = Classifier(GPT(GPTConfig(**info["model"])))
+    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def probabilities(model: Classifier, tok: FidanTokenizer, texts: list[str]) -> list[float]:
+    """P(positive) for each text, as the head reads it."""
+    ids, lengths, _ = encode(tok, [(t, 0) for t in texts], model.cfg.context)
+    return torch.softmax(model(ids, lengths).float(), -1)[:, 1].cpu().tolist()
+
+
 def run(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     c = cfg.classify
