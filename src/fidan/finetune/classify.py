@@ -23,7 +23,7 @@ from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.heads import ScalarHead
-from fidan.model.io import load_model
+from fidan.model.io import load_model, load_with_head
 from fidan.records import read_jsonl
 from fidan.stats import share
 from fidan.tokenizer.bpe import FidanTokenizer, carry
@@ -143,15 +143,7 @@ def hard_report(model: Classifier, tok: FidanTokenizer, train_rows, test_rows, p
 
 def load_classifier(folder: Path, device: str | torch.device) -> Classifier:
     """The trained classifier of ``folder`` (``classify/``): its trunk's shape from model.json."""
-    from safetensors.torch import load_file
-
-    from fidan.model.config import GPTConfig
-    from fidan.model.io import read_model_info, verify_model
-    info = read_model_info(folder)
-    verify_model(folder, info)
-    model = Classifier(GPT(GPTConfig(**info["model"])))
-    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
-    return model.to(device).eval()
+    return load_with_head(folder, device, Classifier)
 
 
 @torch.no_grad()
