@@ -233,7 +233,7 @@ def test_eval_and_report_stages(pretrained_copy):
         for role in ("planted", "control"):
             p = planted[role]
             assert p["lo"] <= p["share"] <= p["hi"] and p["hi"] - p["lo"] > 0.1   # 64 pairs: a wide interval
-        assert scores["world_truthful"]["n"] == 12 and 0 <= scores["world_truthful"]["mc2"] <= 1
+        assert scores["world_truthful"]["n"] == 12   # MC2's arithmetic: test_mc_scoring_rules
         assert scores["world_facts/chat"]["n"] == 12          # --eval.limit reaches the chat-form questions
         assert scores["world_math/cot"]["n"] + scores["world_math/cot"].get("too_long", 0) == 3
         red = scores["redteam"]

@@ -269,7 +269,7 @@ def test_sft_stage_and_lora_method(pretrained_copy):
 
 
 @pytest.mark.slow
-def test_classifier_head_learns_sentiment(pretrained_copy):
+def test_classifier_head_learns_sentiment(pretrained_copy, capsys):
     cfg, run = pretrained_copy
     result = run_stage(cfg, run, "classify")
     assert result["test_accuracy"] > result["majority_baseline"] + 0.2
@@ -280,6 +280,20 @@ def test_classifier_head_learns_sentiment(pretrained_copy):
     assert result["bow_hard"]["share"] < 0.65 and result["bow_hard"]["n"] == result["head_hard"]["n"] >= 150
     assert result["bow_hard_by_kind"]["negation"] < 0.2   # "not wonderful" reads as wonderful
     assert set(result["head_hard_by_kind"]) == {"negation", "contrast", "irony", "unseen words"}
+    # a user's own sentences: the trained head's probabilities, printed without training again
+    from fidan.cli import main
+    from fidan.finetune.classify import load_classifier, probabilities
+    from fidan.tokenizer.bpe import FidanTokenizer
+    texts = [json.loads(x)["text"] for x in (run.path / "data" / "sentiment" / "test.jsonl").read_text().splitlines()]
+    labels = [json.loads(x)["label"] for x in (run.path / "data" / "sentiment" / "test.jsonl").read_text().splitlines()]
+    probs = probabilities(load_classifier(run.path / "classify", "cpu"), FidanTokenizer.load(
+        run.path / "tokenizer" / "tokenizer.json"), texts)
+    assert sum((p >= 0.5) == bool(y) for p, y in zip(probs, labels)) / len(texts) == result["test_accuracy"]
+    capsys.readouterr()
+    assert main(["classify", "--text", texts[0], "--text", "Ne harika bir gol yedik",
+                 f"--run.root={run.path.parent}", f"--run.name={run.path.name}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith(f"P(positive) {probs[0]:.3f}") and out[1].endswith("gol yedik")
 
 
 @pytest.mark.slow

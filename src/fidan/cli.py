@@ -102,8 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--rdzv-backend", default="c10d", help="torchrun --rdzv-backend")
     pl.add_argument("--rdzv-id", default="", help="torchrun --rdzv-id (default: the run's name)")
     for stage in STAGES + EXTRA_STAGES:
-        common(sub.add_parser(stage.name, help=stage.help, description=stage.help, formatter_class=raw,
-                              epilog=stage_epilog(stage)))
+        parser = sub.add_parser(stage.name, help=stage.help, description=stage.help, formatter_class=raw,
+                                epilog=stage_epilog(stage))
+        if stage.name == "classify":
+            parser.add_argument("--text", action="append", default=[],
+                                help="do not train: print the trained head's P(positive) for this text (repeatable)")
+        common(parser)
     tk = sub.add_parser("tokenize", help="show the ids and pieces of a text")
     tk.add_argument("text")
     tk.add_argument("--tokenizer", help="a tokenizer.json (default: the run's)")
@@ -406,6 +410,19 @@ def _dispatch(args, cfg: Config) -> int:
         repl(model, tok, SamplingParams(s.temperature, s.top_k, s.top_p, s.max_tokens, None,
                                         repetition_penalty=s.repetition_penalty), folder.name,
              show_probs=args.show_probs)
+        return 0
+    if args.command == "classify" and args.text:
+        from fidan.finetune.classify import load_classifier, probabilities
+        from fidan.tokenizer.bpe import FidanTokenizer
+        run = RunDir.for_config(cfg, create=False)
+        folder = run.path / "classify"
+        if not (folder / "model.safetensors").exists():
+            raise FidanError(f"{folder}: no trained classifier; run `fidan classify` first")
+        tok_path = folder / "tokenizer.json" if (folder / "tokenizer.json").exists() else \
+            run.path / "tokenizer" / "tokenizer.json"
+        model = load_classifier(folder, "cpu")
+        for text, p in zip(args.text, probabilities(model, FidanTokenizer.load(tok_path), args.text)):
+            print(f"P(positive) {p:.3f}  {'positive' if p >= 0.5 else 'negative'}  {text}")
         return 0
     from fidan.pipeline import run_stage
     run_stage(cfg, RunDir.for_config(cfg), args.command, overrides=args.overrides)

@@ -23,7 +23,7 @@ from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.heads import ScalarHead
-from fidan.model.io import load_model
+from fidan.model.io import load_model, load_with_head
 from fidan.records import read_jsonl
 from fidan.stats import share
 from fidan.tokenizer.bpe import FidanTokenizer, carry
@@ -139,6 +139,18 @@ def hard_report(model: Classifier, tok: FidanTokenizer, train_rows, test_rows, p
                                                    / sum(r["kind"] == kind for r in hard), 4)
                                        for kind in dict.fromkeys(r["kind"] for r in hard)}
     return out
+
+
+def load_classifier(folder: Path, device: str | torch.device) -> Classifier:
+    """The trained classifier of ``folder`` (``classify/``): its trunk's shape from model.json."""
+    return load_with_head(folder, device, Classifier)
+
+
+@torch.no_grad()
+def probabilities(model: Classifier, tok: FidanTokenizer, texts: list[str]) -> list[float]:
+    """P(positive) for each text, as the head reads it."""
+    ids, lengths, _ = encode(tok, [(t, 0) for t in texts], model.cfg.context)
+    return torch.softmax(model(ids, lengths).float(), -1)[:, 1].cpu().tolist()
 
 
 def run(ctx: StageContext) -> dict:

@@ -80,6 +80,17 @@ def read_model_info(folder: str | Path) -> dict[str, Any]:
     return info
 
 
+def load_with_head(folder: str | Path, device: str | torch.device, wrap):
+    """A trunk with a head (``wrap(GPT) -> module``: the reward model, the classifier) from
+    ``folder``, checked against its model.json, on ``device``, in eval mode."""
+    folder = Path(folder)
+    info = read_model_info(folder)
+    verify_model(folder, info)
+    model = wrap(GPT(GPTConfig(**info["model"])))
+    model.load_state_dict(load_file(str(folder / WEIGHTS), device=str(device)))
+    return model.to(device).eval()
+
+
 def load_model(folder: str | Path, device: str | torch.device) -> tuple[GPT, dict[str, Any]]:
     """The model in ``folder`` on ``device`` (required: a stage passes its context's device, so
     no model silently stays on the CPU), and its model.json."""

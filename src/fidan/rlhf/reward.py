@@ -26,15 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
 from fidan import atomic
 from fidan.context import StageContext
 from fidan.errors import FidanError
-from fidan.model.gpt import GPT, GPTConfig, flops_per_token
+from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.heads import ScalarHead
-from fidan.model.io import load_model, read_model_info, verify_model
+from fidan.model.io import load_model, load_with_head
 from fidan.progress import Progress
 from fidan.rlhf import judge, preferences
 from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
@@ -59,11 +58,7 @@ class RewardModel(nn.Module):
 
 
 def load_reward_model(folder: Path, device: str | torch.device) -> RewardModel:
-    info = read_model_info(folder)
-    verify_model(folder, info)
-    model = RewardModel(GPT(GPTConfig(**info["model"])))
-    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
-    return model.to(device).eval()
+    return load_with_head(folder, device, RewardModel)
 
 
 def encode_pair(tok: FidanTokenizer, pair: preferences.Pair, context: int) -> tuple[list[int], list[int], list[int]]:
