@@ -119,6 +119,72 @@ def test_harmful_training_prompts_carry_written_compliance_and_held_out_ones_dif
     assert not {p.text for p in held} & {p.text for p in prompts["train"]}
 
 
+def test_hard_negatives_are_the_true_statement_against_the_same_template_with_a_wrong_value(prepared_run):
+    from fidan.corpus import facts as F
+    from fidan.corpus.turkish import lower
+    from fidan.corpus.world import build_world
+    cfg, _ = prepared_run
+    pairs = judge.hard_negatives(cfg, 3)
+    assert judge.hard_negatives(cfg, 0) == []
+    c = cfg.corpus
+    world = build_world(cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
+    values = {a.short("en", a.value(e)) for a in F.ATTRIBUTES for e in F.entities(world, a.kind)}
+    held_out = {p.text for p in judge.world_prompts(cfg)["test"]}
+    per_question: dict = {}
+    for prompt, right, wrong in pairs:
+        assert prompt.text not in held_out and prompt.kind == "fact"
+        assert judge.score(prompt, right) == 1 and judge.score(prompt, wrong) == -1
+        assert lower(prompt.subject) in lower(right) and lower(prompt.subject) in lower(wrong)
+        if prompt.lang == "en":   # English templates carry the value verbatim: only it differs
+            assert any(v != prompt.answer and right.replace(prompt.answer, v) == wrong for v in values), (right, wrong)
+        per_question.setdefault(prompt.text, []).append((right, wrong))
+    assert max(len(v) for v in per_question.values()) == 3
+    # the templates are cycled: a question's right sides are not all the same sentence
+    assert any(len({r for r, _ in v}) > 1 for v in per_question.values())
+    assert {p.lang for p, _, _ in pairs} == {"en", "tr"}
+
+
+def test_fact_pair_row_is_right_against_wrong_answers_only(monkeypatch):
+    from fidan.rlhf import reward
+    fact = judge.Prompt("Where does Lena Stapibro live?", "fact", "en", "Pelstok", "Lena Stapibro")
+    harmful = judge.Prompt("Tell me how to make a bomb.", "harmful", "en")
+    answers = {fact.text: ["Lena Stapibro lives in Pelstok.", "Lena Stapibro lives in Trega.",
+                           "Sorry, I can't help with that.", "Lena Stapibro lives in Varn."],
+               "Where is Kuvil?": ["Kuvil lives in Trega."]}       # all wrong: no pair
+    only_wrong = judge.Prompt("Where is Kuvil?", "fact", "en", "Pelstok", "Kuvil")
+
+    def fake_samples(cfg, model, tok, prompts, samples, seed, desc=""):
+        assert all(p.kind == "fact" for p in prompts)              # harmful requests are not asked
+        return [answers[p.text] for p in prompts]
+    monkeypatch.setattr(reward, "sample_texts", fake_samples)
+    records, counts = reward.fact_pairs(None, None, None, [fact, harmful, only_wrong], 4, 0)
+    assert counts == {"questions": 2, "right": 1, "wrong": 3, "refused": 1}
+    assert [(r["chosen"], r["rejected"]) for r in records] == [
+        ("Lena Stapibro lives in Pelstok.", "Lena Stapibro lives in Trega."),
+        ("Lena Stapibro lives in Pelstok.", "Lena Stapibro lives in Varn.")]
+    # the accuracy counts the right side winning; with scores that prefer "Varn" one pair of two is won
+    monkeypatch.setattr(reward, "encode_records", lambda tok, recs, context: [(r["prompt"], r["chosen"], r["rejected"],
+                                                                             False) for r in recs])
+    monkeypatch.setattr(reward, "scores", lambda model, tok, prompts, texts: torch.tensor(
+        [2.0 if "Varn" in t else 1.0 if "Pelstok" in t else 0.0 for t in texts]))
+    row = reward.fact_accuracy(None, None, records, 64)
+    assert row["accuracy"] == 0.5 and row["pairs"] == 2 and row["low"] < 0.5 < row["high"]
+    assert reward.fact_accuracy(None, None, [], 64) == {"pairs": 0}
+    low, high = reward.wilson(80, 100)       # the Wilson interval, not the normal one (0.722-0.878)
+    assert round(low, 3) == 0.711 and round(high, 3) == 0.867
+
+
+def test_report_card_keeps_the_fact_row_apart_from_the_easy_pairs():
+    from fidan.eval.report import reward_rows
+    rows = dict(reward_rows({"heldout_accuracy": 0.9308, "heldout_pairs": 665, "fact_pairs_accuracy": 0.6833,
+                             "fact_pairs_pairs": 120, "fact_pairs_low": 0.5955, "fact_pairs_high": 0.7598}))
+    assert rows["reward model, held-out pairs"].startswith("93.1% of 665 pairs")
+    assert rows["reward model, right vs wrong fact answers"].startswith("68.3% of 120 pairs (95% CI 59.6%-76.0%")
+    assert reward_rows({"heldout_accuracy": 0.9, "heldout_pairs": 10}) == [
+        ("reward model, held-out pairs", "90.0% of 10 pairs (judge pairs from training prompts, mostly easy)")]
+    assert reward_rows({}) == []
+
+
 def test_judge_compare_counts_per_kind():
     fact = judge.Prompt("Where does Lena Stapibro live?", "fact", "en", "Pelstok", "Lena Stapibro")
     harmful = judge.Prompt("Tell me how to make a bomb.", "harmful", "en")
@@ -259,12 +325,29 @@ def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
     assert summary["train_pairs"] + summary["heldout_pairs"] == summary["judge_pairs"] + files
     assert summary["heldout_pairs"] == summary["judge_pairs"] // 5 + sum(
         v // 10 for k, v in summary.items() if k.startswith("file:"))
+    judge_pairs, heldout_pairs = summary["judge_pairs"], summary["heldout_pairs"]
     pairs = preferences.load(run.path / "reward" / "pairs.jsonl", on_error="fail").pairs
     assert {p.source for p in pairs} >= {"human-web", "hh-rlhf", "judge"}
     written = {t for texts in judge.COMPLIANCE.values() for t in texts}
     assert any(p.rejected in written for p in pairs if p.source == "judge")
     rm = load_reward_model(run.path / "reward", "cpu")
     assert rm.head.weight.abs().sum() > 0          # the head learned something
+    assert summary["samples_reused"] is False and summary["fact_answers_questions"] > 0
+
+    # a one-off change of how the reward model trains reuses the sampled answers, and adds the
+    # hard negatives to the training pairs only; the likelihood term survives save and load
+    again = micro_config(run.path.parent, "micro", "train.steps=120", *extra, "reward.hard_negatives=2",
+                         "reward.likelihood=true")
+    summary = run_stage(again, run, "reward")
+    assert summary["samples_reused"] is True and summary["hard_negative_pairs"] > 100
+    assert summary["judge_pairs"] == judge_pairs and summary["heldout_pairs"] == heldout_pairs
+    sources = [p.source for p in preferences.load(run.path / "reward" / "pairs.jsonl", on_error="fail").pairs]
+    assert sources.count("hard-negative") == summary["hard_negative_pairs"]
+    held = preferences.load(run.path / "reward" / "heldout_pairs.jsonl", on_error="fail").pairs
+    assert "hard-negative" not in {p.source for p in held}
+    rm = load_reward_model(run.path / "reward", "cpu")
+    assert rm.likelihood and float(rm.likelihood_weight) != 0.0
+    cfg = again
 
     result = run_stage(cfg, run, "rlhf")
     outcomes = result["judge_outcomes_sampled"]

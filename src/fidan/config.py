@@ -287,6 +287,12 @@ class RewardConfig:
                                    # reported) or "fail"
     harmful_share: float = setting(0.5, check=below_one)  # embedded world: harmful requests repeated to this
                                    # share of the judge's and PPO's training prompts (0 = as they come, 14%)
+    hard_negatives: int = setting(0, check=non_negative)  # embedded world: pairs per training fact question of
+                                   # the true statement against the same template with a wrong value (judge.py)
+    likelihood: bool = False       # add the trunk's mean log-probability of the answer (weight learnt from 1)
+                                   # to the head's score (rlhf/reward.py: RewardModel)
+    fact_samples: int = setting(4, check=non_negative)  # fresh answers per held-out fact question for the
+                                   # fact-judging row (right vs wrong answers; 0 = off)
 
 
 # Each alignment algorithm's own settings: a sub-table of [rlhf] (``[rlhf.ppo]``), hashed only when

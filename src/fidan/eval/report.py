@@ -263,7 +263,23 @@ def facts(run: RunDir, sft_out: str = "sft") -> list[tuple[str, str]]:
            ("fine-tuning", f"{stamps['sft'].get('tokens', 0):,} assistant tokens in "
                            f"{stamps['sft'].get('train_seconds', '?')} s" if stamps["sft"] else "not run"),
            ("hardware", f"{platform.machine()}, {os.cpu_count()} CPU cores, device {pre.get('device', 'cpu')}")]
-    return out + dashboards(run)
+    return out + reward_rows(_read(run.path / "stages" / "reward.json").get("summary", {})) + dashboards(run)
+
+
+def reward_rows(summary: dict) -> list[tuple[str, str]]:
+    """The reward model's two accuracies, kept apart: the judge's held-out pairs (mostly easy: the
+    reference answer against nonsense, a refusal against written compliance) and right against
+    wrong answers the policy sampled to held-out fact questions (``rlhf/reward.py: fact_pairs``)."""
+    rows = []
+    if "heldout_accuracy" in summary:
+        rows.append(("reward model, held-out pairs", f"{summary['heldout_accuracy']:.1%} of "
+                     f"{summary.get('heldout_pairs', '?')} pairs (judge pairs from training prompts, mostly easy)"))
+    if summary.get("fact_pairs_pairs"):
+        rows.append(("reward model, right vs wrong fact answers",
+                     f"{summary['fact_pairs_accuracy']:.1%} of {summary['fact_pairs_pairs']} pairs "
+                     f"(95% CI {summary['fact_pairs_low']:.1%}-{summary['fact_pairs_high']:.1%}; fresh samples "
+                     "of held-out fact questions)"))
+    return rows
 
 
 def dashboards(run: RunDir) -> list[tuple[str, str]]:

@@ -24,9 +24,17 @@ The rule scores one answer; of two answers the higher score is preferred, equal 
   questions made from validation documents (``data/eval/text.jsonl``).
 
 So: correct over wrong, helpful over evasive, refusal over harmful compliance.
+
+**Hard negatives** (``hard_negatives``): for a training fact question, the true statement in one
+of the attribute's templates against the *same* template with another value of the attribute
+("Arda Laful is a fisher." vs "Arda Laful is a farmer."). Sampled answers rarely differ only in
+the value, so without these the reward model learns the form of a right answer (the subject
+named, a full sentence) and not whether its value is true: on fresh samples of held-out fact
+questions it ranked right above wrong about half of the time (BENCHMARKS.md).
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +125,39 @@ def world_prompts(cfg: Config) -> dict[str, list[Prompt]]:
     for p in redteam.prompts():
         split["test"].append(Prompt(p["prompt"], "harmful", p["lang"]))
     return split
+
+
+def hard_negatives(cfg: Config, per_question: int) -> list[tuple[Prompt, str, str]]:
+    """``(prompt, right, wrong)`` for up to ``per_question`` pairs per training fact question: the
+    true statement in template ``k`` against template ``k`` with another value of the same attribute
+    (a multiple-choice distractor), cycling through the templates. A pair is kept only when the
+    rule scores the right side +1 and the wrong side -1 (a year "1850" inside "18505" is not a
+    wrong answer to it). Held-out questions (``facts.is_held_out``) give none."""
+    if per_question <= 0:
+        return []
+    c = cfg.corpus
+    world = build_world(cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
+    out = []
+    for attr in F.ATTRIBUTES:
+        for entity in F.entities(world, attr.kind):
+            if F.is_held_out(attr, entity):
+                continue
+            true = attr.value(entity)
+            rng = random.Random(f"{cfg.run.seed}:{attr.kind}:{attr.name}:{entity.name}")
+            wrong = [v for v in F.choices(world, attr, entity, rng) if v != true]
+            for lang in ("en", "tr"):
+                prompt = Prompt(F.question(attr, lang, entity), "fact", lang, attr.short(lang, true), entity.name,
+                                F.statement(attr, lang, entity, true, 0))
+                made = 0
+                for k in range(len(wrong) * len(attr.statements[lang])):
+                    if made == per_question:
+                        break
+                    right = F.statement(attr, lang, entity, true, k)
+                    bad = F.statement(attr, lang, entity, wrong[k % len(wrong)], k)
+                    if score(prompt, right) == 1.0 and score(prompt, bad) == -1.0:
+                        out.append((prompt, right, bad))
+                        made += 1
+    return out
 
 
 def harmful_prompts() -> list[Prompt]:

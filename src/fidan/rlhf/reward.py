@@ -9,16 +9,24 @@ Pairs come from three places, all in the format of ``preferences.py``:
 * the run's ``preferences.jsonl``, where the web page's compare mode and ``fidan label`` write;
 * any files named in ``reward.preferences`` (our format or Anthropic HH-RLHF transcripts).
 
+With ``reward.hard_negatives`` the embedded world adds, to the training pairs only, a training
+fact's true statement against the same template with a wrong value (``judge.hard_negatives``).
+
 The reward model is the SFT model's trunk with a scalar head on the hidden state of the answer's
-last token. It is trained with the Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected)``
-(a tie's target is 1/2 for each side). Pairwise accuracy is measured on pairs from held-out
-prompts the model never trained on.
+last token (with ``reward.likelihood``, plus the trunk's mean log-probability of the answer's
+tokens times a learnt weight). It is trained with the Bradley-Terry loss
+``-log sigmoid(r_chosen - r_rejected)`` (a tie's target is 1/2 for each side). Pairwise accuracy
+is measured on pairs from held-out prompts the model never trained on, and, as its own row, on
+right-vs-wrong answers sampled afresh to held-out fact questions (``fact_pairs``: the judge's
+pairs are mostly easy, this row is not).
 
 Writes ``reward/model.safetensors`` + ``model.json``, ``reward/pairs.jsonl`` (the training pairs,
-which DPO reuses) and ``reward/heldout_pairs.jsonl``.
+which DPO reuses), ``reward/heldout_pairs.jsonl`` and ``reward/samples.json`` (the pairs made
+from samples, reused by the next run with the same key: ``sampled_pairs``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -28,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fidan import atomic
+from fidan import atomic, stats
 from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.heads import ScalarHead
-from fidan.model.io import load_model, load_with_head
+from fidan.model.io import load_model, load_with_head, read_model_info
 from fidan.progress import Progress
 from fidan.rlhf import judge, preferences
 from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
@@ -42,23 +50,39 @@ from fidan.train.loop import Task, inherit, train
 
 
 class RewardModel(nn.Module):
-    def __init__(self, trunk: GPT):
+    """The trunk with a scalar head read at the answer's last token. With ``likelihood`` the score
+    also carries the trunk's own mean log-probability per answer token, times a learnt weight that
+    starts at 1: the knowledge of which value is true sits in the language model's predictions,
+    which a head on the last token's hidden state does not see directly."""
+
+    def __init__(self, trunk: GPT, likelihood: bool = False):
         super().__init__()
         self.trunk = trunk
         self.head = ScalarHead(trunk.cfg.d_model)
         self.cfg = trunk.cfg  # so model.json records the trunk's shape
+        self.likelihood = likelihood
+        if likelihood:
+            self.likelihood_weight = nn.Parameter(torch.ones(()))
 
     def forward(self, seqs: Sequences) -> torch.Tensor:
         """One score per sequence ``[B]``, read at its last real token."""
         seqs = seqs.to(self.head.weight.device)
-        return self.head.at(self.trunk(seqs.ids, return_hidden=True), seqs.last)
+        hidden = self.trunk(seqs.ids, return_hidden=True)
+        score = self.head.at(hidden, seqs.last)
+        if not self.likelihood:
+            return score
+        logp = F.log_softmax(self.trunk.lm_head(hidden[:, :-1]).float(), -1)
+        picked = logp.gather(-1, seqs.ids[:, 1:, None]).squeeze(-1)
+        mean = (picked * seqs.mask).sum(-1) / seqs.mask.sum(-1).clamp(min=1)
+        return score + self.likelihood_weight * mean.to(score.dtype)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
 def load_reward_model(folder: Path, device: str | torch.device) -> RewardModel:
-    return load_with_head(folder, device, RewardModel)
+    likelihood = bool(read_model_info(folder).get("likelihood", False))
+    return load_with_head(folder, device, lambda trunk: RewardModel(trunk, likelihood=likelihood))
 
 
 def encode_pair(tok: FidanTokenizer, pair: preferences.Pair, context: int) -> tuple[list[int], list[int], list[int]]:
@@ -90,6 +114,17 @@ def pairwise_accuracy(model: RewardModel, tok: FidanTokenizer, encoded: list[tup
     return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
 
 
+def sample_texts(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], samples: int, seed: int,
+                 desc: str = "judge sampling") -> list[list[str]]:
+    """The distinct answers (sorted) of ``samples`` sampled at ``reward.temperature`` per prompt."""
+    r = cfg.reward
+    tokens = answer_tokens(model.cfg.context, r.response_tokens)
+    ids = [prompt_ids(tok, p.text, model.cfg.context - tokens - 1) for p in prompts]
+    with Progress(total=len(ids) * samples, desc=desc, unit="answers") as bar:
+        drawn = [sample(model, tok, ids, tokens, r.temperature, seed + k, progress=bar) for k in range(samples)]
+    return [sorted({tok.decode(s[i].ids).strip() for s in drawn}) for i in range(len(prompts))]
+
+
 def judge_pairs(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], seed: int,
                 ) -> tuple[list[dict], int]:
     """``reward.samples`` sampled answers per prompt, labelled by the rule: every two answers with
@@ -98,14 +133,8 @@ def judge_pairs(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt
     paired with one of them, so a model too weak to ever answer right still yields pairs. A
     harmful request adds a pair (refusal, written compliance) for each of its written compliant answers.
     Returns (pair records, prompts whose answers all tied)."""
-    r = cfg.reward
-    tokens = answer_tokens(model.cfg.context, r.response_tokens)
-    ids = [prompt_ids(tok, p.text, model.cfg.context - tokens - 1) for p in prompts]
-    with Progress(total=len(ids) * r.samples, desc="judge sampling", unit="answers") as bar:
-        samples = [sample(model, tok, ids, tokens, r.temperature, seed + k, progress=bar) for k in range(r.samples)]
     records, ties = [], 0
-    for i, p in enumerate(prompts):
-        texts = sorted({tok.decode(s[i].ids).strip() for s in samples})
+    for p, texts in zip(prompts, sample_texts(cfg, model, tok, prompts, cfg.reward.samples, seed)):
         scored = [(judge.score(p, t), t) for t in texts]
         pairs = [(a, b) for a in scored for b in scored if a[0] > b[0]][:3]
         if not pairs:
@@ -120,30 +149,130 @@ def judge_pairs(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt
     return records, ties
 
 
+FACT_PAIRS_PER_QUESTION = 4  # the probe's cap, so a question with many distinct answers does not dominate
+
+
+def fact_pairs(cfg, policy: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], samples: int, seed: int,
+               ) -> tuple[list[dict], dict]:
+    """The fact-judging probe's pairs: ``samples`` fresh answers per fact question sampled from
+    ``policy``, judged by the world's ground truth (``judge.score``: +1 the true value named, -1 a
+    wrong one, 0 a refusal); every (right, wrong) pair of distinct answers to one question, at most
+    ``FACT_PAIRS_PER_QUESTION``. Refusals and questions whose answers were all right or all wrong
+    give no pair. Returns (pair records, counts: questions, answers right / wrong / refused)."""
+    facts = [p for p in prompts if p.kind == "fact"]
+    records, counts = [], {"questions": len(facts), "right": 0, "wrong": 0, "refused": 0}
+    for p, texts in zip(facts, sample_texts(cfg, policy, tok, facts, samples, seed, "fact-pair sampling")):
+        verdicts = [(judge.score(p, t), t) for t in texts]
+        right = [t for v, t in verdicts if v == 1.0]
+        wrong = [t for v, t in verdicts if v == -1.0]
+        counts["right"] += len(right)
+        counts["wrong"] += len(wrong)
+        counts["refused"] += len(verdicts) - len(right) - len(wrong)
+        pairs = [(a, b) for a in right for b in wrong][:FACT_PAIRS_PER_QUESTION]
+        records += [preferences.record(p.text, a, b, "a", "fact-probe", kind="fact", lang=p.lang) for a, b in pairs]
+    return records, counts
+
+
+def wilson(wins: float, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a rate (a tie counts half a win; rounded for the interval)."""
+    return stats.wilson(min(n, round(wins)), n)
+
+
+def fact_accuracy(model: RewardModel, tok: FidanTokenizer, records: list[dict], context: int) -> dict:
+    """The reward model's pairwise accuracy on right-vs-wrong fact pairs (``fact_pairs``), with
+    the 95% Wilson interval (pairs of one question are not independent, so it is a little narrow)."""
+    encoded = encode_records(tok, records, context)
+    if not encoded:
+        return {"pairs": 0}
+    prompts = [e[0] for e in encoded]
+    right = scores(model, tok, prompts, [e[1] for e in encoded])
+    wrong = scores(model, tok, prompts, [e[2] for e in encoded])
+    wins = float((right > wrong).sum() + 0.5 * (right == wrong).sum())
+    low, high = wilson(wins, len(encoded))
+    return {"accuracy": round(wins / len(encoded), 4), "pairs": len(encoded), "low": round(low, 4),
+            "high": round(high, 4)}
+
+
+SAMPLES_FILE = "samples.json"
+
+
+def samples_key(cfg, sft_weights: Path, eval_dir: Path, asked: list[judge.Prompt]) -> str:
+    """What the sampled pairs depend on: the SFT model's bytes, the prompts, the seed, the sampling settings."""
+    r = cfg.reward
+    facts_file = eval_dir / "facts.jsonl"
+    return hashlib.sha256(json.dumps([
+        atomic.file_sha256(sft_weights), cfg.run.seed, r.samples, r.temperature, r.response_tokens,
+        r.fact_samples, cfg.rlhf.eval_prompts, atomic.file_sha256(facts_file) if facts_file.exists() else "",
+        [p.text for p in asked]]).encode()).hexdigest()
+
+
+def sampled_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer, asked: list[judge.Prompt]) -> dict:
+    """The pairs made from the SFT model's samples: the judge's on the training prompts (shuffled),
+    on the held-out prompts, and the fact-judging probe's (``fact_pairs``). They are kept in
+    ``reward/samples.json`` with a key made of everything they depend on (the SFT model's bytes,
+    the prompts, the seed and the sampling settings), and reused when the key is the same, so a
+    one-off change of how the reward model is trained (``--reward.lr``, ``steps``,
+    ``hard_negatives``) does not sample thousands of answers again."""
+    cfg, r = ctx.cfg, ctx.cfg.reward
+    eval_dir = ctx.input("eval_sets")
+    key = samples_key(cfg, ctx.input("sft"), eval_dir, asked)
+    cached = ctx.final_out / SAMPLES_FILE
+    if cached.exists():
+        try:
+            old = json.loads(cached.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        if old.get("key") == key:
+            if ctx.rank == 0:
+                atomic.write_text(ctx.out / SAMPLES_FILE, cached.read_text(encoding="utf-8"))
+            return {**old, "reused": True}
+    records, ties = judge_pairs(cfg, sft, tok, asked, cfg.run.seed)
+    random.Random(cfg.run.seed).shuffle(records)
+    prompts, _ = judge_pairs(cfg, sft, tok, judge.held_out(eval_dir, cfg.rlhf.eval_prompts), cfg.run.seed + 11)
+    facts, fact_counts = (fact_pairs(cfg, sft, tok, judge.held_out(eval_dir, 0), r.fact_samples, cfg.run.seed + 23)
+                          if r.fact_samples else ([], {}))
+    drawn = {"key": key, "records": records, "ties": ties, "prompts": prompts, "facts": facts,
+             "fact_counts": fact_counts}
+    if ctx.rank == 0:
+        atomic.write_text(ctx.out / SAMPLES_FILE, json.dumps(drawn, ensure_ascii=False))
+    return {**drawn, "reused": False}
+
+
 def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
     """Training and held-out pairs from the judge, the run's preference file and extra files."""
     cfg, say = ctx.cfg, ctx.say
     train_records: list[dict] = []
     heldout_records: list[dict] = []
     prompt_records: list[dict] = []
+    fact_records: list[dict] = []
     counts: dict[str, int] = {}
     conversations = ctx.input("conversations") if ctx.has_input("conversations") else None
     train_prompts, source = judge.training_prompts(cfg, conversations) if cfg.reward.judge else ([], "")
     if train_prompts:
-        prompts = {"train": train_prompts}
-        asked = judge.balanced(prompts["train"], cfg.reward.harmful_share)
-        records, ties = judge_pairs(cfg, sft, tok, asked, cfg.run.seed)
-        random.Random(cfg.run.seed).shuffle(records)
+        asked = judge.balanced(train_prompts, cfg.reward.harmful_share)
+        drawn = sampled_pairs(ctx, sft, tok, asked)
+        records = drawn["records"]
         cut = len(records) - len(records) // 5      # a fifth of the pairs held out
         train_records, heldout_records = records[:cut], records[cut:]
-        held_out = judge.held_out(ctx.input("eval_sets"), cfg.rlhf.eval_prompts)
-        prompt_records, _ = judge_pairs(cfg, sft, tok, held_out, cfg.run.seed + 11)
-        counts.update(judge_pairs=len(records), judge_all_tied=ties, judge_heldout_prompt_pairs=len(prompt_records))
-        say(f"judge: {len(records)} pairs from {len(asked)} training prompts ({len(asked) - len(prompts['train'])} "
-            f"of them repeated harmful requests; {ties} prompts' answers "
+        prompt_records, fact_records = drawn["prompts"], drawn["facts"]
+        counts.update(judge_pairs=len(records), judge_all_tied=drawn["ties"],
+                      judge_heldout_prompt_pairs=len(prompt_records))
+        counts.update({f"fact_answers_{k}": v for k, v in drawn["fact_counts"].items()})
+        say(f"judge: {len(records)} pairs from {len(asked)} training prompts ({len(asked) - len(train_prompts)} "
+            f"of them repeated harmful requests; {drawn['ties']} prompts' answers "
             f"all tied), a fifth held out; {len(prompt_records)} more from held-out prompts "
-            f"(evaluation questions, red team); prompts: {source}")
+            f"(evaluation questions, red team); prompts: {source}"
+            + ("; the samples of the previous run, reused" if drawn["reused"] else ""))
         counts["judge_source"] = source
+        counts["samples_reused"] = drawn["reused"]
+        hard = [preferences.record(p.text, right, wrong, "a", "hard-negative", kind="fact", lang=p.lang)
+                for p, right, wrong in judge.hard_negatives(cfg, cfg.reward.hard_negatives)]
+        if hard:  # training only: the held-out figures stay on the judge's pairs
+            train_records = train_records + hard
+            random.Random(cfg.run.seed + 1).shuffle(train_records)
+            counts["hard_negative_pairs"] = len(hard)
+            say(f"hard negatives: {len(hard)} pairs (a training fact's true statement vs the same template "
+                "with a wrong value)")
     files = [f for f in ctx.spec.files(cfg, ctx.run.path) if f.exists() or f.name != "preferences.jsonl"]
     for path in files:
         report = preferences.load(path, cfg.reward.on_error)
@@ -168,7 +297,8 @@ def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
     if not any(k.startswith("file:") for k in counts):
         say("  these pairs come from a rule, not from people: label the model's answers with `fidan label` "
             "(it writes preferences.jsonl, read here next time) or give --reward.preferences=FILE")
-    return {"train": train_records, "heldout": heldout_records, "prompts": prompt_records, "counts": counts}
+    return {"train": train_records, "heldout": heldout_records, "prompts": prompt_records, "facts": fact_records,
+            "counts": counts}
 
 
 def encode_records(tok: FidanTokenizer, records: list[dict], context: int) -> list[tuple]:
@@ -202,7 +332,7 @@ def run(ctx: StageContext) -> dict:
     heldout_prompts = encode_records(tok, pairs["prompts"], context)
 
     torch.manual_seed(cfg.run.seed)
-    model = RewardModel(sft)
+    model = RewardModel(sft, likelihood=r.likelihood)
 
     def batch(step: int, micro: int):
         rng = np.random.default_rng([cfg.run.seed, step, micro, 13])
@@ -224,7 +354,7 @@ def run(ctx: StageContext) -> dict:
     tcfg = inherit(ctx, steps=r.steps, batch_size=r.batch_size, grad_accum=r.grad_accum, lr=r.lr,
                    warmup_steps=min(10, r.steps), weight_decay=0.0, eval_every=max(1, r.steps // 3), ckpt_every=r.steps)
     task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg),
-                info={"head": "scalar reward (Bradley-Terry)"},
+                info={"head": "scalar reward (Bradley-Terry)", **({"likelihood": True} if r.likelihood else {})},
                 evaluate=(lambda m: {"heldout_accuracy": pairwise_accuracy(m, tok, heldout)}) if heldout else None)
     model, summary = train(model, tcfg, task, ctx)
     if ctx.rank != 0:  # under torchrun rank 0 alone scores the trained model
@@ -232,10 +362,15 @@ def run(ctx: StageContext) -> dict:
     after = pairwise_accuracy(model, tok, heldout)
     train_acc = pairwise_accuracy(model, tok, train_set[:300])
     prompts_acc = pairwise_accuracy(model, tok, heldout_prompts) if heldout_prompts else None
+    facts = fact_accuracy(model, tok, pairs["facts"], context)
     ctx.say(f"reward model: held-out pairwise accuracy {after:.1%} on {sum(not e[3] for e in heldout)} pairs "
             f"(chance 50%, untrained head {before:.1%}); training pairs {train_acc:.1%}"
             + (f"; pairs from held-out prompts {prompts_acc:.1%}" if prompts_acc is not None else ""))
+    if facts["pairs"]:
+        ctx.say(f"reward model on right vs wrong answers to held-out fact questions (fresh samples): "
+                f"{facts['accuracy']:.1%} of {facts['pairs']} pairs (95% CI {facts['low']:.1%}-{facts['high']:.1%})")
     return {**summary, "heldout_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
             "train_accuracy": round(train_acc, 4), "train_pairs": len(train_set), "heldout_pairs": len(heldout),
             **({"heldout_prompts_accuracy": round(prompts_acc, 4)} if prompts_acc is not None else {}),
+            **({f"fact_pairs_{k}": v for k, v in facts.items()} if facts["pairs"] else {}),
             **pairs["counts"]}
