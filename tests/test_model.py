@@ -119,6 +119,43 @@ def test_banded_flops_credit_the_two_key_blocks_the_chunked_path_runs():
     assert band_span(4, 10) == 2 * 4 * 12 / 10      # the tail padded to a whole block
 
 
+def test_logit_softcap_bounds_the_logits():
+    plain = make()
+    capped = make(logit_softcap=2.0)
+    capped.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        plain.lm_head.weight.mul_(200)   # logits far beyond the cap
+        capped.lm_head.weight.mul_(200)
+        x = torch.randint(0, 97, (2, 12))
+        z, c = plain(x), capped(x)
+    assert z.abs().max() > 10
+    assert c.abs().max() <= 2.0
+    assert torch.allclose(c, 2.0 * torch.tanh(z / 2.0), atol=1e-6)
+
+
+def test_qk_norm_normalises_queries_and_keys():
+    model = make(qk_norm=True)
+    seen = []
+    for name in ("q_norm", "k_norm"):
+        getattr(model.blocks[0].attn, name).register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
+    with torch.no_grad():
+        model.blocks[0].attn.q_proj.weight.mul_(30)
+        model.blocks[0].attn.k_proj.weight.mul_(10)
+        model(torch.randint(0, 97, (1, 10)))
+    for raw, normed in seen:   # per head, over its dimensions: RMS 1 (the norm's weights start at one)
+        assert raw.square().mean(-1).sqrt().std() > 0.01
+        assert torch.allclose(normed.square().mean(-1).sqrt(), torch.ones(()), atol=5e-3)  # eps
+
+
+def test_relu2_mlp_is_squared_relu():
+    model = make(mlp="relu2")
+    mlp = model.blocks[0].mlp
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        want = mlp.down_proj(torch.relu(mlp.up_proj(x)) ** 2)
+        assert torch.allclose(mlp(x), want)
+
+
 def test_alternating_layers():
     cfg = GPTConfig(vocab_size=10, n_layer=4, sparse_every=2)
     assert [cfg.is_banded(i) for i in range(4)] == [False, True, False, True]

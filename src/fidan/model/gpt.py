@@ -212,6 +212,19 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
+class Head(nn.Linear):
+    """The output head; with ``softcap`` > 0 it bounds the logits to ``(-cap, cap)`` smoothly
+    (``cap * tanh(z / cap)``), so every caller of ``model.lm_head`` gets the same logits."""
+
+    def __init__(self, d_model: int, vocab_size: int, softcap: float = 0.0):
+        super().__init__(d_model, vocab_size, bias=False)
+        self.softcap = softcap
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = super().forward(h)
+        return self.softcap * torch.tanh(z / self.softcap) if self.softcap else z
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -221,7 +234,7 @@ class GPT(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = Head(cfg.d_model, cfg.vocab_size, cfg.logit_softcap)
         if cfg.tie_embeddings:  # one parameter; saved once, as embed.weight
             self.lm_head.weight = self.embed.weight
             self.register_state_dict_post_hook(_drop_tied_head)
