@@ -75,6 +75,25 @@ def test_muon_orthogonalises_the_block_matrices_and_leaves_the_rest_to_adamw():
     assert s.max() / s.min() > 3
 
 
+def test_cpu_muon_takes_torch_muons_step_in_float32():
+    from fidan.train.muon import Muon
+    torch.manual_seed(0)
+    mine, theirs = torch.nn.Parameter(torch.randn(48, 16)), torch.nn.Parameter(torch.randn(48, 16))
+    with torch.no_grad():
+        theirs.copy_(mine)
+    a = Muon([mine], lr=0.02, weight_decay=0.1, momentum=0.9)
+    b = torch.optim.Muon([theirs], lr=0.02, weight_decay=0.1, momentum=0.9, adjust_lr_fn="original")
+    start = mine.detach().clone()
+    for _ in range(3):
+        g = torch.randn(48, 16)
+        mine.grad, theirs.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    # the same update, up to torch's bfloat16 rounding in the Newton-Schulz iteration
+    moved = (theirs - start).norm()
+    assert (mine - theirs).norm() < 0.03 * moved
+
+
 def test_muon_state_round_trips_and_a_mismatch_is_refused():
     model = _small_gpt()
     opt, _ = _one_step(model, TrainConfig(lr=1e-3, optimizer="muon"))

@@ -32,7 +32,8 @@ from fidan.errors import FidanError
 from fidan.model.gpt import GPT
 from fidan.model.io import save_model
 from fidan.progress import Progress
-from fidan.train import checkpoint, dashboard, parallel
+from fidan.train import checkpoint, dashboard, parallel, perf
+from fidan.train import muon as muon_cpu
 from fidan.train.energy import run_energy_kwh
 from fidan.train.perf import matmul_peak_flops
 from fidan.train.schedule import lr_at
@@ -83,9 +84,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
     included, so they stay bit-for-bit unchanged.
 
     ``head_lr`` gives an untied output head its own group; ``optimizer="muon"`` hands the
-    blocks' weight matrices to ``torch.optim.Muon`` (the embedding, head and norms stay on
-    AdamW). Each group's ``lr_scale`` is its peak lr over ``cfg.lr``: the loop sets
-    ``lr = lr_at(step) * lr_scale``, so every group follows the one schedule."""
+    blocks' weight matrices to Muon (``torch.optim.Muon``; on the CPU ``train/muon.py``'s float32
+    version of it), the embedding, head and norms staying on AdamW. Each group's ``lr_scale`` is
+    its peak lr over ``cfg.lr``: the loop sets ``lr = lr_at(step) * lr_scale``, so every group
+    follows the one schedule."""
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     names = {id(p): n for n, p in model.named_parameters()}
     head = getattr(model, "lm_head", None)
@@ -108,8 +110,12 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
     if any(type(p.data).__name__ == "DTensor" for p in matrices):
         raise FidanError("--train.optimizer=muon needs whole weight matrices; it does not run on FSDP-sharded "
                          "parameters (use --train.parallel=ddp)")
-    muon = torch.optim.Muon([{"params": matrices, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
-                            weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum, adjust_lr_fn="original")
+    group = [{"params": matrices, "lr_scale": cfg.muon_lr / cfg.lr}]
+    if matrices[0].device.type == "cpu":  # torch's Muon orthogonalises in bfloat16: ~50x slower on a CPU
+        muon = muon_cpu.Muon(group, lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum)
+    else:
+        muon = torch.optim.Muon(group, lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum,
+                                adjust_lr_fn="original")
     return Optimizers(adamw, muon)
 
 
@@ -360,11 +366,11 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                 now = time.perf_counter()
                 tps = window_tokens / max(now - window_t, 1e-9)
                 window_t, window_tokens = now, 0
-                mfu = tps * task.flops_per_token / (peak * world) if task.flops_per_token else 0.0
+                utilisation = perf.mfu(tps * task.flops_per_token, peak, world)
                 metrics.log({"step": done, "loss": round(total_loss, 6), "lr": lr, "grad_norm": round(grad_norm, 4),
                              "tokens": tokens_seen, "elapsed_s": round(elapsed, 3), "tok_per_s": round(tps, 1),
-                             "mfu": round(mfu, 4)})
-                bar.set_postfix(loss=f"{total_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
+                             "mfu": round(utilisation, 4)})
+                bar.set_postfix(loss=f"{total_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{utilisation:.1%}", refresh=False)
         bar.update(1)
         if done % cfg.eval_every == 0 or done == cfg.steps:
             evaluate(done)
@@ -386,7 +392,8 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
         import resource
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return model, {"steps": cfg.steps, "tokens": tokens_seen, "train_seconds": round(elapsed, 1),
-                   "tokens_per_s": round(tps), "mfu": round(tps * task.flops_per_token / (peak * world), 4),
+                   "tokens_per_s": round(tps), "mfu": round(perf.mfu(tps * task.flops_per_token, peak, world), 4),
+                   "peak_flops": peak,
                    "flops": float(tokens_seen * task.flops_per_token),
                    "energy_kwh": round(run_energy_kwh(device.type, elapsed) * world, 6), "device": device.type,
                    "world_size": world, "parallel": kind, "peak_memory_mb": round(peak_mb), **last_eval}
