@@ -58,12 +58,25 @@ def test_plan_from_a_preset_matches_the_model():
     assert r["flops_total"] == flops_per_token(model_cfg) * plan.tokens < r["flops_6nd"]
 
 
+def test_the_planner_and_the_loop_share_one_mfu_arithmetic():
+    from fidan.train.perf import mfu, seconds_for
+    plan = est.Plan(params=1e9, tokens=2e10, gpu="H100", mfu=0.35)
+    r = est.estimate(plan)
+    seconds = r["gpu_hours"] * 3600
+    assert seconds == pytest.approx(seconds_for(r["flops_total"], est.accelerator("H100").peak_flops, 0.35))
+    # what the loop would report for a run that took the planned time is the planned MFU
+    assert mfu(r["flops_total"] / seconds, est.accelerator("H100").peak_flops) == pytest.approx(0.35)
+
+
 def test_the_planner_counts_the_flops_the_training_loop_counts(pretrained_run):
     cfg, run = pretrained_run
     actual = json.loads(run.stamp("pretrain").read_text())["summary"]
     planned = est.estimate(est.plan_from_config(cfg))
     assert planned["tokens"] == actual["tokens"]
     assert planned["flops_total"] == pytest.approx(actual["flops"], rel=1e-9)
+    # the reported MFU is the model's FLOP/s over the matmul peak measured in the same process
+    assert actual["mfu"] == pytest.approx(actual["tokens_per_s"] * planned["flops_total"] / planned["tokens"]
+                                          / actual["peak_flops"], abs=2e-4)
     model_info = json.loads((run.path / "pretrain" / "model.json").read_text())
     line = est.predicted_vs_actual(model_info, actual)
     assert line.startswith(f"predicted {actual['flops']:.3g} FLOPs")

@@ -69,6 +69,11 @@ def test_features_llama_lacks_are_refused(tok, tmp_path):
         export_hf(small(tok, qk_norm=True), tok, tmp_path / "x")
     with pytest.raises(FidanError, match="relu2"):
         export_hf(small(tok, mlp="relu2"), tok, tmp_path / "y")
+    with pytest.raises(FidanError, match="logit soft-capping"):
+        export_hf(small(tok, logit_softcap=15.0), tok, tmp_path / "s")
+    from fidan.serve.gguf_export import gguf_architecture
+    with pytest.raises(FidanError, match="logit soft-capping"):
+        gguf_architecture(small(tok, logit_softcap=15.0), tok)
     (tmp_path / "z").mkdir()
     (tmp_path / "z" / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(FidanError, match="gpt2"):

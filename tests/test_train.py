@@ -16,7 +16,8 @@ from fidan.model.gpt import GPT, GPTConfig
 from fidan.model.io import load_model
 from fidan.pipeline import run_stage
 from fidan.train import checkpoint
-from fidan.train.loop import make_optimizer
+from fidan.train.loop import Optimizers, make_optimizer, set_lr
+from fidan.train.pretrain import bits_per_byte
 from fidan.train.schedule import lr_at
 
 
@@ -28,6 +29,106 @@ def test_schedule_warmup_then_decay():
     lin = TrainConfig(steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.0, schedule="linear")
     assert lr_at(60, lin) == pytest.approx(0.5)
     assert lr_at(500, TrainConfig(steps=100, lr=2.0, warmup_steps=1, schedule="constant")) == 2.0
+
+
+def test_wsd_schedule_holds_then_warms_down():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1, schedule="wsd", decay_fraction=0.2)
+    assert lr_at(5, cfg) == pytest.approx(0.6)
+    assert lr_at(10, cfg) == lr_at(79, cfg) == lr_at(80, cfg) == 1.0   # stable until the last 20 steps
+    assert lr_at(90, cfg) == pytest.approx(0.55)                       # halfway down the linear warm-down
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def _one_step(model, cfg):
+    torch.manual_seed(1)
+    opt = make_optimizer(model, cfg)
+    set_lr(opt, cfg.lr)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x = torch.randint(0, 97, (4, 17))
+    torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+    opt.step()
+    return opt, {n: p.detach() - before[n] for n, p in model.named_parameters()}
+
+
+def _small_gpt(**kw):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=97, context=16, n_layer=2, n_head=2, n_kv_head=2, d_model=32, **kw))
+
+
+def test_muon_orthogonalises_the_block_matrices_and_leaves_the_rest_to_adamw():
+    cfg = TrainConfig(lr=1e-3, optimizer="muon", muon_lr=0.02, weight_decay=0.0)
+    opt, delta = _one_step(_small_gpt(), cfg)
+    assert isinstance(opt, Optimizers)
+    for name in ("blocks.0.attn.q_proj.weight", "blocks.1.mlp.down_proj.weight"):
+        rows, cols = delta[name].shape
+        step = delta[name] / (0.02 * max(1, rows / cols) ** 0.5)   # Keller's shape factor
+        s = torch.linalg.svdvals(step)[:int(0.9 * min(rows, cols))]  # all but the gradient's weakest directions
+        assert s.min() > 0.5 and s.max() < 1.3, (name, s)  # Newton-Schulz: singular values near 1
+    # AdamW's first step is lr * sign(gradient) per entry: far from orthogonal, and much smaller here
+    s = torch.linalg.svdvals(delta["embed.weight"][:32])
+    assert s.max() / s.min() > 3
+    assert delta["lm_head.weight"].abs().max() == pytest.approx(1e-3, rel=0.01)
+    assert delta["blocks.0.attn_norm.weight"].abs().max() == pytest.approx(1e-3, rel=0.01)
+    # the default AdamW step of the same matrix is not orthogonal
+    _, plain = _one_step(_small_gpt(), TrainConfig(lr=1e-3, weight_decay=0.0))
+    s = torch.linalg.svdvals(plain["blocks.0.attn.q_proj.weight"])
+    assert s.max() / s.min() > 3
+
+
+def test_cpu_muon_takes_torch_muons_step_in_float32():
+    from fidan.train.muon import Muon
+    torch.manual_seed(0)
+    mine, theirs = torch.nn.Parameter(torch.randn(48, 16)), torch.nn.Parameter(torch.randn(48, 16))
+    with torch.no_grad():
+        theirs.copy_(mine)
+    a = Muon([mine], lr=0.02, weight_decay=0.1, momentum=0.9)
+    b = torch.optim.Muon([theirs], lr=0.02, weight_decay=0.1, momentum=0.9, adjust_lr_fn="original")
+    start = mine.detach().clone()
+    for _ in range(3):
+        g = torch.randn(48, 16)
+        mine.grad, theirs.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    # the same update, up to torch's bfloat16 rounding in the Newton-Schulz iteration
+    moved = (theirs - start).norm()
+    assert (mine - theirs).norm() < 0.03 * moved
+
+
+def test_muon_state_round_trips_and_a_mismatch_is_refused():
+    model = _small_gpt()
+    opt, _ = _one_step(model, TrainConfig(lr=1e-3, optimizer="muon"))
+    again = make_optimizer(model, TrainConfig(lr=1e-3, optimizer="muon"))
+    again.load_state_dict(opt.state_dict())
+    key = next(iter(opt.parts[1].state))
+    assert torch.equal(again.parts[1].state[key]["momentum_buffer"], opt.parts[1].state[key]["momentum_buffer"])
+    with pytest.raises(FidanError, match="optimizer"):
+        Optimizers(torch.optim.AdamW(model.parameters())).load_state_dict(opt.state_dict())
+
+
+def test_untied_head_takes_its_own_lr():
+    cfg = TrainConfig(lr=1e-3, head_lr=4e-3, weight_decay=0.0)
+    _, delta = _one_step(_small_gpt(), cfg)
+    assert delta["lm_head.weight"].abs().max() == pytest.approx(4e-3, rel=0.01)
+    assert delta["embed.weight"].abs().max() == pytest.approx(1e-3, rel=0.01)
+    # a tied head is the embedding: it keeps the one lr
+    _, tied = _one_step(_small_gpt(tie_embeddings=True), cfg)
+    assert tied["embed.weight"].abs().max() == pytest.approx(1e-3, rel=0.01)
+
+
+def test_periodic_eval_scores_a_fixed_sample_spread_over_the_split():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, context=8, n_layer=1, n_head=2, n_kv_head=2, d_model=16)).eval()
+    tokens = torch.randint(0, 16, (801,)).numpy()
+    token_bytes = torch.ones(16, dtype=torch.long)
+    # 100 whole windows; a 16-token sample is 2 of them, the first and the 51st
+    got = bits_per_byte(model, tokens, token_bytes, max_tokens=16)
+    with torch.no_grad():
+        chunk = torch.from_numpy(tokens).long()
+        x = torch.stack([chunk[s:s + 8] for s in (0, 400)])
+        y = torch.stack([chunk[s + 1:s + 9] for s in (0, 400)])
+        want = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+    assert got["val_loss"] == pytest.approx(want, rel=1e-5)
+    assert bits_per_byte(model, tokens, token_bytes)["val_loss"] != pytest.approx(want, rel=1e-3)
 
 
 def _metrics(run_path):

@@ -141,14 +141,25 @@ class TrainConfig:
     lr: float = setting(3e-3, check=positive)
     min_lr_ratio: float = setting(0.1, check=fraction)  # final learning rate as a fraction of lr
     warmup_steps: int = setting(50, check=non_negative)
-    schedule: str = setting("cosine", choices=("cosine", "linear", "constant"))  # decay after warm-up
+    schedule: str = setting("cosine", choices=("cosine", "linear", "constant", "wsd"))  # decay after warm-up
+                                   # ("wsd": constant, then a linear warm-down over the last decay_fraction)
+    decay_fraction: float = setting(0.3, check=fraction, when=only_if("schedule", "wsd"))  # wsd: the share of
+                                   # the steps spent decaying to min_lr_ratio * lr
     weight_decay: float = setting(0.1, check=non_negative)
+    optimizer: str = setting("adamw", choices=("adamw", "muon"))  # "muon": Muon (momentum, then Newton-Schulz
+                                   # orthogonalisation) for the blocks' weight matrices, AdamW for the embedding,
+                                   # the output head and the norms
+    muon_lr: float = setting(0.02, check=positive, when=only_if("optimizer", "muon"))  # Muon's peak lr (follows
+                                   # the same schedule as lr)
+    muon_momentum: float = setting(0.95, check=below_one, when=only_if("optimizer", "muon"))
+    head_lr: float = setting(0.0, check=non_negative)  # peak lr of an untied output head (0 = lr)
     beta1: float = setting(0.9, check=below_one)
     beta2: float = setting(0.95, check=below_one)
     grad_clip: float = setting(1.0, check=non_negative)  # 0 disables clipping
     eval_every: int = setting(100, exec_only=True, check=at_least(1))  # steps between validation evaluations
-    eval_tokens: int = setting(0, exec_only=True, check=non_negative)  # validation tokens per periodic eval;
-                                   # 0 = the whole split
+    eval_tokens: int = setting(0, exec_only=True, check=non_negative)  # validation tokens per periodic eval
+                                   # (a fixed sample of whole windows spread over the split; the final figure
+                                   # scores all of it); 0 = the whole split every time
     log_every: int = setting(10, exec_only=True, check=at_least(1))  # steps between metrics.jsonl records
     ckpt_every: int = setting(200, exec_only=True, check=at_least(1))  # steps between checkpoints
     keep_checkpoints: int = setting(2, exec_only=True, check=at_least(1))
@@ -164,8 +175,8 @@ class TrainConfig:
 
 # The settings of [train] that every other training stage (sft, classify, reward, dpo) inherits:
 # the optimiser's shape and the loop's cadence. Their own sections set steps, batch and lr.
-INHERITED_TRAIN = ("beta1", "beta2", "grad_clip", "schedule", "min_lr_ratio", "log_every", "ckpt_every",
-                   "keep_checkpoints", "parallel", "cpu_offload", "log_to")
+INHERITED_TRAIN = ("beta1", "beta2", "grad_clip", "schedule", "decay_fraction", "min_lr_ratio", "log_every",
+                   "ckpt_every", "keep_checkpoints", "parallel", "cpu_offload", "log_to")
 
 
 # Each fine-tuning method's own settings: a sub-table of [sft] (``[sft.lora]``), hashed only when

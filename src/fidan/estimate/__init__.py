@@ -33,6 +33,7 @@ from fidan.train.energy import (  # noqa: F401 (Accelerator, run_energy_kwh re-e
     Accelerator,
     run_energy_kwh,
 )
+from fidan.train.perf import seconds_for
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
@@ -110,8 +111,8 @@ def estimate(plan: Plan) -> dict:
     acc = accelerator(plan.gpu)
     flops = training_flops(plan.params, plan.tokens, plan.n_layer, plan.d_model, plan.context,
                            plan.recompute, plan.flops_per_token)
-    throughput = plan.peak_override or acc.peak_flops * plan.mfu
-    gpu_seconds = flops["flops_total"] / throughput
+    gpu_seconds = (seconds_for(flops["flops_total"], plan.peak_override, 1.0) if plan.peak_override
+                   else seconds_for(flops["flops_total"], acc.peak_flops, plan.mfu))
     gpu_hours = gpu_seconds / 3600
     watts = plan.watts or acc.tdp_watts
     energy_kwh = watts * plan.pue * gpu_hours / 1000

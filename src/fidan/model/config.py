@@ -38,6 +38,8 @@ class GPTConfig:
                                    # Qwen2 has them on q, k and v; "all" adds o
     tie_embeddings: bool = False   # the output head shares the input embedding's weights
     qk_norm: bool = False          # RMS-normalise queries and keys per head
+    logit_softcap: float = setting(0.0, check=non_negative)  # cap * tanh(logits / cap) on the output logits
+                                   # (Gemma 2's final soft-capping); 0 = off
     sparse_every: int = setting(0, check=non_negative)  # every n-th layer uses banded attention (2 = alternate);
                                    # 0 = dense only
     window: int = setting(128, check=at_least(1))  # band width (tokens) of the banded layers

@@ -5,13 +5,15 @@ layout as in Llama, optionally stretched for long contexts: linear, Llama 3 or Y
 bias terms by default (Qwen2's query/key/value biases on request), a separate input embedding
 and output head unless ``tie_embeddings``, and PyTorch's fused ``scaled_dot_product_attention``.
 Every ``sparse_every``-th layer (from ``band_start`` on) can use locally banded (sliding-window)
-attention, the dense/sparse alternation GPT-3 used. The layout
+attention, the dense/sparse alternation GPT-3 used; in training and prefill it runs chunked
+(``banded_attention``), so it skips the blocks its band masks out. The layout
 maps one-to-one onto Hugging Face's Llama, Qwen2 and Mistral architectures, which keeps export
 and import simple.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterable
 
@@ -73,6 +75,73 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def band_span(window: int, t: int) -> float:
+    """Keys per query that ``banded_attention`` computes scores for over ``t`` tokens (masked
+    ones included, as the dense count includes the causal mask's half): two blocks of ``window``
+    (the tail padded to a whole block), or ``t`` when the sequence fits in one window."""
+    if t <= window:
+        return float(t)
+    blocks = -(-t // window)
+    return 2.0 * window * blocks * window / t
+
+
+def _band_positions(nb: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query and key positions of the chunked layout (``[nb, w, 1]``, ``[nb, 1, 2w]``) and the
+    band between them (key block ``i`` holds positions ``(i-1) w .. (i+1) w - 1``)."""
+    q_pos = torch.arange(nb * w, device=device).view(nb, w, 1)
+    k_pos = (torch.arange(nb, device=device).view(nb, 1, 1) - 1) * w + torch.arange(2 * w, device=device)
+    return q_pos, k_pos, (k_pos >= 0) & (k_pos <= q_pos) & (q_pos - k_pos < w)
+
+
+@functools.lru_cache(maxsize=8)
+def _band_bias(nb: int, w: int, device, dtype) -> torch.Tensor:
+    """The band as an additive mask ``[1, nb, w, 2w]`` (0 or -inf), made once per shape: SDPA
+    would otherwise turn a boolean mask into this on every call, forward and backward."""
+    with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward later
+        band = _band_positions(nb, w, device)[2]
+        return torch.zeros(band.shape, device=device, dtype=dtype).masked_fill(~band, float("-inf"))[None]
+
+
+def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
+                     valid: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal sliding-window attention (query ``i`` sees keys ``i - window + 1 .. i``) that skips
+    the masked blocks: queries go in blocks of ``window``, each attending to its own key block and
+    the one before, through ``scaled_dot_product_attention`` with a ``[block, 2 block]`` mask.
+
+    ``q``, ``k``, ``v``: ``[batch, heads, t, dim]`` (positions ``0 .. t-1``; keys and values with
+    as many heads as the queries). ``valid`` (``[batch, t]``, False at left-padding) hides pad
+    keys; every position still sees itself, as the dense masks do. Costs ``t x 2 window`` scores
+    per head instead of ``t x t``; equal to the dense-masked version up to float rounding.
+    """
+    b, h, t, d = q.shape
+    if t <= window:  # the band covers the whole sequence: plain causal attention
+        if valid is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+        pos = torch.arange(t, device=q.device)
+        mask = (pos[None, :] <= pos[:, None]) & valid[:, None, None, :] | (pos[None, :] == pos[:, None])
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    w = window
+    nb = -(-t // w)
+    tail = nb * w - t
+    def blocks(x: torch.Tensor) -> torch.Tensor:  # [b h nb w d], merged as [b*h, nb, w, d]
+        return (F.pad(x, (0, 0, 0, tail)) if tail else x).reshape(b * h, nb, w, d)
+
+    def with_previous(x: torch.Tensor) -> torch.Tensor:  # key block i = blocks i-1 (zeros for 0) and i
+        x = blocks(x)
+        return torch.cat([F.pad(x[:, :-1], (0, 0, 0, 0, 1, 0)), x], dim=2)
+
+    qb, kb, vb = blocks(q), with_previous(k), with_previous(v)
+    if valid is None:
+        mask = _band_bias(nb, w, q.device, q.dtype)
+    else:
+        q_pos, k_pos, band = _band_positions(nb, w, q.device)
+        keys_ok = F.pad(valid, (w, tail)).unfold(1, 2 * w, w)          # [b, nb, 2w]
+        mask = (band & keys_ok[:, :, None, :]) | (k_pos == q_pos)
+        mask = mask[:, None].expand(b, h, nb, w, 2 * w).reshape(b * h, nb, w, 2 * w)
+    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout_p)
+    return y.reshape(b, h, nb * w, d)[:, :, :t]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
@@ -104,7 +173,10 @@ class Attention(nn.Module):
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         drop = cfg.dropout if self.training else 0.0
         if self.record is not None:  # opt-in: this layer's attention probabilities, computed explicitly
-            y, self.record[self.layer] = explicit_attention(q, k, v, mask, drop)
+            y, self.record[self.layer] = explicit_attention(q, k, v, mask, drop, self.window)
+        elif self.window and mask is None:  # training or prefill from position 0: the chunked band
+            valid = cache.valid[:, :t] if cache is not None and cache.valid is not None else None
+            y = banded_attention(q, k, v, self.window, valid, drop)
         elif mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None, dropout_p=drop)
         else:
@@ -112,13 +184,17 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
-def explicit_attention(q, k, v, mask: torch.Tensor | None, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+def explicit_attention(q, k, v, mask: torch.Tensor | None, dropout: float, window: int = 0
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention as SDPA computes it, with the probabilities ``[batch, head, query, key]`` kept.
-    ``mask``: True where a query may see a key (None: causal, queries and keys aligned)."""
+    ``mask``: True where a query may see a key (None: causal, queries and keys aligned, and for a
+    banded layer (``window``) only the last ``window`` keys, as ``banded_attention`` computes)."""
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     if mask is None:
         t, s = q.shape[-2], k.shape[-2]
         mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+        if window:
+            mask = mask & ~torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t - window)
     probs = torch.softmax(scores.float().masked_fill(~mask, float("-inf")), dim=-1).to(q.dtype)
     return F.dropout(probs, dropout, training=dropout > 0) @ v, probs
 
@@ -173,6 +249,19 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
+class Head(nn.Linear):
+    """The output head; with ``softcap`` > 0 it bounds the logits to ``(-cap, cap)`` smoothly
+    (``cap * tanh(z / cap)``), so every caller of ``model.lm_head`` gets the same logits."""
+
+    def __init__(self, d_model: int, vocab_size: int, softcap: float = 0.0):
+        super().__init__(d_model, vocab_size, bias=False)
+        self.softcap = softcap
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = super().forward(h)
+        return self.softcap * torch.tanh(z / self.softcap) if self.softcap else z
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -182,7 +271,7 @@ class GPT(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = Head(cfg.d_model, cfg.vocab_size, cfg.logit_softcap)
         if cfg.tie_embeddings:  # one parameter; saved once, as embed.weight
             self.lm_head.weight = self.embed.weight
             self.register_state_dict_post_hook(_drop_tied_head)
@@ -247,7 +336,9 @@ class GPT(nn.Module):
         """Boolean attention masks (True = may attend), keyed by window (0 = dense).
 
         ``None`` lets SDPA use its fused causal path: dense layers without a cache, and single-
-        token decoding, where every cached position is visible. A cache holding left-padded
+        token decoding, where every cached position is visible; for banded layers it means the
+        chunked path (``banded_attention``, which reads the pads from the cache itself): training
+        and any multi-token input from position 0. A cache holding left-padded
         prompts (``cache.valid``) gives per-row masks ``[batch, 1, t, keys]`` that hide the pads;
         every position may see itself, so a pad's own row of scores is never empty.
         """
@@ -257,6 +348,9 @@ class GPT(nn.Module):
         k_pos = torch.arange(start + t, device=device)[None, :]
         for window in {blk.attn.window for blk in self.blocks}:
             if window == 0 and not padded and (cache is None or t == 1):
+                out[window] = None
+                continue
+            if window and start == 0 and t > 1:
                 out[window] = None
                 continue
             allowed = k_pos <= q_pos
@@ -291,14 +385,16 @@ def flops_per_token(cfg: GPTConfig, training: bool = True) -> float:
     """Matmul FLOPs per token: 2 per multiply-accumulate forward, 3x that with the backward pass.
 
     Counts every weight matmul (the embedding lookup is free, the output head is not) plus the
-    attention score and value products, 2 * 2 * d_model * span per layer, where the span is the
-    context for dense layers and the window for banded ones (PaLM's accounting: full span).
+    attention score and value products, 2 * 2 * (n_head * head_dim) * span per layer. The span
+    is what the attention kernels are handed: the whole context for dense layers (PaLM's
+    accounting, the causal mask's half included), and for banded layers the two key blocks of
+    the chunked path (``band_span``: 2 windows, or the context when it fits in one window).
     """
     hd = cfg.head_dim
     attn_w = cfg.d_model * hd * (2 * cfg.n_head + 2 * cfg.n_kv_head)
     mlp_w = cfg.d_model * cfg.hidden * (3 if cfg.mlp == "swiglu" else 2)
     matmul_params = cfg.n_layer * (attn_w + mlp_w) + cfg.d_model * cfg.vocab_size
-    attn = sum(4 * cfg.d_model * (min(cfg.window, cfg.context) if cfg.is_banded(i) else cfg.context)
+    attn = sum(4 * cfg.n_head * hd * (band_span(cfg.window, cfg.context) if cfg.is_banded(i) else cfg.context)
                for i in range(cfg.n_layer))
     forward = 2 * matmul_params + attn
     return 3 * forward if training else forward

@@ -64,6 +64,8 @@ def check_exportable(cfg: GPTConfig) -> None:
         problems.append(f"the {cfg.mlp} MLP (Llama uses SwiGLU)")
     if cfg.prompt_tokens:
         problems.append("a soft prompt (prompt tuning)")
+    if cfg.logit_softcap:
+        problems.append(f"logit soft-capping (model.logit_softcap={cfg.logit_softcap:g})")
     if problems:
         raise FidanError("cannot export to Hugging Face format: the model uses " + ", ".join(problems))
 

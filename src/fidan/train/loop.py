@@ -32,7 +32,8 @@ from fidan.errors import FidanError
 from fidan.model.gpt import GPT
 from fidan.model.io import save_model
 from fidan.progress import Progress
-from fidan.train import checkpoint, dashboard, parallel
+from fidan.train import checkpoint, dashboard, parallel, perf
+from fidan.train import muon as muon_cpu
 from fidan.train.energy import run_energy_kwh
 from fidan.train.perf import matmul_peak_flops
 from fidan.train.schedule import lr_at
@@ -80,19 +81,84 @@ def inherit(ctx: StageContext, **own: Any) -> TrainConfig:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
                    params: list[torch.nn.Parameter] | None = None, fused: bool = False,
                    kind: str = "adamw") -> torch.optim.Optimizer:
-    """AdamW (or ``kind="lamb"``: LAMB's layer-wise trust ratios, ``train/lamb.py``); weight decay
-    on matrices only (``fused``: AdamW's one-kernel CUDA implementation). Parameters whose
-    gradient stays None (frozen) are skipped by the update entirely, decay included, so they stay
-    bit-for-bit unchanged."""
+    """AdamW (or ``kind="lamb"``: LAMB's layer-wise trust ratios, ``train/lamb.py``, for every
+    group); weight decay on matrices only (``fused``: AdamW's one-kernel CUDA implementation).
+    Parameters whose gradient stays None (frozen) are skipped by the update entirely, decay
+    included, so they stay bit-for-bit unchanged.
+
+    ``head_lr`` gives an untied output head its own group; ``optimizer="muon"`` hands the
+    blocks' weight matrices to Muon (``torch.optim.Muon``; on the CPU ``train/muon.py``'s float32
+    version of it), the embedding, head and norms staying on AdamW. Each group's ``lr_scale`` is
+    its peak lr over ``cfg.lr``: the loop sets ``lr = lr_at(step) * lr_scale``, so every group
+    follows the one schedule."""
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    names = {id(p): n for n, p in model.named_parameters()}
+    head = getattr(model, "lm_head", None)
+    tied = head is not None and head.weight is getattr(getattr(model, "embed", None), "weight", None)
+    own_head = [p for p in params if cfg.head_lr and not tied and head is not None and p is head.weight]
+
+    def in_blocks(p: torch.nn.Parameter) -> bool:
+        return p.dim() == 2 and names.get(id(p), "").startswith("blocks.")
+    use_muon = kind != "lamb" and getattr(cfg, "optimizer", "adamw") == "muon"
+    matrices = [p for p in params if use_muon and in_blocks(p)]
+    taken = {id(p) for p in own_head + matrices}
+    rest = [p for p in params if id(p) not in taken]
+    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    if own_head:
+        groups.append({"params": own_head, "weight_decay": cfg.weight_decay, "lr_scale": cfg.head_lr / cfg.lr})
     if kind == "lamb":
         from fidan.train.lamb import Lamb
-        return Lamb(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
-                             **({"fused": True} if fused else {}))
+        return Lamb([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                              eps=1e-8, **({"fused": True} if fused else {}))
+    if not matrices:
+        return adamw
+    if any(type(p.data).__name__ == "DTensor" for p in matrices):
+        raise FidanError("--train.optimizer=muon needs whole weight matrices; it does not run on FSDP-sharded "
+                         "parameters (use --train.parallel=ddp)")
+    group = [{"params": matrices, "lr_scale": cfg.muon_lr / cfg.lr}]
+    if matrices[0].device.type == "cpu":  # torch's Muon orthogonalises in bfloat16: ~50x slower on a CPU
+        muon = muon_cpu.Muon(group, lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum)
+    else:
+        muon = torch.optim.Muon(group, lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum,
+                                adjust_lr_fn="original")
+    return Optimizers(adamw, muon)
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """The schedule's lr for this step on every group, times the group's ``lr_scale``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+class Optimizers:
+    """Several optimizers stepped as one (what the loop and the checkpoints need of one)."""
+
+    def __init__(self, *parts: torch.optim.Optimizer):
+        self.parts = parts
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for part in self.parts for g in part.param_groups]
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"parts": [part.state_dict() for part in self.parts]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state.get("parts", ())) != len(self.parts):
+            raise FidanError("the checkpoint's optimizer state does not match --train.optimizer; "
+                             "resume with the optimizer it was written with")
+        for part, own in zip(self.parts, state["parts"]):
+            part.load_state_dict(own)
 
 
 class Metrics:
@@ -282,8 +348,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                 say(f"{task.name} step {done}/{cfg.steps}: {task.describe(record)}")
         else:
             lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(optimizer, lr)
             total_loss, step_tokens = 0.0, 0
             for micro in range(accum):
                 batch = _to_device(task.batch(step, rank * accum + micro), device)
@@ -309,11 +374,11 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                 now = time.perf_counter()
                 tps = window_tokens / max(now - window_t, 1e-9)
                 window_t, window_tokens = now, 0
-                mfu = tps * task.flops_per_token / (peak * world) if task.flops_per_token else 0.0
+                utilisation = perf.mfu(tps * task.flops_per_token, peak, world)
                 metrics.log({"step": done, "loss": round(total_loss, 6), "lr": lr, "grad_norm": round(grad_norm, 4),
                              "tokens": tokens_seen, "elapsed_s": round(elapsed, 3), "tok_per_s": round(tps, 1),
-                             "mfu": round(mfu, 4)})
-                bar.set_postfix(loss=f"{total_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
+                             "mfu": round(utilisation, 4)})
+                bar.set_postfix(loss=f"{total_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{utilisation:.1%}", refresh=False)
         bar.update(1)
         if done % cfg.eval_every == 0 or done == cfg.steps:
             evaluate(done)
@@ -335,7 +400,8 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
         import resource
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return model, {"steps": cfg.steps, "tokens": tokens_seen, "train_seconds": round(elapsed, 1),
-                   "tokens_per_s": round(tps), "mfu": round(tps * task.flops_per_token / (peak * world), 4),
+                   "tokens_per_s": round(tps), "mfu": round(perf.mfu(tps * task.flops_per_token, peak, world), 4),
+                   "peak_flops": peak,
                    "flops": float(tokens_seen * task.flops_per_token),
                    "energy_kwh": round(run_energy_kwh(device.type, elapsed) * world, 6), "device": device.type,
                    "world_size": world, "parallel": kind, "peak_memory_mb": round(peak_mb), **last_eval}

@@ -48,7 +48,9 @@ def next_token_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> tup
 @torch.no_grad()
 def bits_per_byte(model: GPT, tokens: np.ndarray, token_bytes: torch.Tensor, batch_size: int = 16,
                   max_tokens: int = 0) -> dict[str, float]:
-    """Corpus-level bits per byte on consecutive, non-overlapping windows covering ``tokens``.
+    """Corpus-level bits per byte on consecutive, non-overlapping windows covering ``tokens``
+    (``max_tokens``: a fixed sample of about that many tokens, whole windows spread evenly over
+    the split, for the periodic evaluations).
 
     Under torchrun the windows are dealt out over the ranks and the sums added up, so the figure
     is the one-process value; every rank runs the same number of forward passes (a sharded model
@@ -56,11 +58,12 @@ def bits_per_byte(model: GPT, tokens: np.ndarray, token_bytes: torch.Tensor, bat
     context = model.cfg.context
     device = next(model.parameters()).device
     n = len(tokens) - 1
-    if max_tokens:
-        n = min(n, max_tokens)
     starts = list(range(0, n, context))
     full = [s for s in starts if s + context <= n]
     tail = [s for s in starts if s + context > n]   # at most one, shorter window
+    if max_tokens and max_tokens < n and full:
+        keep = max(1, min(len(full), max_tokens // context))
+        full, tail = [full[i * len(full) // keep] for i in range(keep)], []
     mine = list(dist.share(full))
     per_rank = -(-len(full) // dist.world_size())
     batches = -(-per_rank // batch_size)

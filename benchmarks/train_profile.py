@@ -1,0 +1,68 @@
+"""Training MFU and where a step's time goes, for a preset's model shape (issue 21, item 2).
+
+Random token batches of the preset's shape (batch x context), the preset's optimizer; measures
+the fp32 matmul peak in the same process (``train/perf.py``), times ``--steps`` optimizer steps,
+prints MFU through the function the training loop and the planner share (``perf.mfu``), then a
+torch.profiler table of the top operators over 5 more steps.
+
+    python benchmarks/train_profile.py [--preset shakespeare] [--threads 1] [--steps 10]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import profile
+
+from fidan.config import build_config
+from fidan.model.gpt import GPT, flops_per_token
+from fidan.train.loop import make_optimizer, set_lr
+from fidan.train.perf import matmul_peak_flops, mfu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="shakespeare")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=10)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = build_config(args.preset, None, [])
+    shape = dataclasses.replace(cfg.model, vocab_size=64 * math.ceil(cfg.tokenizer.vocab_size / 64))
+    torch.manual_seed(0)
+    model = GPT(shape)
+    opt = make_optimizer(model, cfg.train)
+    set_lr(opt, cfg.train.lr)
+    b, t = cfg.train.batch_size, shape.context
+
+    def step() -> None:
+        x = torch.randint(0, shape.vocab_size, (b, t + 1))
+        F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    peak = matmul_peak_flops("cpu")
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    per_step = (time.perf_counter() - start) / args.steps
+    print(f"{args.preset}: {cfg.train.optimizer}, {b}x{t} tokens per step, {per_step * 1e3:.1f} ms per step, "
+          f"{torch.get_num_threads()} threads; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; "
+          f"MFU {mfu(b * t / per_step * flops_per_token(shape), peak):.1%}; load {os.getloadavg()[0]:.2f}")
+    with profile() as prof:
+        for _ in range(5):
+            step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
