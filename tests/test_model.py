@@ -79,6 +79,18 @@ def test_banded_attention_equals_dense_masked_forward_and_backward(t, window, pa
         assert torch.allclose(g, w, atol=1e-5)
 
 
+@pytest.mark.parametrize("t, window", [(33, 4), (40, 16)])
+def test_explicit_attention_of_a_banded_layer_keeps_its_window(t, window):
+    """GATE's explicit path (probabilities kept) computes what the chunked band computes."""
+    from fidan.model.gpt import explicit_attention
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(2, 3, t, 8) for _ in range(3))
+    y, probs = explicit_attention(q, k, v, None, 0.0, window)
+    assert torch.allclose(y, banded_attention(q, k, v, window), atol=1e-5)
+    far = torch.ones(t, t, dtype=torch.bool).tril(-window)   # keys at least ``window`` behind
+    assert float(probs[..., far].abs().max()) == 0.0
+
+
 def test_banded_model_equals_dense_masked_model(monkeypatch):
     """The whole model (GQA, a soft prompt, banded and dense layers), training forward and
     backward and a left-padded cached prefill, against the same model on the dense-masked band."""
