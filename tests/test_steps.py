@@ -46,3 +46,17 @@ def test_two_step_problems_are_held_out_and_prompted_four_ways(monkeypatch):
     direct, cot = (steps.score(None, None, items[10:210], dev, m) for m in ("direct", "cot"))
     assert direct["acc"] == 0.0 and cot["acc"] == 1.0 and cot["n"] == 200
     assert direct["acc_hi"] < 0.05 and cot["acc_lo"] > 0.95
+
+
+def test_k_shot_drops_shots_that_do_not_fit_and_says_how_many_it_used(monkeypatch):
+    items = [{"question": f"Problem {i}: 2 + {i} then minus 1?", "solution": f"First, 2 + {i} = {2 + i}. "
+              f"Then {2 + i} - 1 = {1 + i}.", "answer": 1 + i, "lang": "en"} for i in range(6)]
+    one_shot = len(steps.prompt(items[3], "k-shot", items[:1]))
+    # a context that holds the question with one solved problem, not with two
+    monkeypatch.setattr(steps, "reply_room", lambda model, tok, text, n, chat, least: n if len(text) <= one_shot else 0)
+    seen = []
+    monkeypatch.setattr(steps, "complete", lambda model, tok, text, n, stop=(), chat=False: seen.append(text) or " 0.")
+    out = steps.score(None, None, items[3:], items[:2], "k-shot")
+    assert out["n"] == 3 and "too_long" not in out
+    assert (out["k"], out["k_min"], out["k_max"]) == (2, 1, 1)
+    assert all(t.count("Problem ") == 2 for t in seen)     # one solved problem, then the question

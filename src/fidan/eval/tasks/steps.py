@@ -8,7 +8,8 @@ worked solutions. Every stage gets the same plain prompts (no chat template), so
 
 * ``direct``: ``Solution: The answer is`` (``Çözüm: Cevap``): the number must come at once;
 * ``cot``: ``Solution: Let's think step by step.`` (``Adım adım düşünelim.``), then free working;
-* ``k-shot``: two solved problems of the same language first, then ``Solution:``;
+* ``k-shot``: two solved problems of the same language first (fewer, down to one, when two do not
+  fit the context; the card says so), then ``Solution:``;
 * ``context``: the first step given (``Solution: First, a + b = s.``), the model finishes.
 
 Direct replies are scored on their first number, the others on the final number (``####`` or the
@@ -59,15 +60,20 @@ def right(reply: str, answer, mode: str) -> bool:
 
 def score(model, tok, items: list[dict], dev: list[dict], mode: str) -> dict:
     hits, skipped, n = 0, 0, 0
-    examples = []
+    examples, ks = [], []
+    want = 8 if mode == "direct" else 48
     for it in items:
         shots = [s for s in dev if s["lang"] == it["lang"]][:SHOTS]
-        text = prompt(it, mode, shots)
-        want = 8 if mode == "direct" else 48
-        room = reply_room(model, tok, text, want, False, least=min(want, 24))
+        # k-shot: as many solved problems as fit the context (down to one), never a cut prompt
+        for k in range(len(shots) if mode == "k-shot" else 0, -1, -1):
+            text = prompt(it, mode, shots[:k])
+            room = reply_room(model, tok, text, want, False, least=min(want, 24))
+            if room or k <= 1:
+                break
         if not room:
             skipped += 1
             continue
+        ks.append(k)
         reply = complete(model, tok, text, room, stop=("\n\nProblem:", "\n\n"), chat=False)
         ok = right(reply, it["answer"], mode)
         hits += ok
@@ -78,6 +84,8 @@ def score(model, tok, items: list[dict], dev: list[dict], mode: str) -> dict:
     out = {"acc": round(hits / n, 4) if n else 0.0, "acc_lo": lo, "acc_hi": hi, "n": n, "examples": examples}
     if mode == "k-shot":
         out["k"] = SHOTS
+        if ks:
+            out["k_min"], out["k_max"] = min(ks), max(ks)
     if skipped:
         out["too_long"] = skipped
     return out
