@@ -8,7 +8,12 @@ and samples the resident memory of the whole process tree (the stage and its wor
     python benchmarks/data_clean.py --sizes 20,200 --workers 2 --tokens   # then the tokenizer and tokens stages
 
 With ``--tokens`` the same run goes on through `fidan tokenizer` and `fidan tokens` (encoding in
-``--workers`` processes), each timed and measured the same way.
+``--workers`` processes), each timed and measured the same way; ``--pretrain N`` then trains N
+steps on the shards (memory-mapped: the training process never holds the corpus). ``--steps``
+passes ``--data.steps`` to `fidan data`, for example ``--steps normalize,exact_dedup`` to measure
+the memory of the later stages at sizes where the full cleaning chain would take an hour:
+
+    python benchmarks/data_clean.py --sizes 20,200 --tokens --pretrain 30 --steps normalize,exact_dedup
 """
 from __future__ import annotations
 
@@ -90,9 +95,11 @@ def timed(cmd: list[str]) -> dict:
             "log": out}
 
 
-def run(source: Path, root: Path, name: str, workers: int) -> dict:
+def run(source: Path, root: Path, name: str, workers: int, steps: str | None) -> dict:
     cmd = [sys.executable, "-m", "fidan.cli", "data", f"--run.root={root}", f"--run.name={name}",
            f"--data.source={source}", f"--data.workers={workers}"]
+    if steps is not None:
+        cmd.append(f"--data.steps={steps}")
     r = timed(cmd)
     stats = json.loads((root / name / "data" / "stats.json").read_text())
     return {**r, "documents": stats["input"]["documents"], "MB_in": round(stats["input"]["bytes"] / 1e6, 1),
@@ -104,6 +111,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="25,100", help="input sizes in MB")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tokens", action="store_true", help="also run the tokenizer and tokens stages")
+    ap.add_argument("--pretrain", type=int, default=0, help="then pre-train this many steps (after --tokens)")
+    ap.add_argument("--steps", default=None, help="--data.steps for `fidan data` (default: the full chain)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -112,15 +121,18 @@ def main() -> None:
             t0 = time.perf_counter()
             write_crawl(source, size)
             gen = time.perf_counter() - t0
-            r = run(source, tmp, f"bench-{size:g}", args.workers)
+            r = run(source, tmp, f"bench-{size:g}", args.workers, args.steps)
             print(r.pop("log").rstrip())
             r["docs_per_s"] = round(r["documents"] / r["seconds"])
             r["MB_per_s"] = round(r["MB_in"] / r["seconds"], 2)
             print(json.dumps({"size_MB": size, "workers": args.workers, "generate_s": round(gen, 1), **r}))
             sys.stdout.flush()
-            for stage in ("tokenizer", "tokens") if args.tokens else ():
+            stages = [[s, f"--data.workers={args.workers}"] for s in ("tokenizer", "tokens")] if args.tokens else []
+            if args.tokens and args.pretrain:
+                stages.append(["pretrain", f"--train.steps={args.pretrain}", f"--train.eval_every={args.pretrain}"])
+            for stage, *options in stages:
                 t = timed([sys.executable, "-m", "fidan.cli", stage, f"--run.root={tmp}",
-                           f"--run.name=bench-{size:g}", f"--data.workers={args.workers}"])
+                           f"--run.name=bench-{size:g}", *options])
                 print(t.pop("log").rstrip().splitlines()[-1])
                 print(json.dumps({"size_MB": size, "stage": stage, **t}), flush=True)
 

@@ -82,3 +82,37 @@ def test_a_vocabulary_smaller_than_asked_is_said_with_the_reason(tmp_path, capsy
     assert summary["vocab_asked"] == 2048 and summary["vocab_size"] < 2048
     assert f"came out at {summary['vocab_size']:,} tokens of the 2,048 asked" in out
     assert "12 distinct words" in out and "--tokenizer.min_frequency=2" in out
+
+
+def test_spread_batches_keeps_about_the_cap_from_all_over_the_file():
+    from fidan.records import spread_batches
+    sizes = [100] * 40
+    keep = spread_batches(sizes, 1000)
+    assert len(keep) == 10 and keep[0] < 4 and keep[-1] >= 36   # evenly over the file, not its head
+    assert spread_batches(sizes, 0) == list(range(40)) == spread_batches(sizes, 10**9)
+    assert spread_batches(sizes, 1) == [0]   # a cap below one batch still trains on one
+
+
+def test_the_tokenizer_trains_on_at_most_max_bytes_of_a_large_split(tmp_path, capsys):
+    from conftest import micro_config
+    from fidan.pipeline import run_stage
+    from fidan.records import text_batches
+    from fidan.rundir import RunDir
+    from fidan.tokenizer import stage
+    src = tmp_path / "docs.jsonl"
+    # two halves that share no words: a tokenizer trained on the file's head alone never sees "zq"
+    head = [f'{{"text": "alpha beta gamma delta {i} epsilon."}}' for i in range(400)]
+    tail = [f'{{"text": "zqzq zqzx zqzy {i} zqzw."}}' for i in range(400)]
+    src.write_text("\n".join(head + tail) + "\n")
+    cfg = micro_config(tmp_path / "runs", "cap", f"data.source={src}", "data.steps=", "data.split=hash",
+                       "tokenizer.vocab_size=300", "tokenizer.max_bytes=8000")
+    run = RunDir.for_config(cfg)
+    run_stage(cfg, run, "data")
+    train = run.path / "data" / "clean" / "train.parquet"
+    total = sum(len(t.encode()) for b in text_batches(train) for t in b)
+    summary = run_stage(cfg, run, "tokenizer")
+    assert summary["split_bytes"] == total > 8000 >= summary["trained_on_bytes"] > 8000 - 2 * stage.BATCH * 40
+    assert f"trained on {summary['trained_on_bytes']:,} of the split's {total:,} bytes" in capsys.readouterr().out
+    from fidan.tokenizer.bpe import FidanTokenizer
+    tok = FidanTokenizer.load(run.path / "tokenizer" / "tokenizer.json")
+    assert len(tok.encode("zqzq")) < 4 and len(tok.encode("alpha")) < 5   # merges from both halves

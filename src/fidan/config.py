@@ -129,6 +129,9 @@ class CorpusConfig:
 class TokenizerConfig:
     vocab_size: int = setting(4096, check=between(300, 2**32))  # at least 256 bytes + special tokens
     min_frequency: int = setting(2, check=non_negative)
+    max_bytes: int = setting(50_000_000, check=non_negative)  # text BPE trains on: at most this many bytes
+                                   # of the training split, in batches spread evenly over it (0 = all of
+                                   # it); memory then stays flat however large the split (BENCHMARKS.md)
 
 
 @dataclass

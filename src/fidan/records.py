@@ -115,3 +115,41 @@ def read_texts(path: str | Path) -> list[str]:
         return pq.read_table(path, columns=["text"]).column("text").to_pylist()
     except (OSError, pa.ArrowException) as e:
         raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None
+
+
+def text_batches(path: str | Path, batch: int = 512) -> Iterator[list[str]]:
+    """The ``text`` column of a parquet file of documents, ``batch`` documents at a time (the file
+    is never read whole)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    try:
+        source = pq.ParquetFile(path)
+        for record_batch in source.iter_batches(batch_size=batch, columns=["text"]):
+            yield record_batch.column(0).to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None
+
+
+def batch_bytes(path: str | Path, batch: int = 512) -> list[int]:
+    """UTF-8 bytes of each ``batch``-document batch of a parquet file's ``text`` column, read in
+    batches (pyarrow counts them without making Python strings)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    try:
+        source = pq.ParquetFile(path)
+        return [pc.sum(pc.binary_length(b.column(0))).as_py() or 0
+                for b in source.iter_batches(batch_size=batch, columns=["text"])]
+    except (OSError, pa.ArrowException) as e:
+        raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None
+
+
+def spread_batches(sizes: list[int], max_bytes: int) -> list[int]:
+    """Indices of the batches to keep so that about ``max_bytes`` are kept, spread evenly over the
+    file (every batch when it fits, or when ``max_bytes`` is 0): a cap that takes the first
+    documents would see only the sources that come first."""
+    total = sum(sizes)
+    if max_bytes <= 0 or total <= max_bytes:
+        return list(range(len(sizes)))
+    ratio = max_bytes / total
+    return [i for i in range(len(sizes)) if int((i + 1) * ratio) > int(i * ratio)] or [0]

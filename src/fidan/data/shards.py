@@ -31,6 +31,7 @@ from fidan import atomic
 from fidan.context import StageContext
 from fidan.data.executor import die_with_parent
 from fidan.errors import FidanError
+from fidan.records import text_batches
 from fidan.tokenizer.bpe import FidanTokenizer
 
 BATCH = 512
@@ -64,16 +65,6 @@ def _worker_init(tokenizer_path: str, parent: int, pdeathsig: bool) -> None:
 def _worker_encode(texts: list[str]) -> tuple[bytes, list[int], int]:
     assert _WORKER_TOKENIZER is not None
     return _encode(_WORKER_TOKENIZER, texts)
-
-
-def text_batches(path: str | Path, batch: int = BATCH) -> Iterator[list[str]]:
-    """The ``text`` column of a parquet split, ``batch`` documents at a time."""
-    try:
-        source = pq.ParquetFile(path)
-        for record_batch in source.iter_batches(batch_size=batch, columns=["text"]):
-            yield record_batch.column(0).to_pylist()
-    except (OSError, pa.ArrowException) as e:
-        raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None
 
 
 def _encoded(tok: FidanTokenizer, tokenizer_path: str | Path | None, batches: Iterator[list[str]],
