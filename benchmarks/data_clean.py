@@ -129,7 +129,10 @@ def main() -> None:
             sys.stdout.flush()
             stages = [[s, f"--data.workers={args.workers}"] for s in ("tokenizer", "tokens")] if args.tokens else []
             if args.tokens and args.pretrain:
-                stages.append(["pretrain", f"--train.steps={args.pretrain}", f"--train.eval_every={args.pretrain}"])
+                # a small model: what is measured is whether the loader holds the corpus, not the model
+                stages.append(["pretrain", f"--train.steps={args.pretrain}", f"--train.eval_every={args.pretrain}",
+                               "--train.eval_tokens=65536", "--model.n_layer=2", "--model.d_model=64",
+                               "--model.n_head=2", "--model.n_kv_head=2", "--train.min_tokens_per_param=0"])
             for stage, *options in stages:
                 t = timed([sys.executable, "-m", "fidan.cli", stage, f"--run.root={tmp}",
                            f"--run.name=bench-{size:g}", *options])

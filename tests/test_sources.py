@@ -122,6 +122,34 @@ def test_one_large_file_and_a_few_small_ones_split_inside_documents(tmp_path, ca
     assert "warning: keeping whole documents" in capsys.readouterr().out
 
 
+def test_the_streamed_tails_split_writes_what_the_in_memory_split_makes(tmp_path):
+    import functools
+
+    import pyarrow as pa
+
+    from fidan.data.executor import SplitWriter
+    from fidan.data.parquet import SCHEMA
+    from fidan.data.prepare import tail_cut
+    from fidan.records import Document
+    docs = [Document(f"d{i}", " ".join(f"word{j}" for j in range(40 + 7 * i)), "s", {"lang": "en"}) for i in range(9)]
+    docs.append(Document("short", "x", "s", {}))   # too short to cut: all of it trains
+    want_train, want_val = split(docs, "tails", 0.1)
+    writer = SplitWriter(tmp_path, 0.1, functools.partial(tail_cut, val_fraction=0.1))
+    for part in (docs[:4], docs[4:]):   # two tables, as the cleaning shards arrive
+        writer.write(pa.table({"id": [d.id for d in part], "source": [d.source for d in part],
+                               "text": [d.text for d in part], "meta": [json.dumps(d.meta) for d in part]},
+                              schema=SCHEMA))
+    counts = writer.close()
+    got_train, got_val = list(read_parquet(tmp_path / "train.parquet")), list(read_parquet(tmp_path / "val.parquet"))
+    assert got_train == want_train and got_val == want_val and len(got_val) == 9
+    assert counts["val"] == {"documents": 9, "bytes": sum(len(d.text.encode()) for d in want_val)}
+    writer = SplitWriter(tmp_path / "none", 0.1, functools.partial(tail_cut, val_fraction=0.1))
+    writer.write(pa.table({"id": ["a"], "source": ["s"], "text": ["x"], "meta": ["{}"]}, schema=SCHEMA))
+    with pytest.raises(FidanError, match="1 training and 0 validation.*raise --data.val_fraction"):
+        writer.close()
+    assert not list((tmp_path / "none").glob("*.parquet*"))   # nothing half-written is left
+
+
 def test_split_choice_and_its_messages():
     from fidan.data.prepare import choose_split
     from fidan.records import Document

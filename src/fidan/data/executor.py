@@ -245,10 +245,14 @@ def in_validation(doc_id: str, val_fraction: float) -> bool:
 
 
 class SplitWriter:
-    """Streams documents into train and validation parquet files, chosen by a hash of the id."""
+    """Streams documents into train and validation parquet files: whole documents chosen by a hash
+    of the id, or (given ``cut``, the ``tails`` split) each document's head to training and the
+    tail from ``cut(text)`` on to validation, as ``<id>#tail``. Nothing is held but the table
+    being written, so the split's memory does not grow with the corpus."""
 
-    def __init__(self, folder: Path, val_fraction: float):
+    def __init__(self, folder: Path, val_fraction: float, cut: Callable[[str], int] | None = None):
         self.val_fraction = val_fraction
+        self.cut = cut
         self.paths = {s: folder / f"{s}.parquet" for s in ("train", "val")}
         self.tmp = {s: p.with_name(f".{p.name}.partial") for s, p in self.paths.items()}
         for p in self.tmp.values():
@@ -257,14 +261,40 @@ class SplitWriter:
         self.counts = {s: [0, 0] for s in self.paths}
 
     def write(self, table: pa.Table) -> None:
+        if self.cut is not None:
+            self._write_tails(table)
+            return
         ids = table.column("id").to_pylist()
         mask = np.array([in_validation(i, self.val_fraction) for i in ids], dtype=bool)
         for split, m in (("val", mask), ("train", ~mask)):
-            part = table.filter(pa.array(m)).select(SCHEMA.names)
-            if part.num_rows:
-                self.writers[split].write_table(part.cast(SCHEMA))
-                self.counts[split][0] += part.num_rows
-                self.counts[split][1] += sum(len(t.encode("utf-8")) for t in part.column("text").to_pylist())
+            self._append(split, table.filter(pa.array(m)).select(SCHEMA.names))
+
+    def _write_tails(self, table: pa.Table) -> None:
+        assert self.cut is not None
+        rows: dict[str, dict[str, list]] = {s: {n: [] for n in SCHEMA.names} for s in ("train", "val")}
+        for row in table.select(SCHEMA.names).to_pylist():
+            text = row["text"]
+            k = self.cut(text)
+            if 0 < k < len(text):
+                meta = json.loads(row["meta"] or "{}")
+                for split, doc_id, part, piece in (("train", row["id"], "head", text[:k]),
+                                                   ("val", row["id"] + "#tail", "tail", text[k:])):
+                    out = rows[split]
+                    out["id"].append(doc_id)
+                    out["source"].append(row["source"])
+                    out["text"].append(piece)
+                    out["meta"].append(json.dumps({**meta, "part": part}, ensure_ascii=False))
+            else:
+                for name in SCHEMA.names:
+                    rows["train"][name].append(row[name])
+        for split, cols in rows.items():
+            self._append(split, pa.table(cols, schema=SCHEMA))
+
+    def _append(self, split: str, part: pa.Table) -> None:
+        if part.num_rows:
+            self.writers[split].write_table(part.cast(SCHEMA))
+            self.counts[split][0] += part.num_rows
+            self.counts[split][1] += sum(len(t.encode("utf-8")) for t in part.column("text").to_pylist())
 
     def close(self) -> dict[str, Any]:
         for w in self.writers.values():
@@ -275,9 +305,10 @@ class SplitWriter:
             if not self.counts["train"][0] and not self.counts["val"][0]:
                 raise FidanError("cleaning left 0 training and 0 validation documents; add data or loosen "
                                  "--data.steps (or --data.profile)")
+            fix = ("split inside documents with --data.split=tails" if self.cut is None else
+                   "lower --data.val_fraction" if not self.counts["train"][0] else "raise --data.val_fraction")
             raise FidanError(f"cleaning left {self.counts['train'][0]} training and {self.counts['val'][0]} "
-                             "validation documents; add data, loosen --data.steps, or split inside documents "
-                             "with --data.split=tails")
+                             f"validation documents; add data, loosen --data.steps, or {fix}")
         for s in self.paths:
             os.replace(self.tmp[s], self.paths[s])
         return {s: {"documents": c[0], "bytes": c[1]} for s, c in self.counts.items()}

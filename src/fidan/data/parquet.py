@@ -27,10 +27,14 @@ def write_documents(path: str | Path, docs: Iterable[Document]) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_documents(path: str | Path) -> Iterator[Document]:
+def read_documents(path: str | Path, batch: int = 512) -> Iterator[Document]:
+    """The documents of a parquet file, read ``batch`` rows at a time (a reader that stops early
+    never loads the rest)."""
     try:
-        table = pq.read_table(path)
+        source = pq.ParquetFile(path)
+        for record_batch in source.iter_batches(batch_size=batch):
+            for row in record_batch.to_pylist():
+                yield Document(id=row["id"], text=row["text"], source=row["source"],
+                               meta=json.loads(row["meta"] or "{}"))
     except (OSError, pa.ArrowException) as e:
         raise FidanError(f"{path}: cannot read parquet ({e}); re-run `fidan data`") from None
-    for row in table.to_pylist():
-        yield Document(id=row["id"], text=row["text"], source=row["source"], meta=json.loads(row["meta"] or "{}"))

@@ -12,6 +12,7 @@ Outputs (in ``runs/<name>/data/``):
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import Counter
@@ -82,7 +83,7 @@ def split(docs: list[Document], mode: str, val_fraction: float) -> tuple[list[Do
     elif mode == "tails":
         train, val = [], []
         for d in docs:
-            k = boundary(d.text, int(len(d.text) * (1 - val_fraction)))
+            k = tail_cut(d.text, val_fraction)
             if 0 < k < len(d.text):
                 train.append(Document(d.id, d.text[:k], d.source, {**d.meta, "part": "head"}))
                 val.append(Document(d.id + "#tail", d.text[k:], d.source, {**d.meta, "part": "tail"}))
@@ -111,6 +112,11 @@ def split(docs: list[Document], mode: str, val_fraction: float) -> tuple[list[Do
                          f"documents from {len(docs)} kept by cleaning, {chars:,} characters); "
                          f"add text, loosen --data.steps (or --data.profile), or {fix}")
     return train, val
+
+
+def tail_cut(text: str, val_fraction: float) -> int:
+    """Where the ``tails`` split cuts a document: ``val_fraction`` from its end, at a boundary."""
+    return boundary(text, int(len(text) * (1 - val_fraction)))
 
 
 def boundary(text: str, cut: int, window: int = 400) -> int:
@@ -231,7 +237,8 @@ def clean(cfg: Config, out: Path, stream: Iterator[Document], sets: dict,
                              cfg.data.val_fraction)
     if why:
         print(f"  {why}")
-    writer = SplitWriter(out / "clean", cfg.data.val_fraction) if mode == "hash" else None
+    cut = functools.partial(tail_cut, val_fraction=cfg.data.val_fraction) if mode == "tails" else None
+    writer = SplitWriter(out / "clean", cfg.data.val_fraction, cut) if mode in ("hash", "tails") else None
     collected: list[Document] = []
     langs: dict[str, str | None] = {}
     final: dict[str, str] = {}
