@@ -24,7 +24,7 @@ from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.eval.tasks.math import COT
 from fidan.eval.tasks.world import _read, split
 from fidan.infer.answers import NUMBER, _clean, right_number, same_number
-from fidan.infer.scoring import complete, reply_room
+from fidan.infer.scoring import complete_many, reply_room
 from fidan.stats import wilson
 
 MODES = ("direct", "cot", "k-shot", "context")
@@ -59,8 +59,7 @@ def right(reply: str, answer, mode: str) -> bool:
 
 
 def score(model, tok, items: list[dict], dev: list[dict], mode: str) -> dict:
-    hits, skipped, n = 0, 0, 0
-    examples, ks = [], []
+    asked, skipped, ks = [], 0, []
     want = 8 if mode == "direct" else 48
     for it in items:
         shots = [s for s in dev if s["lang"] == it["lang"]][:SHOTS]
@@ -74,12 +73,14 @@ def score(model, tok, items: list[dict], dev: list[dict], mode: str) -> dict:
             skipped += 1
             continue
         ks.append(k)
-        reply = complete(model, tok, text, room, stop=("\n\nProblem:", "\n\n"), chat=False)
-        ok = right(reply, it["answer"], mode)
-        hits += ok
-        n += 1
-        if len(examples) < 2:
-            examples.append({"prompt": text[-160:], "reply": reply[:160], "right": ok})
+        asked.append((it, text, room))
+    # every prompt of the mode decoded together (greedy: the replies one at a time would give)
+    replies = complete_many(model, tok, [t for _, t, _ in asked], [r for *_, r in asked],
+                            stop=("\n\nProblem:", "\n\n"), chat=False)
+    marks = [right(reply, it["answer"], mode) for (it, _, _), reply in zip(asked, replies)]
+    hits, n = sum(marks), len(marks)
+    examples = [{"prompt": text[-160:], "reply": reply[:160], "right": ok}
+                for (_, text, _), reply, ok in list(zip(asked, replies, marks))[:2]]
     lo, hi = wilson(hits, n)
     out = {"acc": round(hits / n, 4) if n else 0.0, "acc_lo": lo, "acc_hi": hi, "n": n, "examples": examples}
     if mode == "k-shot":
