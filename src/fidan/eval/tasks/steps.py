@@ -13,8 +13,10 @@ worked solutions. Every stage gets the same plain prompts (no chat template), so
 * ``context``: the first step given (``Solution: First, a + b = s.``), the model finishes.
 
 Direct replies are scored on their first number, the others on the final number (``####`` or the
-last one). Each accuracy has a 95% Wilson interval; ``eval.steps_limit`` items per mode, at most
-``eval.limit`` (200 or more to tell a 5-point difference from noise).
+last one). Each accuracy has a 95% Wilson interval; ``eval.steps_limit`` items per mode (200 by
+default: enough to tell a 5-point difference from noise; the two languages in turn, at most the 216
+held-out ones), every prompt of a mode decoded together (``infer.scoring.complete_many``), so 200
+items cost less than 40 did one at a time (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ class WorldSteps(Task):
     def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
         items = _read(inputs.eval_dir / "steps.jsonl")
         e = inputs.settings
-        n = min(e.steps_limit, e.limit) if e.limit else e.steps_limit
+        n = e.steps_limit
         if not items or not n:
             return {}
         dev, test = split([it for it in items if it["lang"] == "en"])
