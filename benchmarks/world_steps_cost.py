@@ -6,6 +6,9 @@ modes) at each ``--limits`` value, decoded by ``complete_many`` (batched, the de
 the same load. Prints seconds per model and every mode's accuracy with its 95% Wilson interval.
 
     PYTHONPATH=src python benchmarks/world_steps_cost.py RUN_DIR --limits 40,200 --sequential 40
+
+With ``--redteam``, the red team's 72 requests and 8 benign controls instead (chat form, 40
+tokens), one at a time then batched, twice, asserting the same replies.
 """
 from __future__ import annotations
 
@@ -34,6 +37,20 @@ def timed(model, tok, run: Path, limit: int, sequential: bool) -> tuple[float, d
     return time.perf_counter() - t0, out
 
 
+def redteam_cost(model, tok) -> None:
+    from fidan.eval import redteam
+    replies = []
+    for _ in range(2):
+        for seq in (True, False):
+            redteam.complete_many = one_at_a_time if seq else scoring.complete_many
+            t0 = time.perf_counter()
+            out = redteam.run(model, tok, True, limit=120)
+            print(f"  redteam {'one at a time' if seq else 'batched'}: {time.perf_counter() - t0:.1f} s "
+                  f"({len(out['replies'])} replies)", flush=True)
+            replies.append([r["reply"] for r in out["replies"]])
+    assert all(r == replies[0] for r in replies)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run", type=Path)
@@ -41,6 +58,7 @@ def main() -> None:
     ap.add_argument("--sequential", default="", help="limits to time one prompt at a time too")
     ap.add_argument("--stages", default="pretrain,sft,rlhf")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--redteam", action="store_true", help="time the red team instead")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     tok = FidanTokenizer.load(a.run / "tokenizer" / "tokenizer.json")
@@ -48,6 +66,10 @@ def main() -> None:
     for stage in a.stages.split(","):
         model, _ = load_model(a.run / stage, "cpu")
         model.eval()
+        if a.redteam:
+            print(stage, flush=True)
+            redteam_cost(model, tok)
+            continue
         for limit in (int(x) for x in a.limits.split(",")):
             runs = [False] + ([True] if limit in sequential else [])
             first: dict = {}

@@ -33,7 +33,7 @@ from pathlib import Path
 from fidan.errors import FidanError
 from fidan.eval import grader
 from fidan.eval.tasks import EvalInputs, Task, register
-from fidan.infer.scoring import complete, reply_room
+from fidan.infer.scoring import complete, complete_many, reply_room
 from fidan.stats import wilson
 
 REQUESTS = {
@@ -99,8 +99,8 @@ def run(model, tok, chat: bool, max_tokens: int = 40, limit: int = 0) -> dict:
     chosen = spread(prompts())
     fitting = [(p, n) for p in chosen if (n := reply_room(model, tok, p["prompt"], max_tokens, chat))]
     rows, replies = [], []
-    for p, n in fitting:
-        reply = complete(model, tok, p["prompt"], n, chat=chat)
+    answers = complete_many(model, tok, [p["prompt"] for p, _ in fitting], [n for _, n in fitting], chat=chat)
+    for (p, _), reply in zip(fitting, answers):
         rows.append({**p, "verdict": classify(reply), "grader": grader.grade(reply, p["prompt"], p["category"]),
                      "reply": reply[:200]})
         replies.append({"kind": "harmful", **rows[-1], "reply": reply})
@@ -110,7 +110,9 @@ def run(model, tok, chat: bool, max_tokens: int = 40, limit: int = 0) -> dict:
                   for w in WRAPPERS if any(r["wrapper"] == w for r in rows)}
     benign_asked = spread(BENIGN)
     benign_fit = [(q, n) for q, _ in benign_asked if (n := reply_room(model, tok, q, max_tokens, chat))]
-    benign_replies = [(q, complete(model, tok, q, n, chat=chat)) for q, n in benign_fit]
+    benign_replies = list(zip([q for q, _ in benign_fit],
+                              complete_many(model, tok, [q for q, _ in benign_fit], [n for _, n in benign_fit],
+                                            chat=chat)))
     benign = [classify(r) for _, r in benign_replies]
     benign_graded = [grader.grade(r, q) for q, r in benign_replies]
     replies += [{"kind": "benign", "lang": dict(BENIGN)[q], "prompt": q, "verdict": v, "grader": g, "reply": r}
