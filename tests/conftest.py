@@ -22,7 +22,7 @@ MICRO = [
     "model.sparse_every=2", "model.window=16",
     "train.steps=40", "train.batch_size=8", "train.lr=3e-3", "train.warmup_steps=5", "train.eval_every=20",
     "train.ckpt_every=20", "train.log_every=5", "run.threads=1",
-    "sample.num_samples=1", "sample.max_tokens=20", "eval.limit=12", "eval.math_limit=2",
+    "sample.num_samples=1", "sample.max_tokens=20", "eval.limit=12", "eval.steps_limit=12", "eval.math_limit=2",
     "reward.steps=10", "reward.samples=2", "rlhf.steps=2", "rlhf.prompts_per_step=8", "rlhf.ppo.minibatch=8",
     "rlhf.eval_prompts=8",
 ]

@@ -224,3 +224,20 @@ def test_rows_joining_and_leaving_a_running_batch_give_what_they_give_alone(wind
         decoder.cache.__class__.shift = real_shift
     assert [out.get(i, []) for i in range(len(prompts))] == alone
     assert any(d > 0 for d in shifts) and any(d < 0 for d in shifts)   # pads added, dead slots dropped
+
+
+def test_batched_greedy_completion_gives_the_replies_one_at_a_time_gives():
+    from fidan.infer.scoring import complete, complete_many
+    tok = train_tokenizer(["the baker lives in town. two plus three is five."] * 5, vocab_size=300)
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context=48, n_layer=2, n_head=2, n_kv_head=2, d_model=32)).eval()
+    prompts = ["the baker", "two plus three is", "town.", "the baker lives in town. two plus", "five"]
+    limits = [12, 5, 20, 8, 1]
+    whole = [complete(model, tok, p, n) for p, n in zip(prompts, limits)]
+    stop = (whole[2][4:6],)   # a stop string inside the longest reply
+    one = [complete(model, tok, p, n, stop=stop) for p, n in zip(prompts, limits)]
+    assert len(set(one)) == len(one) and len(one[2]) < len(whole[2])
+    # rows of different lengths and limits, in batches of 2 (a batch ends with rows still running)
+    assert complete_many(model, tok, prompts, limits, stop=stop, batch=2) == one
+    assert complete_many(model, tok, prompts, limits, stop=stop) == one
+    assert complete_many(model, tok, prompts, limits) == whole

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import shared_file
 from fidan.errors import FidanError
-from fidan.eval import bias, redteam
+from fidan.eval import bias, grader, redteam
 from fidan.eval.tasks import abstain, mc, steps, world
 from fidan.eval.tasks import math as math_task
 from fidan.pipeline import run_stage
@@ -236,8 +236,16 @@ def test_eval_and_report_stages(pretrained_copy):
         assert scores["world_truthful"]["n"] == 12   # MC2's arithmetic: test_mc_scoring_rules
         assert scores["world_facts/chat"]["n"] == 12          # --eval.limit reaches the chat-form questions
         assert scores["world_math/cot"]["n"] + scores["world_math/cot"].get("too_long", 0) == 3
-        red = scores["redteam"]
-        assert red["asr_grader_lo"] <= red["asr_grader"] <= red["asr_grader_hi"] and red["n"] < 200
+        red = scores["redteam"]   # every reply is kept beside the scores, with the verdicts the rates count
+        replies = [json.loads(line) for line in (run.path / "eval" / f"{stage}.redteam.jsonl").open()]
+        assert "replies" not in red and len(replies) == red["n"] + red["n_benign"]
+        harmful = [r for r in replies if r["kind"] == "harmful"]
+        assert len(harmful) == red["n"] and all(r["verdict"] == redteam.classify(r["reply"]) and
+                                                r["grader"] == grader.grade(r["reply"], r["prompt"], r["category"])
+                                                for r in harmful)
+        assert red["asr_grader"] == sum(r["grader"] == "complied" for r in harmful) / len(harmful)
+        assert red["over_refusal_benign"] == sum(r["verdict"] == "refused" for r in replies
+                                                 if r["kind"] == "benign") / max(1, red["n_benign"])
         assert scores["bias"]["n"] == 12 and red["n"] + red["n_benign"] + red.get("too_long", 0) == 12 + 8
     summary = run_stage(cfg, run, "report")
     md = (run.path / "report.md").read_text()
@@ -247,8 +255,8 @@ def test_eval_and_report_stages(pretrained_copy):
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| metric")]
     assert len(rows) == summary["rows"]
     for name in ("world facts, zero-shot: acc", "truthfulness: MC2", "word problems, chain of thought: exact (strict)",
-                 "code: pass@1", "red team, the RLHF judge's rule: attack success rate",
-                 "red team, independent grader: attack success rate", "stereotype preferred",
+                 "code: pass@1", "red team, the RLHF judge's rule (the refusal words RLHF is rewarded for): attack",
+                 "red team, independent grader (no phrase shared with the judge): attack", "stereotype preferred",
                  "bias, planted associations: planted word preferred, planted subjects [95% CI]"):
         assert any(name in r for r in rows), name
 

@@ -123,6 +123,7 @@ def test_every_later_stage_works_on_an_imported_model(kind, run_copy, tmp_path):
     assert (run.path / "rlhf" / "tokenizer.json").exists()
     if kind == "qwen2":
         cfg.eval.limit, cfg.eval.math_limit, cfg.eval.redteam, cfg.eval.bias = 4, 1, False, False
+        cfg.eval.steps_limit = 4
         run_stage(cfg, run, "eval")
         scores = json.loads((run.path / "eval" / "rlhf.json").read_text())
         assert scores["chat"] and "val_bpb" not in scores  # the run's token shards are in another tokenizer's ids

@@ -12,7 +12,7 @@ yaml = pytest.importorskip("yaml")
 
 def test_the_export_card_tells_what_the_run_files_say(pretrained_copy, tmp_path):
     _, run = pretrained_copy
-    extra = ("train.steps=120", "sft.steps=3", "eval.limit=4", "eval.math_limit=1")
+    extra = ("train.steps=120", "sft.steps=3", "eval.limit=4", "eval.steps_limit=4", "eval.math_limit=1")
     cfg = micro_config(run.path.parent, "micro", *extra)
     run_stage(cfg, run, "sft", overrides=("sft.steps=3", "sft.lr=0.002"))
     run_stage(cfg, run, "eval")

@@ -375,9 +375,9 @@ class EvalConfig:
     limit: int = setting(120, check=non_negative)  # items per built-in multiple-choice task (0 = all)
     math_limit: int = setting(20, check=non_negative)  # word problems generated per mode (generation is the slow part)
     k_shot: int = setting(3, check=non_negative)
-    steps_limit: int = setting(40, check=non_negative)  # two-step problems per prompting mode (world_steps:
-                                   # direct, chain of thought, k-shot, first step given); 200+ to tell 5 points
-                                   # from noise; 0 = off
+    steps_limit: int = setting(200, check=non_negative)  # two-step problems per prompting mode (world_steps:
+                                   # direct, chain of thought, k-shot, first step given; decoded in batches);
+                                   # 200+ to tell 5 points from noise; not capped by eval.limit; 0 = off
     suites: str = ""               # extra real benchmarks: "gsm8k=PATH,truthfulqa=PATH,mmlu=CSV,humaneval=PATH"
     suite_limit: int = setting(50, check=non_negative)  # items per extra benchmark (0 = all)
     redteam: bool = True

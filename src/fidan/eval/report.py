@@ -26,6 +26,11 @@ METRICS = {"acc": "acc", "acc_norm": "acc_norm", "mc2": "MC2", "pass@1": "pass@1
 BETTER = {"pct_stereotype": "50%", "ss": "50%", "asr": "lower", "over_refusal_benign": "lower"}
 # What a suite reports when it ran (named on a "skipped" row when it did not).
 EXPECTED = {"humaneval": "pass@1", "world_code": "pass@1", "gsm8k": "exact (strict)"}
+# The red team's two gradings of the same replies: the refusal regex the RLHF judge rewards
+# (``redteam.REFUSAL``: after RLHF this row partly measures the reward's own definition), and
+# ``eval/grader.py``, which shares no phrase with it (checked against 100 hand-labelled demo replies).
+JUDGE_RULE = "red team, the RLHF judge's rule (the refusal words RLHF is rewarded for)"
+GRADER = "red team, independent grader (no phrase shared with the judge)"
 # The built-in tasks: (task, key in eval/<stage>.json, metric key, metric label, format, better).
 # "{shots}" in a task name becomes the shots the prompts carried ("3-shot", or "1-3-shot of 3").
 ROWS = [
@@ -63,15 +68,15 @@ ROWS = [
      "higher"),
     ("your text, questions in chat form", "text/chat", "f1", "word F1", "{:.3f}", "higher"),
     ("code", "world_code", "pass@1", "pass@1", "{:.1%}", "higher"),
-    ("red team, the RLHF judge's rule", "redteam", "asr", "attack success rate", "{:.1%}", "lower"),
-    ("red team, the RLHF judge's rule", "redteam", "refusal_rate_harmful", "harmful requests refused", "{:.1%}",
+    (JUDGE_RULE, "redteam", "asr", "attack success rate", "{:.1%}", "lower"),
+    (JUDGE_RULE, "redteam", "refusal_rate_harmful", "harmful requests refused", "{:.1%}",
      "higher"),
-    ("red team, the RLHF judge's rule", "redteam", "over_refusal_benign", "over-refusal of benign requests",
+    (JUDGE_RULE, "redteam", "over_refusal_benign", "over-refusal of benign requests",
      "{:.1%}", "lower"),
-    ("red team, independent grader", "redteam", "asr_grader", "attack success rate", "{:.1%}", "lower"),
-    ("red team, independent grader", "redteam", "refusal_rate_harmful_grader", "harmful requests refused",
+    (GRADER, "redteam", "asr_grader", "attack success rate", "{:.1%}", "lower"),
+    (GRADER, "redteam", "refusal_rate_harmful_grader", "harmful requests refused",
      "{:.1%}", "higher"),
-    ("red team, independent grader", "redteam", "over_refusal_benign_grader", "over-refusal of benign requests",
+    (GRADER, "redteam", "over_refusal_benign_grader", "over-refusal of benign requests",
      "{:.1%}", "lower"),
     ("red team", "redteam", "grader_agreement", "replies the judge's rule and the independent grader agree on",
      "{:.1%}", ""),

@@ -1,9 +1,12 @@
 """The eval stage: score every model the run has (pretrain, sft, rlhf) and write ``eval/<stage>.json``.
 
 The models are the stage's declared inputs (``sft.out`` and ``rlhf.out`` say which folders), each
-loaded on the context's device and scored under its precision.
+loaded on the context's device and scored under its precision. Every red-team reply goes to
+``eval/<stage>.redteam.jsonl`` (prompt, reply, the judge's rule's verdict and the grader's).
 """
 from __future__ import annotations
+
+import json
 
 from fidan import atomic
 from fidan.context import StageContext
@@ -34,6 +37,10 @@ def run(ctx: StageContext) -> dict:
                 bpb = bits_per_byte(model, val, token_bytes_for(tok, model.cfg.vocab_size), 32)["val_bpb"]
             scores = evaluate_model(model, tok, {**info, "stage": info.get("stage") or stage}, ctx.cfg,
                                     ctx.run.path, val_bpb=bpb)
+        replies = scores.get("redteam", {}).pop("replies", None)
+        if replies is not None:   # every red-team reply, whole, with both graders' verdicts
+            atomic.write_text(ctx.out / f"{stage}.redteam.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in replies))
         atomic.write_json(ctx.out / f"{stage}.json", scores)
         summary[f"{stage}_seconds"] = scores["eval_seconds"]
         ctx.say(f"  {stage}: evaluated in {scores['eval_seconds']} s")

@@ -13,8 +13,10 @@ worked solutions. Every stage gets the same plain prompts (no chat template), so
 * ``context``: the first step given (``Solution: First, a + b = s.``), the model finishes.
 
 Direct replies are scored on their first number, the others on the final number (``####`` or the
-last one). Each accuracy has a 95% Wilson interval; ``eval.steps_limit`` items per mode, at most
-``eval.limit`` (200 or more to tell a 5-point difference from noise).
+last one). Each accuracy has a 95% Wilson interval; ``eval.steps_limit`` items per mode (200 by
+default: enough to tell a 5-point difference from noise; the two languages in turn, at most the 216
+held-out ones), every prompt of a mode decoded together (``infer.scoring.complete_many``), so 200
+items cost less than 40 did one at a time (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.eval.tasks.math import COT
 from fidan.eval.tasks.world import _read, split
 from fidan.infer.answers import NUMBER, _clean, right_number, same_number
-from fidan.infer.scoring import complete, reply_room
+from fidan.infer.scoring import complete_many, reply_room
 from fidan.stats import wilson
 
 MODES = ("direct", "cot", "k-shot", "context")
@@ -59,8 +61,7 @@ def right(reply: str, answer, mode: str) -> bool:
 
 
 def score(model, tok, items: list[dict], dev: list[dict], mode: str) -> dict:
-    hits, skipped, n = 0, 0, 0
-    examples, ks = [], []
+    asked, skipped, ks = [], 0, []
     want = 8 if mode == "direct" else 48
     for it in items:
         shots = [s for s in dev if s["lang"] == it["lang"]][:SHOTS]
@@ -74,12 +75,14 @@ def score(model, tok, items: list[dict], dev: list[dict], mode: str) -> dict:
             skipped += 1
             continue
         ks.append(k)
-        reply = complete(model, tok, text, room, stop=("\n\nProblem:", "\n\n"), chat=False)
-        ok = right(reply, it["answer"], mode)
-        hits += ok
-        n += 1
-        if len(examples) < 2:
-            examples.append({"prompt": text[-160:], "reply": reply[:160], "right": ok})
+        asked.append((it, text, room))
+    # every prompt of the mode decoded together (greedy: the replies one at a time would give)
+    replies = complete_many(model, tok, [t for _, t, _ in asked], [r for *_, r in asked],
+                            stop=("\n\nProblem:", "\n\n"), chat=False)
+    marks = [right(reply, it["answer"], mode) for (it, _, _), reply in zip(asked, replies)]
+    hits, n = sum(marks), len(marks)
+    examples = [{"prompt": text[-160:], "reply": reply[:160], "right": ok}
+                for (_, text, _), reply, ok in list(zip(asked, replies, marks))[:2]]
     lo, hi = wilson(hits, n)
     out = {"acc": round(hits / n, 4) if n else 0.0, "acc_lo": lo, "acc_hi": hi, "n": n, "examples": examples}
     if mode == "k-shot":
@@ -98,7 +101,7 @@ class WorldSteps(Task):
     def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
         items = _read(inputs.eval_dir / "steps.jsonl")
         e = inputs.settings
-        n = min(e.steps_limit, e.limit) if e.limit else e.steps_limit
+        n = e.steps_limit
         if not items or not n:
             return {}
         dev, test = split([it for it in items if it["lang"] == "en"])
