@@ -98,7 +98,7 @@ def test_grpo_on_a_micro_run_starts_on_one_step_problems_with_signal(pretrained_
     cfg, run = pretrained_copy
     cfg = micro_config(run.path.parent, "micro", "train.steps=120", "sft.one_step_share=0.5", "sft.steps=60",
                        "rlhf.algo=grpo", "rlhf.steps=4", "rlhf.prompts_per_step=32", "rlhf.grpo.group=8",
-                       "rlhf.temperature=1.5", "rlhf.grpo.stage_steps=2", "rlhf.grpo.eval_items=4",
+                       "rlhf.temperature=1.5", "rlhf.grpo.stage_steps=2",
                        "rlhf.eval_prompts=2", "rlhf.eval_samples=1")
     run_stage(cfg, run, "sft")
     run_stage(cfg, run, "rlhf")
@@ -107,4 +107,4 @@ def test_grpo_on_a_micro_run_starts_on_one_step_problems_with_signal(pretrained_
     assert max(r["groups_with_signal"] for r in rows[:2]) > 0
     summary = json.loads((run.path / "rlhf" / "summary.json").read_text())
     assert [s["stage"] for s in summary["curriculum"]] == ["one_step", "word"]
-    assert set(summary["held_out"]) == {"one_step", "word", "two_step"} and summary["held_out"]["word"]["n"] == 4
+    assert set(summary["held_out"]) == {"one_step", "word", "two_step"} and summary["held_out"]["word"]["n"] == 6
