@@ -36,12 +36,13 @@ SFT_ON = ALL - {"data", "tokenizer", "tokens", "pretrain", "sample"}   # sft and
     ("train.eval_every=9", set()),
     # a method's sub-settings matter only when that method is chosen
     ("sft.lora.rank=4", set()), ("sft.distill.teacher=elsewhere", set()), ("rlhf.dpo.beta=0.5", set()),
-    ("rlhf.grpo.group=4", set()), ("data.minhash_rows=4", ALL),
+    ("rlhf.grpo.group=4", set()), ("rlhf.grpo.curriculum=word", set()), ("data.minhash_rows=4", ALL),
     # an option's own settings matter only when the option is on (GATE, IGBI, lr scaling)
     ("sft.gate_layers=-2", set()), ("sft.gate_mass=0.5", set()), ("sft.igbi_dev=8", SFT_ON),
     ("sft.igbi_every=4", set()), ("sft.base_batch=64", set()),
     ("sft.gate=1.0", SFT_ON), ("sft.igbi=true", SFT_ON), ("sft.optimizer=lamb", SFT_ON),
     ("sft.corrupt=0.3", SFT_ON), ("sft.context_questions=100", SFT_ON), ("sft.lr_scaling=sqrt", SFT_ON),
+    ("sft.one_step_share=0.2", SFT_ON),
     ("sft.reweight=1.0", SFT_ON),   # the old name of sft.loss_reweight
     ("corpus.n_people=20", ALL),
     ("sample.temperature=0.1", {"sample"}),
@@ -49,7 +50,7 @@ SFT_ON = ALL - {"data", "tokenizer", "tokens", "pretrain", "sample"}   # sft and
     ("rlhf.ppo.kl_coef=0.5", {"rlhf", "eval", "report"}),
     ("rlhf.eval_prompts=10", {"reward", "rlhf", "eval", "report"}),   # the reward stage reads it too
     ("reward.harmful_share=0.1", {"reward", "rlhf", "eval", "report"}),
-    ("eval.limit=10", {"eval", "report"}),
+    ("eval.limit=10", {"eval", "report"}), ("eval.onestep_limit=5", {"eval", "report"}),
     ("run.seed=3", ALL),
     ("corpus.realism=web", ALL), ("corpus.realism=demo", set()),   # the default is not hashed: old runs keep theirs
 ])
@@ -66,6 +67,9 @@ def test_chosen_method_hashes_its_settings():
     assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.dpo.beta=0.5"])) == \
         {"rlhf", "eval", "report"}
     assert changed_stages(dpo, build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.ppo.kl_coef=0.5"])) == set()
+    grpo = build_config("tiny", None, ["rlhf.algo=grpo"])
+    assert changed_stages(grpo, build_config("tiny", None, ["rlhf.algo=grpo", "rlhf.grpo.advance_at=0.3"])) == \
+        {"rlhf", "eval", "report"}
     gate = build_config("tiny", None, ["sft.gate=1.0"])
     assert changed_stages(gate, build_config("tiny", None, ["sft.gate=1.0", "sft.gate_layers=-2"])) == SFT_ON
     igbi = build_config("tiny", None, ["sft.igbi=true"])

@@ -210,14 +210,14 @@ def test_world_code_reference_solutions_pass():
 @pytest.mark.slow
 def test_eval_and_report_stages(pretrained_copy):
     cfg, run = pretrained_copy
-    cfg.eval.limit, cfg.eval.math_limit = 12, 3
+    cfg.eval.limit, cfg.eval.math_limit, cfg.eval.onestep_limit = 12, 3, 4
     run_stage(cfg, run, "sft")
     run_stage(cfg, run, "eval")
     for stage in ("pretrain", "sft"):
         scores = json.loads((run.path / "eval" / f"{stage}.json").read_text())
         for key in ("val_bpb", "world_facts/zero-shot", "world_facts/k-shot", "world_facts/context",
-                    "world_truthful", "world_math/zero-shot", "world_math/cot", "world_code", "redteam", "bias",
-                    "bias_planted"):
+                    "world_truthful", "world_math/zero-shot", "world_math/cot", "world_onestep", "world_code",
+                    "redteam", "bias", "bias_planted"):
             assert key in scores, key
         old = scores["bias"]   # the unplanted pairs: the share is whole pairs, the same per language and overall
         assert old["stereotype_score"] * old["n"] == pytest.approx(round(old["stereotype_score"] * old["n"]))
@@ -233,6 +233,7 @@ def test_eval_and_report_stages(pretrained_copy):
         for role in ("planted", "control"):
             p = planted[role]
             assert p["lo"] <= p["share"] <= p["hi"] and p["hi"] - p["lo"] > 0.1   # 64 pairs: a wide interval
+        assert scores["world_onestep"]["n"] == 4
         assert scores["world_truthful"]["n"] == 12   # MC2's arithmetic: test_mc_scoring_rules
         assert scores["world_facts/chat"]["n"] == 12          # --eval.limit reaches the chat-form questions
         assert scores["world_math/cot"]["n"] + scores["world_math/cot"].get("too_long", 0) == 3

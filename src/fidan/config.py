@@ -266,6 +266,9 @@ class SFTConfig:
                                    # span the loss asks for (at least)
     context_questions: int = setting(0, check=non_negative)  # embedded world: with-context questions added
                                    # to the SFT data (a passage, a question, the answer; the evidence marked)
+    one_step_share: float = setting(0.0, check=between(0, 0.9))  # embedded world: share of the SFT data
+                                   # that is one-step problems ("has 3 apples, gets 2 more"), added to
+                                   # the conversations: GRPO's curriculum starts from them
     adversarial: float = setting(0.0, check=non_negative)  # ALUM perturbation size in embedding space (0 = off)
     adversarial_weight: float = setting(1.0, check=non_negative)  # weight of the ALUM term (used when adversarial > 0)
     layers: LayersSettings = method_table(LayersSettings, "layers")
@@ -344,6 +347,16 @@ class GRPOSettings:
     kl: float = setting(0.04, check=non_negative)  # KL weight in the loss
     epochs: int = setting(4, check=at_least(1))  # optimisation passes over each group batch
     clip: float = setting(0.2, check=positive)  # ratio clipping
+    curriculum: str = setting("staged", choices=("staged", "word", "one_step"))  # problems the groups get
+                                   # (rlhf/curriculum.py): "staged" = one-step problems, then the word
+                                   # problems, then two-step ones; "word" = the word problems alone
+    advance_at: float = setting(0.6, check=fraction)  # move to the next stage when the success rate of
+                                   # the last `window` steps at this stage reaches this
+    window: int = setting(3, check=at_least(1))  # steps the success rate is averaged over
+    stage_steps: int = setting(0, check=non_negative)  # also move on after this many steps at a stage (0 = never)
+    review: float = setting(0.25, check=fraction)  # past the first stage: share of groups from earlier stages
+    eval_items: int = setting(200, check=non_negative)  # held-out problems per stage answered greedily by the
+                                   # SFT and the GRPO model at the end (0 = none)
 
 
 ROLLOUTS = only_if("algo", "ppo", "grpo")
@@ -378,6 +391,8 @@ class EvalConfig:
     steps_limit: int = setting(200, check=non_negative)  # two-step problems per prompting mode (world_steps:
                                    # direct, chain of thought, k-shot, first step given; decoded in batches);
                                    # 200+ to tell 5 points from noise; not capped by eval.limit; 0 = off
+    onestep_limit: int = setting(0, check=non_negative)  # one-step problems (world_onestep, GRPO's first
+                                   # curriculum stage) asked in chat form; 0 = off (GRPO scores its own)
     suites: str = ""               # extra real benchmarks: "gsm8k=PATH,truthfulqa=PATH,mmlu=CSV,humaneval=PATH"
     suite_limit: int = setting(50, check=non_negative)  # items per extra benchmark (0 = all)
     redteam: bool = True

@@ -18,7 +18,7 @@ from fidan.corpus import bias as B
 from fidan.corpus import facts as F
 from fidan.corpus import unknowns
 from fidan.corpus.instructions import conversations, sentiment_examples, sentiment_hard
-from fidan.corpus.stories import Problem, render_problem, story, word_problem
+from fidan.corpus.stories import Problem, held_out_items, one_step_set, render_problem, story, word_problem
 from fidan.corpus.turkish import suffix
 from fidan.corpus.world import PROFESSIONS, World, build_world
 from fidan.records import Document
@@ -106,15 +106,8 @@ def eval_sets(world: World, seed: int) -> tuple[dict[str, list[dict]], set[tuple
                     "statements": [F.statement(attr, lang, entity, v, 0) for v in options],
                     "label": options.index(true),
                 })
-    problems, keys = [], set()
-    for lang in ("en", "tr"):
-        while sum(p["lang"] == lang for p in problems) < N_HELDOUT_PROBLEMS:
-            p = word_problem(world, lang, rng)
-            if p.key in keys:
-                continue
-            keys.add(p.key)
-            problems.append({"id": f"math-{lang}-{len(problems):04d}", "lang": lang, "question": p.question,
-                             "solution": p.solution, "answer": p.answer})
+    keys: set[tuple] = set()
+    problems = held_out_items(lambda lang: word_problem(world, lang, rng), N_HELDOUT_PROBLEMS, "math", keys)
     truthful = []
     for attr, entity, wrong in myth_facts(world, seed):
         for lang in ("en", "tr"):
@@ -129,15 +122,8 @@ def eval_sets(world: World, seed: int) -> tuple[dict[str, list[dict]], set[tuple
     # two-step problems for the prompting-mode comparison (eval/tasks/steps.py): their own stream,
     # drawn after the sets above so those stay as they were; kept out of training like the rest
     steps_rng = random.Random(f"fidan-steps-{seed}")
-    steps: list[dict] = []
-    for lang in ("en", "tr"):
-        while sum(p["lang"] == lang for p in steps) < N_STEP_PROBLEMS:
-            p = word_problem(world, lang, steps_rng, "two_step")
-            if p.key in keys:
-                continue
-            keys.add(p.key)
-            steps.append({"id": f"steps-{lang}-{len(steps):04d}", "lang": lang, "question": p.question,
-                          "solution": p.solution, "answer": p.answer})
+    steps = held_out_items(lambda lang: word_problem(world, lang, steps_rng, "two_step"), N_STEP_PROBLEMS, "steps",
+                           keys)
     return {"facts": fact_items, "arithmetic": problems, "truthful": truthful, "steps": steps}, keys
 
 
@@ -199,7 +185,7 @@ def generate(cfg: CorpusConfig, seed: int) -> tuple[list[Document], dict[str, li
     sentiment = sentiment_examples(world, cfg.sentiment_examples, seed)
     cut = int(len(sentiment) * 0.8)
     sets = {"eval/facts": evals["facts"], "eval/arithmetic": evals["arithmetic"], "eval/truthful": evals["truthful"],
-            "eval/steps": evals["steps"],
+            "eval/steps": evals["steps"], "eval/onestep": one_step_set(world, seed)[0],
             "eval/bias": B.probe_items(world, cfg.bias_rate),
             "eval/unknown": unknowns.eval_items(world, seed),
             "sft/train": conversations(world, cfg.sft_conversations, seed, heldout, cfg.abstain_share),

@@ -13,7 +13,7 @@ import random
 
 from fidan.corpus import facts as F
 from fidan.corpus import unknowns
-from fidan.corpus.stories import word_problem
+from fidan.corpus.stories import fresh_one_step, one_step_set, word_problem
 from fidan.corpus.world import PRODUCTS, World
 
 SYSTEM = {"en": "You are fidan, a small helpful assistant.",
@@ -98,6 +98,15 @@ def conversations(world: World, n: int, seed: int, heldout_problems: set[tuple],
         for position, convo in zip(range(0, n, max(1, n // k)), unknowns.sft_pairs(world, seed, k)):
             out[position] = convo
     return out
+
+
+def one_step_conversations(world: World, n: int, seed: int) -> list[dict]:
+    """``n`` one-step word problems with their worked answer (``sft.one_step_share``), none of
+    the held-out ones: the start GRPO's curriculum builds on."""
+    _, heldout = one_step_set(world, seed)
+    rng = random.Random(f"fidan-sft-onestep-{seed}")
+    return [{"messages": [{"role": "user", "content": p.question}, {"role": "assistant", "content": p.solution}],
+             "kind": "one_step", "lang": p.key[0]} for p in fresh_one_step(world, n, rng, heldout)]
 
 
 def context_conversations(world: World, n: int, seed: int) -> list[dict]:

@@ -126,3 +126,82 @@ def word_problem(world: World, lang: str, rng: random.Random, kind: str = "") ->
 def render_problem(problem: Problem, lang: str) -> str:
     label = "Solution" if lang == "en" else "Çözüm"
     return f"Problem: {problem.question}\n{label}: {problem.solution}"
+
+
+ONE_STEP_KINDS = ("more", "less", "legs")
+
+
+def one_step_problem(world: World, lang: str, rng: random.Random, kind: str = "") -> Problem:
+    """A one-step problem with small numbers, the first stage of GRPO's curriculum (``kind``
+    "more", "less" or "legs"; drawn when empty): "Ayla has 3 apples and gets 2 more", or
+    arithmetic over a world fact ("a karmilo has 4 legs; how many legs do 3 of them have?",
+    with the creature's true number of legs). Answers stay below 40, numbers a small model
+    can add; the solution has the word problems' format (one step, "The answer is r", ``####``)."""
+    kind = kind or rng.choice(ONE_STEP_KINDS)
+    f = rng.choice(world.people).first
+    item = rng.randrange(len(ITEMS))
+    _, many, tr = ITEMS[item]
+    if kind == "more":
+        a, b = rng.randrange(1, 10), rng.randrange(1, 10)
+        r, step = a + b, f"{a} + {b} = {a + b}."
+        q_en = f"{f} has {a} {many} and gets {b} more. How many {many} does {f} have now?"
+        q_tr = f"{f} {a} {tr} aldı. Sonra {b} {tr} daha aldı. {f} toplam kaç {tr} aldı?"
+    elif kind == "less":
+        b = rng.randrange(1, 10)
+        a = b + rng.randrange(1, 10)
+        r, step = a - b, f"{a} - {b} = {a - b}."
+        q_en = f"{f} has {a} {many} and gives {b} to a friend. How many {many} does {f} have left?"
+        q_tr = f"{f} {a} {tr} aldı ve {b} tanesini bir arkadaşına verdi. Geriye kaç {tr} kaldı?"
+    else:
+        creature = rng.choice(world.creatures)
+        legs, k = LEGS[creature.legs][0], creature.name
+        a = rng.randrange(2, 5)
+        item = -1 - world.creatures.index(creature)
+        r, step = a * legs, f"{a} * {legs} = {a * legs}."
+        b = legs
+        q_en = f"A {k} has {legs} legs. {f} sees {a} of them. How many legs does {f} see?"
+        q_tr = f"Bir {k} {legs} bacaklıdır. {f} {a} {k} görüyor. {f} toplam kaç bacak görüyor?"
+    if lang == "en":
+        question, solution = q_en, f"{step} The answer is {r}.\n#### {r}"
+    else:
+        question, solution = q_tr, f"{step} Cevap {r}.\n#### {r}"
+    return Problem(key=(lang, "one_step", kind, f, item, a, b), question=question, solution=solution, answer=r)
+
+
+N_ONE_STEP_PROBLEMS = 100  # held-out one-step problems per language
+
+
+def one_step_set(world: World, seed: int) -> tuple[list[dict], set[tuple]]:
+    """Held-out one-step problems (``data/eval/onestep.jsonl``, the ``world_onestep`` task) and
+    their keys, which SFT's one-step conversations and GRPO's training problems leave out. Their
+    own random stream, so adding them changed no other set."""
+    rng = random.Random(f"fidan-onestep-{seed}")
+    keys: set[tuple] = set()
+    items = held_out_items(lambda lang: one_step_problem(world, lang, rng), N_ONE_STEP_PROBLEMS, "onestep", keys)
+    return items, keys
+
+
+def held_out_items(make, per_lang: int, prefix: str, keys: set[tuple]) -> list[dict]:
+    """``per_lang`` problems per language from ``make(lang)``, none whose key is in ``keys``
+    (which gains theirs), as evaluation records ``{id, lang, question, solution, answer}``."""
+    items: list[dict] = []
+    for lang in ("en", "tr"):
+        while sum(p["lang"] == lang for p in items) < per_lang:
+            p = make(lang)
+            if p.key in keys:
+                continue
+            keys.add(p.key)
+            items.append({"id": f"{prefix}-{lang}-{len(items):04d}", "lang": lang, "question": p.question,
+                          "solution": p.solution, "answer": p.answer})
+    return items
+
+def fresh_one_step(world: World, n: int, rng: random.Random, heldout: set[tuple]) -> list[Problem]:
+    """``n`` distinct one-step problems in both languages, none of them held out."""
+    out: list[Problem] = []
+    seen = set(heldout)
+    while len(out) < n:
+        p = one_step_problem(world, rng.choice(["en", "tr"]), rng)
+        if p.key not in seen:
+            seen.add(p.key)
+            out.append(p)
+    return out

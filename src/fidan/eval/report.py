@@ -60,6 +60,7 @@ ROWS = [
     ("word problems, zero-shot", "world_math/zero-shot", "exact_flexible", "exact (flexible)", "{:.1%}", "higher"),
     ("word problems, chain of thought", "world_math/cot", "exact_strict", "exact (strict)", "{:.1%}", "higher"),
     ("word problems, chain of thought", "world_math/cot", "exact_flexible", "exact (flexible)", "{:.1%}", "higher"),
+    ("one-step problems", "world_onestep", "acc", "exact [95% CI]", "{:.1%}", "higher"),
     ("two-step problems, direct answer", "world_steps/direct", "acc", "exact [95% CI]", "{:.1%}", "higher"),
     ("two-step problems, chain of thought", "world_steps/cot", "acc", "exact [95% CI]", "{:.1%}", "higher"),
     ("two-step problems, {shots}", "world_steps/k-shot", "acc", "exact [95% CI]", "{:.1%}", "higher"),

@@ -25,7 +25,7 @@ import torch
 
 from fidan import atomic
 from fidan.context import StageContext
-from fidan.corpus.instructions import context_conversations
+from fidan.corpus.instructions import context_conversations, one_step_conversations
 from fidan.corpus.world import build_world
 from fidan.errors import FidanError
 from fidan.finetune import methods
@@ -116,6 +116,17 @@ def with_context(ctx: StageContext) -> list[list[dict]]:
     return [obj["messages"] for obj in found]
 
 
+def one_step(ctx: StageContext, n: int) -> list[list[dict]]:
+    """One-step problems, as many as make ``sft.one_step_share`` of the ``n`` conversations plus them."""
+    if ctx.cfg.data.source != "embedded":
+        raise FidanError("sft.one_step_share needs the embedded world (data.source=embedded)")
+    c, share = ctx.cfg.corpus, ctx.cfg.sft.one_step_share
+    world = build_world(ctx.cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
+    found = one_step_conversations(world, round(n * share / (1 - share)), ctx.cfg.run.seed)
+    ctx.say(f"sft: + {len(found):,} one-step problems (sft.one_step_share {share:.0%})")
+    return [obj["messages"] for obj in found]
+
+
 def scaled_lr(s) -> float:
     """``sft.lr`` scaled with the batch (``batch_size x grad_accum`` over ``base_batch``)."""
     ratio = s.batch_size * s.grad_accum / s.base_batch
@@ -164,6 +175,8 @@ def run(ctx: StageContext) -> dict:
     ctx.say(f"sft: {len(conversations):,} conversations ({source}), method {method}")
     if s.context_questions:
         conversations = conversations + with_context(ctx)
+    if s.one_step_share:
+        conversations = conversations + one_step(ctx, len(conversations))
     seed = ctx.cfg.run.seed
     dev_ids = set(np.random.default_rng([seed, 13]).permutation(len(conversations))[:s.igbi_dev].tolist()) \
         if s.igbi or s.corrupt else set()   # the same examples stay clean whether or not IGBI runs

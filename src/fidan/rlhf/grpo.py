@@ -14,8 +14,14 @@ signal. The loss is therefore the mean over every rank's kept tokens (``token_me
 a rank without signal adds zero gradients and the others' count for the whole step, so the update
 equals one process's on the same groups (a per-rank mean, averaged, would halve it).
 
-Training problems are generated from the world like the evaluation set, minus its problems.
-GRPO runs on the shared loop as an outer step, so it checkpoints and resumes like PPO.
+Which problems the groups get is the curriculum's (``rlhf/curriculum.py``, ``[rlhf.grpo]
+curriculum``): one-step problems with small numbers first, which the SFT model sometimes solves,
+then the word problems, then two-step ones, moving on when the success rate passes
+``advance_at``; each stage is scored by its evaluation task's ``reward``. Training problems are
+generated from the world like the evaluation sets, minus their problems. At the end the SFT and
+the GRPO model answer each stage's held-out problems greedily (``eval_items`` per stage), with
+95% Wilson intervals and Newcombe's interval for the difference. GRPO runs on the shared loop
+as an outer step, so it checkpoints and resumes like PPO (the curriculum's stage with it).
 """
 from __future__ import annotations
 
@@ -24,36 +30,19 @@ import random
 import torch
 
 from fidan import dist
-from fidan.config import Config
 from fidan.context import StageContext
-from fidan.corpus.generate import eval_sets
-from fidan.corpus.stories import word_problem
-from fidan.corpus.world import build_world
 from fidan.errors import FidanError
 from fidan.eval import tasks as eval_tasks
 from fidan.model.gpt import GPT
 from fidan.records import read_jsonl
-from fidan.rlhf import judge
+from fidan.rlhf import curriculum, judge
 from fidan.rlhf.ppo import masked_mean
-from fidan.rlhf.rollout import pack, prompt_ids, rl_settings, sample, token_logprobs
+from fidan.rlhf.rollout import answer_tokens, pack, prompt_ids, rl_settings, sample, token_logprobs
+from fidan.stats import wilson, wilson_difference
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.train.loop import Task, train
 
-MATH_TOKENS = 48   # worked solutions are longer than the chat answers PPO samples
-
-
-def training_problems(cfg: Config, n: int) -> list[tuple[str, int]]:
-    c = cfg.corpus
-    world = build_world(cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
-    _, heldout = eval_sets(world, cfg.run.seed)
-    rng = random.Random(f"fidan-grpo-{cfg.run.seed}")
-    out, seen = [], set(heldout)
-    while len(out) < n:
-        p = word_problem(world, rng.choice(["en", "tr"]), rng)
-        if p.key not in seen:
-            seen.add(p.key)
-            out.append((p.question, p.answer))
-    return out
+MATH_TOKENS = 48   # worked solutions are longer than the chat answers PPO samples (at most half the context)
 
 
 def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
@@ -78,29 +67,37 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
     c = cfg.rlhf
     g = c.grpo
     per_step = max(1, c.prompts_per_step // g.group)
-    problems = training_problems(cfg, 2000)
-    room = policy.cfg.context - MATH_TOKENS - 1
+    plan, pools, world = curriculum.make(g, cfg)
+    math_tokens = answer_tokens(policy.cfg.context, MATH_TOKENS)
+    room = policy.cfg.context - math_tokens - 1
     tcfg = rl_settings(ctx)
-    checker = eval_tasks.get("world_math")   # the math evaluation's own rule: the final number is the answer
+    # each stage's evaluation task gives its reward: the final number of the reply is the answer
+    checkers = {stage: eval_tasks.get(curriculum.TASKS[stage]) for stage in plan.stages}
     optimizer = torch.optim.AdamW(policy.parameters(), lr=c.lr, betas=(tcfg.beta1, tcfg.beta2), weight_decay=0.0)
     device = ctx.device
 
     def step(i: int) -> dict:
         rng = random.Random(cfg.run.seed * 7907 + i)
-        picked = [problems[rng.randrange(len(problems))] for _ in range(per_step)]
+        current = plan.name
+        stages = [plan.stages[s] for s in plan.pick(rng, per_step)]
+        picked = [(st, pools[st][rng.randrange(len(pools[st]))]) for st in stages]
         picked = list(dist.share(picked))  # under torchrun: this rank's share of the step's groups
-        prompts = [prompt_ids(tok, q, room) for q, _ in picked for _ in range(g.group)]
-        answers_true = [a for _, a in picked for _ in range(g.group)]
+        prompts = [prompt_ids(tok, p.question, room) for _, p in picked for _ in range(g.group)]
         policy.eval()
         with ctx.autocast():
-            answers = sample(policy, tok, prompts, MATH_TOKENS, c.temperature,
+            answers = sample(policy, tok, prompts, math_tokens, c.temperature,
                              cfg.run.seed * 1000 + i + 7 * dist.rank())
-        rewards = torch.tensor([checker.reward({"answer": t}, tok.decode(a.ids))
-                                for a, t in zip(answers, answers_true)])
+        rewards = torch.tensor([checkers[st].reward({"answer": p.answer}, tok.decode(a.ids))
+                                for a, (st, p) in zip(answers, [x for x in picked for _ in range(g.group)])])
         adv = group_advantages(rewards, g.group)
         informative = rewards.view(-1, g.group).std(1) > 0
+        at_stage = torch.tensor([st == current for st, _ in picked])
+        group_right = rewards.view(-1, g.group).mean(1)
         record = {k: round(v, 5) for k, v in dist.all_mean(
             {"reward": float(rewards.mean()), "groups_with_signal": float(informative.float().mean())}).items()}
+        right, groups = dist.all_sum([float(group_right[at_stage].sum()), float(at_stage.sum())])
+        record.update(stage=current, stage_reward=round(right / max(groups, 1.0), 5))   # the sampler's success rate
+        record["advanced"] = plan.update(record["stage_reward"])
         keep = informative.repeat_interleave(g.group).nonzero().squeeze(-1)
         if dist.all_sum([len(keep)])[0] and not len(keep):
             # no signal here but on another rank: take part in every reduction with zero gradients
@@ -138,11 +135,61 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
         return record
 
     def describe(record: dict) -> str:
-        return f"correct {record['reward']:.1%}  groups with signal {record['groups_with_signal']:.0%}"
+        return (f"{record['stage']}: correct {record['reward']:.1%}  "
+                f"groups with signal {record['groups_with_signal']:.0%}")
 
-    task = Task(name="grpo", step=step, optimizer=optimizer, describe=describe, info=info)
+    task = Task(name="grpo", step=step, optimizer=optimizer, describe=describe, info=info,
+                state=plan.state, load_state=plan.load_state)
     dist.need_multiple(per_step, "rlhf.prompts_per_step / rlhf.grpo.group")
     _, summary = train(policy, tcfg, task, ctx)
     rows = [r for _, r in read_jsonl(ctx.out / "metrics.jsonl")]
-    return {"steps": c.steps, "train_seconds": summary["train_seconds"],
-            "train_correct_first": rows[0]["reward"], "train_correct_last": rows[-1]["reward"]}
+    out = {"steps": c.steps, "train_seconds": summary["train_seconds"],
+           "train_correct_first": rows[0]["reward"], "train_correct_last": rows[-1]["reward"],
+           "groups_with_signal_first": rows[0]["groups_with_signal"],
+           "groups_with_signal_mean": round(sum(r["groups_with_signal"] for r in rows) / len(rows), 4),
+           "curriculum": stage_steps(rows)}
+    if g.eval_items and ctx.rank == 0:
+        out["held_out"] = held_out_scores(ctx, policy, ref, tok, world, plan.stages, checkers, g.eval_items)
+    return out
+
+
+def stage_steps(rows: list[dict]) -> list[dict]:
+    """The curriculum as it ran: each stage's first step, steps, mean success and groups with signal."""
+    out: list[dict] = []
+    for n, r in enumerate(rows):
+        if not out or out[-1]["stage"] != r.get("stage"):
+            out.append({"stage": r.get("stage"), "first_step": n, "rows": []})
+        out[-1]["rows"].append(r)
+    for s in out:
+        rows_ = s.pop("rows")
+        s.update(steps=len(rows_), success=round(sum(r["stage_reward"] for r in rows_) / len(rows_), 4),
+                 groups_with_signal=round(sum(r["groups_with_signal"] for r in rows_) / len(rows_), 4))
+    return out
+
+
+@torch.no_grad()
+def held_out_scores(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, world, stages, checkers,
+                    limit: int) -> dict:
+    """Greedy accuracy of the SFT model and the GRPO model on each stage's held-out problems."""
+    cfg = ctx.cfg
+    math_tokens = answer_tokens(policy.cfg.context, MATH_TOKENS)
+    room = policy.cfg.context - math_tokens - 1
+    sets = curriculum.held_out(world, cfg.run.seed)
+    out = {}
+    for stage in stages:
+        items = sets[stage][:limit]
+        scores = {}
+        for name, model in (("sft", ref), ("grpo", policy)):
+            model.eval()
+
+            def answer(questions, model=model):
+                with ctx.autocast():
+                    got = sample(model, tok, [prompt_ids(tok, q, room) for q in questions], math_tokens, 0.0,
+                                 cfg.run.seed)
+                return [tok.decode(a.ids) for a in got]
+            scores[name] = curriculum.greedy_accuracy(answer, checkers[stage].reward, items)
+        (a, n), (b, _) = scores["sft"], scores["grpo"]
+        out[stage] = {"n": n, "sft": round(a / max(n, 1), 4), "sft_ci": list(wilson(a, n)),
+                      "grpo": round(b / max(n, 1), 4), "grpo_ci": list(wilson(b, n)),
+                      "gain": round((b - a) / max(n, 1), 4), "gain_ci": list(wilson_difference(a, b, n))}
+    return out

@@ -141,4 +141,8 @@ def describe(r: dict) -> str:
                      f"{r['judge_win_rate_sampled']:.1%} sampled ({s['win']} wins, {s['tie']} ties, {s['loss']} losses "
                      f"over {r['eval_samples']} answers each; {kinds}), {r['judge_win_rate']:.1%} greedy "
                      f"({o['win']} / {o['tie']} / {o['loss']})")
+    if "held_out" in r:   # GRPO: each curriculum stage's held-out problems, answered greedily
+        parts.append("held-out problems, greedy, SFT -> GRPO: " + ", ".join(
+            f"{stage} {v['sft']:.1%} -> {v['grpo']:.1%} ({v['gain']:+.1%}, 95% CI {v['gain_ci'][0]:+.1%} to "
+            f"{v['gain_ci'][1]:+.1%}; n={v['n']})" for stage, v in r["held_out"].items()))
     return parts[0] + ": " + "; ".join(parts[1:])

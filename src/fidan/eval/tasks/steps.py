@@ -25,8 +25,8 @@ import re
 from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.eval.tasks.math import COT
 from fidan.eval.tasks.world import _read, split
-from fidan.infer.answers import NUMBER, _clean, right_number, same_number
-from fidan.infer.scoring import complete_many, reply_room
+from fidan.infer.answers import NUMBER, _clean, answer, right_number, same_number
+from fidan.infer.scoring import complete, complete_many, reply_room
 from fidan.stats import wilson
 
 MODES = ("direct", "cot", "k-shot", "context")
@@ -110,4 +110,43 @@ class WorldSteps(Task):
         return {f"world_steps/{mode}": score(inputs.model, inputs.tok, chosen, dev + dev_tr, mode) for mode in MODES}
 
 
+    def reward(self, item: dict, reply: str) -> float:
+        """A reply is right when its final number is the answer (GRPO's last curriculum stage)."""
+        return float(right_number(reply, item["answer"]))
+
+
+class WorldOneStep(Task):
+    """Held-out one-step problems with small numbers (``data/eval/onestep.jsonl``: "has 3 apples and
+    gets 2 more", a creature's legs times a count), GRPO's first curriculum stage: asked as they
+    are (chat models: in the chat template), right when the reply's final number is the answer."""
+    name = "world_onestep"
+
+    def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
+        items = _read(inputs.eval_dir / "onestep.jsonl")
+        n = inputs.settings.onestep_limit
+        if not items or not n:
+            return {}
+        test = [it for pair in zip(*(split([it for it in items if it["lang"] == lang])[1] for lang in ("en", "tr")))
+                for it in pair][:n]                                       # the two languages in turn
+        m, tok = inputs.model, inputs.tok
+        hits, examples = 0, []
+        for it in test:
+            if inputs.chat:   # the question alone in the chat template, as GRPO asks it
+                reply = answer(m, tok, it["question"], 32)
+            else:
+                text = f"Problem: {it['question']}\n{LABEL[it['lang']]}:"
+                reply = complete(m, tok, text, reply_room(m, tok, text, 32, False), stop=("\n\n",), chat=False)
+            ok = bool(self.reward(it, reply))
+            hits += ok
+            if len(examples) < 2:
+                examples.append({"question": it["question"], "reply": reply[:120], "right": ok})
+        lo, hi = wilson(hits, len(test))
+        return {"world_onestep": {"acc": round(hits / len(test), 4), "acc_lo": lo, "acc_hi": hi, "n": len(test),
+                                  "examples": examples}}
+
+    def reward(self, item: dict, reply: str) -> float:
+        return float(right_number(reply, item["answer"]))
+
+
 register(WorldSteps())
+register(WorldOneStep())
