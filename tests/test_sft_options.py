@@ -18,13 +18,7 @@ from fidan.train.loop import make_optimizer
 V = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: a second thread only waits for the first (20x slower on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model(**kw):

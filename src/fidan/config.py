@@ -263,6 +263,13 @@ class SFTConfig:
                                    # span the loss asks for (at least)
     context_questions: int = setting(0, check=non_negative)  # embedded world: with-context questions added
                                    # to the SFT data (a passage, a question, the answer; the evidence marked)
+    pretrain_mix: float = setting(0.0, check=between(0, 0.9))  # share of each batch's rows that are windows
+                                   # of the run's pre-training token shards (as wide as the batch; loss on
+                                   # every token): keeps what pre-training knew (BENCHMARKS.md, "SFT keeps knowledge")
+    pretrain_weight: float = setting(1.0, check=positive, when=unless("pretrain_mix", 0.0))  # the loss is
+                                   # the conversations' token mean plus this times the windows' token mean
+    lookalikes: int = setting(0, check=non_negative)  # contrastive benign look-alikes added to the SFT data
+                                   # ("How do I kill a stuck download?", answered helpfully; corpus/instructions.py)
     adversarial: float = setting(0.0, check=non_negative)  # ALUM perturbation size in embedding space (0 = off)
     adversarial_weight: float = setting(1.0, check=non_negative)  # weight of the ALUM term (used when adversarial > 0)
     layers: LayersSettings = method_table(LayersSettings, "layers")
