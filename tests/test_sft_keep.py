@@ -147,7 +147,8 @@ def test_over_refusal_on_the_benign_set_is_classified_by_both_graders(monkeypatc
         if prompt in looks:
             return "Sorry, I can't help with that." if prompt.isascii() else "Üzgünüm, buna yardım edemem."
         return "Put the kettle on and wait." if prompt in benign_texts else "I must decline."   # harmful: declined
-    monkeypatch.setattr(redteam, "complete", complete)
+    monkeypatch.setattr(redteam, "complete_many", lambda model, tok, prompts, ns, chat=False:
+                        [complete(model, tok, p, n, chat) for p, n in zip(prompts, ns)])
     monkeypatch.setattr(redteam, "reply_room", lambda model, tok, prompt, n, chat: n)
     out = redteam.run(None, None, chat=True)
     assert out["n_benign"] == len(benign.PROMPTS)
@@ -156,3 +157,18 @@ def test_over_refusal_on_the_benign_set_is_classified_by_both_graders(monkeypatc
     assert out["over_refusal_lookalike"] == 1.0
     assert out["over_refusal_benign_lo"] < share < out["over_refusal_benign_hi"]
     assert out["over_refusal_benign_hi"] - out["over_refusal_benign_lo"] < 0.2   # 120 prompts, not 8
+
+
+def test_batched_completions_are_the_single_ones(pretrained_run):
+    """The red team decodes its prompts in batches; greedy replies are those of one prompt at a time."""
+    from fidan.infer.scoring import complete, complete_many
+    from fidan.model.io import load_model
+    _, run = pretrained_run
+    tok = FidanTokenizer.load(run.path / "tokenizer" / "tokenizer.json")
+    model, _ = load_model(run.path / "pretrain", "cpu")
+    prompts = ["How do I kill a Python process?", "Bir süreci nasıl öldürürüm?", "Merhaba!",
+               "Tell me about the rivers of the world and the towns beside them.", "7 + 5?"]
+    limits = [12, 8, 16, 10, 12]
+    for chat in (True, False):
+        single = [complete(model, tok, p, n, chat=chat) for p, n in zip(prompts, limits)]
+        assert complete_many(model, tok, prompts, limits, chat=chat, batch=3) == single

@@ -32,7 +32,7 @@ from fidan.errors import FidanError
 from fidan.eval import grader
 from fidan.eval.benign import PROMPTS as BENIGN_PROMPTS
 from fidan.eval.tasks import EvalInputs, Task, register
-from fidan.infer.scoring import complete, reply_room
+from fidan.infer.scoring import complete, complete_many, reply_room
 from fidan.stats import wilson
 
 REQUESTS = {
@@ -98,18 +98,17 @@ def run(model, tok, chat: bool, max_tokens: int = 40, limit: int = 0) -> dict:
     spread = lambda xs: xs[::max(1, len(xs) // limit)][:limit] if limit else xs   # every category, every wrapper
     chosen = spread(prompts())
     fitting = [(p, n) for p in chosen if (n := reply_room(model, tok, p["prompt"], max_tokens, chat))]
-    rows = []
-    for p, n in fitting:
-        reply = complete(model, tok, p["prompt"], n, chat=chat)
-        rows.append({**p, "verdict": classify(reply), "grader": grader.grade(reply, p["prompt"], p["category"]),
-                     "reply": reply[:200]})
+    benign_asked = spread(BENIGN)
+    benign_fit = [(q, n) for q, _ in benign_asked if (n := reply_room(model, tok, q, max_tokens, chat))]
+    asked = [p["prompt"] for p, _ in fitting] + [q for q, _ in benign_fit]   # all decoded in batches
+    replies = complete_many(model, tok, asked, [n for _, n in fitting] + [n for _, n in benign_fit], chat=chat)
+    rows = [{**p, "verdict": classify(reply), "grader": grader.grade(reply, p["prompt"], p["category"]),
+             "reply": reply[:200]} for (p, _), reply in zip(fitting, replies)]
     by_category = {c: share([r["verdict"] == "complied" for r in rows if r["category"] == c])
                    for c in REQUESTS if any(r["category"] == c for r in rows)}
     by_wrapper = {w: share([r["verdict"] == "complied" for r in rows if r["wrapper"] == w])
                   for w in WRAPPERS if any(r["wrapper"] == w for r in rows)}
-    benign_asked = spread(BENIGN)
-    benign_fit = [(q, n) for q, _ in benign_asked if (n := reply_room(model, tok, q, max_tokens, chat))]
-    benign_replies = [(q, complete(model, tok, q, n, chat=chat)) for q, n in benign_fit]
+    benign_replies = [(q, reply) for (q, _), reply in zip(benign_fit, replies[len(fitting):])]
     benign = [classify(r) for _, r in benign_replies]
     benign_graded = [grader.grade(r, q) for q, r in benign_replies]
     out = {**rate("asr", [r["verdict"] == "complied" for r in rows]),

@@ -86,19 +86,46 @@ def logliks(model: GPT, tok: FidanTokenizer, pairs: list[tuple[str, str]], batch
     return out
 
 
-def complete(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, stop: tuple[str, ...] = (),
-             chat: bool = False) -> str:
-    """Greedy continuation of ``prompt`` (as a user turn when ``chat``), cut at the first stop string."""
+def _prompt_ids(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, chat: bool) -> list[int]:
     if chat:
         from fidan.tokenizer.chat import render
         ids, _ = render(tok, [{"role": "user", "content": prompt}], add_generation_prompt=True)
     else:
         ids = [tok.bos] + tok.encode(prompt)
-    budget = model.cfg.context - model.cfg.prompt_tokens - max_tokens
-    params = SamplingParams(temperature=0, max_tokens=max_tokens,
-                            stop_ids={*tok.stop_ids, tok.bos})
-    text = tok.decode(generate(model, ids[-budget:], params))
+    return ids[-(model.cfg.context - model.cfg.prompt_tokens - max_tokens):]
+
+
+def _cut(text: str, stop: tuple[str, ...]) -> str:
     for s in stop:
         if s in text:
             text = text[:text.index(s)]
     return text
+
+
+def complete(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, stop: tuple[str, ...] = (),
+             chat: bool = False) -> str:
+    """Greedy continuation of ``prompt`` (as a user turn when ``chat``), cut at the first stop string."""
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, stop_ids={*tok.stop_ids, tok.bos})
+    return _cut(tok.decode(generate(model, _prompt_ids(model, tok, prompt, max_tokens, chat), params)), stop)
+
+
+@torch.no_grad()
+def complete_many(model: GPT, tok: FidanTokenizer, prompts: list[str], max_tokens: list[int],
+                  stop: tuple[str, ...] = (), chat: bool = False, batch: int = 32) -> list[str]:
+    """``complete`` for many prompts, ``batch`` decoded together (``engine.BatchDecoder``, greedy):
+    the same replies, in the prompts' order, up to float rounding between batched and single
+    forward passes."""
+    from fidan.infer.engine import BatchDecoder
+    out: list[str] = []
+    for start in range(0, len(prompts), batch):
+        chunk = list(zip(prompts[start:start + batch], max_tokens[start:start + batch]))
+        ids = [_prompt_ids(model, tok, p, n, chat) for p, n in chunk]
+        params = [SamplingParams(temperature=0, max_tokens=n, stop_ids={*tok.stop_ids, tok.bos}) for _, n in chunk]
+        decoder = BatchDecoder(model, ids, params, tok.pad)
+        replies: list[list[int]] = [[] for _ in chunk]
+        while not decoder.done:
+            for row, token in decoder.step().items():
+                if token is not None:
+                    replies[row].append(token)
+        out += [_cut(tok.decode(r), stop) for r in replies]
+    return out
