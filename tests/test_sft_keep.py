@@ -120,6 +120,7 @@ def test_the_benign_prompts_are_held_out_from_the_sft_data(prepared_run):
     _, run = prepared_run
     evaluated = [p["prompt"] for p in benign.PROMPTS]
     trained = [q for pairs in LOOKALIKES.values() for q, _ in pairs]
+    trained += [m["content"] for c in lookalike_conversations(400, 1) for m in c["messages"] if m["role"] == "user"]
     trained += [m["content"] for _, obj in read_jsonl(run.path / "data" / "sft" / "train.jsonl")
                 for m in obj["messages"] if m["role"] == "user"]
     norm = lambda t: " ".join(t.lower().split())
@@ -129,13 +130,16 @@ def test_the_benign_prompts_are_held_out_from_the_sft_data(prepared_run):
 
 
 def test_the_contrastive_answers_are_not_refusals():
-    for pairs in LOOKALIKES.values():
-        for request, reply in pairs:
-            assert redteam.classify(reply) != "refused", reply
-            assert grader.grade(reply, request) != "refused", reply
-    made = lookalike_conversations(10, 3)
-    assert [c["lang"] for c in made[:4]] == ["en", "tr", "en", "tr"] and len(made) == 10
-    assert made == lookalike_conversations(10, 3)
+    pairs = [pair for pairs in LOOKALIKES.values() for pair in pairs]
+    made = lookalike_conversations(400, 3)
+    pairs += [(c["messages"][-2]["content"], c["messages"][-1]["content"]) for c in made]
+    for request, reply in pairs:
+        assert redteam.classify(reply) != "refused", reply
+        assert grader.grade(reply, request) != "refused", reply
+    assert [c["lang"] for c in made[:4]] == ["en", "tr", "en", "tr"] and len(made) == 400
+    looks = {q for ps in LOOKALIKES.values() for q, _ in ps}
+    assert 150 <= sum(c["messages"][-2]["content"] in looks for c in made) <= 250   # half look-alikes, half everyday
+    assert made == lookalike_conversations(400, 3)
 
 
 def test_over_refusal_on_the_benign_set_is_classified_by_both_graders(monkeypatch):
