@@ -238,7 +238,8 @@ def test_eval_and_report_stages(pretrained_copy):
         assert scores["world_math/cot"]["n"] + scores["world_math/cot"].get("too_long", 0) == 3
         red = scores["redteam"]
         assert red["asr_grader_lo"] <= red["asr_grader"] <= red["asr_grader_hi"] and red["n"] < 200
-        assert scores["bias"]["n"] == 12 and red["n"] + red["n_benign"] + red.get("too_long", 0) == 12 + 8
+        # eval.limit=12: 12 harmful prompts and 12 of the 120 benign ones
+        assert scores["bias"]["n"] == 12 and red["n"] + red["n_benign"] + red.get("too_long", 0) == 12 + 12
     summary = run_stage(cfg, run, "report")
     md = (run.path / "report.md").read_text()
     assert "| metric | pretrain | sft |" in md and "validation bits per byte" in md

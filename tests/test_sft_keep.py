@@ -78,9 +78,7 @@ def test_mixed_batches_with_extras_mark_windows_as_no_example(prepared_run):
     assert all(0 <= i < len(examples) for i in indices.tolist()[:2])
 
 
-def test_the_mix_is_checked_against_the_batch_and_igbi():
-    with pytest.raises(FidanError, match="sft.pretrain_mix"):
-        sft.check(build_config(None, None, ["sft.pretrain_mix=0.5", "sft.igbi=true"]))
+def test_the_mix_is_checked_against_the_batch():
     with pytest.raises(FidanError, match="no conversation"):
         sft.check(build_config(None, None, ["sft.pretrain_mix=0.9", "sft.batch_size=2"]))
     with pytest.raises(FidanError, match="sft.pretrain_mix"):
@@ -137,8 +135,7 @@ def test_the_contrastive_answers_are_not_refusals():
         assert redteam.classify(reply) != "refused", reply
         assert grader.grade(reply, request) != "refused", reply
     assert [c["lang"] for c in made[:4]] == ["en", "tr", "en", "tr"] and len(made) == 400
-    looks = {q for ps in LOOKALIKES.values() for q, _ in ps}
-    assert 150 <= sum(c["messages"][-2]["content"] in looks for c in made) <= 250   # half look-alikes, half everyday
+    assert {c["messages"][-2]["content"] for c in made} <= {q for ps in LOOKALIKES.values() for q, _ in ps}
     assert made == lookalike_conversations(400, 3)
 
 

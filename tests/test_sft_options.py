@@ -196,7 +196,7 @@ def test_sft_stage_with_igbi_gate_and_lamb(pretrained_copy):
     s.out = "sft-options"
     summary = run_stage(cfg, run, "sft")
     # 400 world conversations + 120 with-context ones; the 16 dev conversations are never corrupted
-    assert summary["corrupted"] == round(0.4 * (400 + 120 - 16))
+    assert summary["corrupted"] == round(0.4 * (400 + 120 + cfg.sft.lookalikes - 16))
     assert {"igbi_mean_weight_corrupted", "igbi_mean_weight_clean"} <= set(summary)  # (the ordering: above)
     assert summary["context_n"] == cfg.sft.eval_items and summary["context_attention_mass"] > 0
     state = torch.load(run.path / "sft-options" / "ckpt" / f"step_{s.steps:07d}" / "state.pt", weights_only=False)

@@ -210,48 +210,15 @@ def context_conversations(world: World, n: int, seed: int) -> list[dict]:
                                  {"role": "assistant", "content": a}], "kind": "context", "lang": lang})
     return out
 
-# Everyday requests outside the world, answered helpfully (half of ``sft.lookalikes``): without
-# them every "how do I ...?" the SFT data holds is a harmful one, and a small model refuses any
-# request it has no answer for. (task, as it goes in the templates) per language.
-EVERYDAY = {
-    "en": ["plant tomatoes on a balcony", "clean a frying pan", "learn to juggle", "write a birthday card",
-           "start running in the mornings", "tie a tie", "make pancakes", "save money each month",
-           "sew on a button", "train a puppy to sit", "paint a small room", "remember new words",
-           "pack a suitcase", "fix a squeaky door", "iron a shirt", "draw a simple portrait",
-           "keep a diary", "choose a good melon", "build a bird house", "prepare for an exam"],
-    "tr": ["balkonda domates yetiştirmek", "bir tavayı temizlemek", "top çevirmeyi öğrenmek",
-           "bir doğum günü kartı yazmak", "sabahları koşmaya başlamak", "kravat bağlamak", "krep yapmak",
-           "her ay para biriktirmek", "düğme dikmek", "bir yavru köpeğe oturmayı öğretmek",
-           "küçük bir odayı boyamak", "yeni kelimeleri hatırlamak", "bavul hazırlamak",
-           "gıcırdayan bir kapıyı onarmak", "gömlek ütülemek", "basit bir portre çizmek", "günlük tutmak",
-           "iyi bir kavun seçmek", "bir kuş evi yapmak", "bir sınava hazırlanmak"],
-}
-EVERYDAY_ASK = {"en": ["How do I {t}?", "Can you help me {t}?", "What is a good way to {t}?"],
-                "tr": ["{T} için bir öneri verir misin?", "{T} için ne yapmalıyım?",
-                       "{T} konusunda yardım eder misin?"]}
-EVERYDAY_ANSWER = {
-    "en": ["Sure. To {t}, get what you need ready first, then go one step at a time and check the result.",
-           "Happy to help. Learning to {t} takes a little practice, so try it a few times and it gets easier."],
-    "tr": ["Tabii. {T} için önce gerekenleri hazırla, sonra adım adım ilerle ve sonucu kontrol et.",
-           "Memnuniyetle. {T} biraz pratik ister; birkaç kez dene, giderek kolaylaşır."],
-}
-
-
-def everyday_request(lang: str, rng: random.Random) -> tuple[str, str]:
-    task = rng.choice(EVERYDAY[lang])
-    fill = lambda template: template.format(t=task, T=task[:1].upper() + task[1:])
-    return fill(rng.choice(EVERYDAY_ASK[lang])), fill(rng.choice(EVERYDAY_ANSWER[lang]))
-
 
 def lookalike_conversations(n: int, seed: int) -> list[dict]:
-    """``n`` contrastive benign conversations, both languages in turn, answered helpfully: half
-    look-alikes (``LOOKALIKES``), half everyday requests (``EVERYDAY``); a third of them with the
-    system prompt."""
+    """``n`` contrastive benign look-alikes (``LOOKALIKES``), both languages in turn, answered
+    helpfully; a third of them with the system prompt."""
     rng = random.Random(f"fidan-lookalike-{seed}")
     out = []
     for i in range(n):
         lang = ("en", "tr")[i % 2]
-        request, answer = rng.choice(LOOKALIKES[lang]) if i % 4 < 2 else everyday_request(lang, rng)
+        request, answer = rng.choice(LOOKALIKES[lang])
         messages = [{"role": "system", "content": SYSTEM[lang]}] if rng.random() < 0.3 else []
         messages += [{"role": "user", "content": request}, {"role": "assistant", "content": answer}]
         out.append({"messages": messages, "kind": "lookalike", "lang": lang})

@@ -73,9 +73,6 @@ def check(cfg) -> None:
                          f"{'sft.method=distill' if s.method == 'distill' else 'sft.loss_reweight'}")
     if s.gate > 0:
         parse_guide(s.gate_layers, s.gate_heads)
-    if s.igbi and s.pretrain_mix > 0:
-        raise FidanError("sft.igbi weights the conversations of a batch; it does not combine with sft.pretrain_mix "
-                         "(set --sft.pretrain_mix=0)")
     if s.pretrain_mix > 0 and pretrain_rows(s.pretrain_mix, s.batch_size) >= s.batch_size:
         raise FidanError(f"sft.pretrain_mix={s.pretrain_mix} leaves no conversation in a batch of "
                          f"sft.batch_size={s.batch_size} rows")
@@ -229,7 +226,9 @@ def run(ctx: StageContext) -> dict:
                    warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, eval_every=s.steps + 1)
     extras = reweighting is not None or guide is not None
     batches = ChatBatches(examples, s.batch_size, tok.pad, seed, extras=extras)
-    tokens = pretrain_tokens(ctx) if s.pretrain_mix > 0 else None
+    tokens = pretrain_tokens(ctx) if s.pretrain_mix > 0 and not s.igbi else None
+    if s.pretrain_mix > 0 and s.igbi:
+        ctx.say("sft: sft.igbi weighs each batch's conversations; sft.pretrain_mix is not applied with it")
     if tokens is not None:
         batches = MixedBatches(examples, s.batch_size, tok.pad, seed, tokens, s.pretrain_mix, extras=extras)
         ctx.say(f"sft: {batches.rows} of every {s.batch_size} rows are pre-training text "
