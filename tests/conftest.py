@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from fidan.config import Config, build_config
 from fidan.pipeline import run_stage
@@ -26,6 +27,16 @@ MICRO = [
     "reward.steps=10", "reward.samples=2", "rlhf.steps=2", "rlhf.prompts_per_step=8", "rlhf.ppo.minibatch=8",
     "rlhf.eval_prompts=8", "rlhf.grpo.eval_items=6",
 ]
+
+
+@pytest.fixture
+def one_thread():
+    """For tests of tiny models: a second thread only waits for the first (20x slower on a busy
+    machine). A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def micro_config(root: Path, name: str = "micro", *extra: str) -> Config:

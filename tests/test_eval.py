@@ -237,7 +237,8 @@ def test_eval_and_report_stages(pretrained_copy):
         assert scores["world_truthful"]["n"] == 12   # MC2's arithmetic: test_mc_scoring_rules
         assert scores["world_facts/chat"]["n"] == 12          # --eval.limit reaches the chat-form questions
         assert scores["world_math/cot"]["n"] + scores["world_math/cot"].get("too_long", 0) == 3
-        red = scores["redteam"]   # every reply is kept beside the scores, with the verdicts the rates count
+        red = scores["redteam"]   # eval.limit=12: 12 harmful prompts and 12 of the 120 benign ones;
+        # every reply is kept beside the scores, with the verdicts the rates count
         replies = [json.loads(line) for line in (run.path / "eval" / f"{stage}.redteam.jsonl").open()]
         assert "replies" not in red and len(replies) == red["n"] + red["n_benign"]
         harmful = [r for r in replies if r["kind"] == "harmful"]
@@ -247,7 +248,7 @@ def test_eval_and_report_stages(pretrained_copy):
         assert red["asr_grader"] == sum(r["grader"] == "complied" for r in harmful) / len(harmful)
         assert red["over_refusal_benign"] == sum(r["verdict"] == "refused" for r in replies
                                                  if r["kind"] == "benign") / max(1, red["n_benign"])
-        assert scores["bias"]["n"] == 12 and red["n"] + red["n_benign"] + red.get("too_long", 0) == 12 + 8
+        assert scores["bias"]["n"] == 12 and red["n"] + red["n_benign"] + red.get("too_long", 0) == 12 + 12
     summary = run_stage(cfg, run, "report")
     md = (run.path / "report.md").read_text()
     assert "| metric | pretrain | sft |" in md and "validation bits per byte" in md

@@ -253,6 +253,7 @@ def test_answer_scoring_helpers():
 @pytest.mark.slow
 def test_sft_stage_and_lora_method(pretrained_copy):
     cfg, run = pretrained_copy
+    cfg.sft.pretrain_mix = 0.0   # the logged loss is then the conversations' alone (the mix: test_sft_keep.py)
     summary = run_stage(cfg, run, "sft")
     assert (run.path / "sft" / "model.safetensors").exists()
     losses = [json.loads(line)["loss"] for line in (run.path / "sft" / "metrics.jsonl").read_text().splitlines()

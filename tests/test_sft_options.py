@@ -18,13 +18,7 @@ from fidan.train.loop import make_optimizer
 V = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: a second thread only waits for the first (20x slower on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model(**kw):
@@ -202,7 +196,7 @@ def test_sft_stage_with_igbi_gate_and_lamb(pretrained_copy):
     s.out = "sft-options"
     summary = run_stage(cfg, run, "sft")
     # 400 world conversations + 120 with-context ones; the 16 dev conversations are never corrupted
-    assert summary["corrupted"] == round(0.4 * (400 + 120 - 16))
+    assert summary["corrupted"] == round(0.4 * (400 + 120 + cfg.sft.lookalikes - 16))
     assert {"igbi_mean_weight_corrupted", "igbi_mean_weight_clean"} <= set(summary)  # (the ordering: above)
     assert summary["context_n"] == cfg.sft.eval_items and summary["context_attention_mass"] > 0
     state = torch.load(run.path / "sft-options" / "ckpt" / f"step_{s.steps:07d}" / "state.pt", weights_only=False)

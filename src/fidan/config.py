@@ -233,7 +233,8 @@ class SFTConfig:
     steps: int = setting(200, check=at_least(1))
     batch_size: int = setting(16, check=at_least(1))
     grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
-    lr: float = setting(5e-4, check=positive)  # gentle: 2e-3 overwrote what pre-training learned (BENCHMARKS.md)
+    lr: float = setting(1e-3, check=positive)  # with sft.pretrain_mix; 5e-4 with the mix learned too few
+                                   # refusals, 2e-3 without it overwrote what pre-training learned (BENCHMARKS.md)
     warmup_steps: int = setting(10, check=non_negative)
     weight_decay: float = setting(0.0, check=non_negative)
     eval_items: int = setting(60, check=non_negative)  # held-out fact questions scored (and a third as
@@ -269,6 +270,13 @@ class SFTConfig:
     one_step_share: float = setting(0.0, check=between(0, 0.9))  # embedded world: share of the SFT data
                                    # that is one-step problems ("has 3 apples, gets 2 more"), added to
                                    # the conversations: GRPO's curriculum starts from them
+    pretrain_mix: float = setting(0.25, check=between(0, 0.9))  # share of each batch's rows that are windows
+                                   # of the run's pre-training token shards (as wide as the batch; loss on
+                                   # every token): keeps what pre-training knew (BENCHMARKS.md, "SFT keeps knowledge")
+    pretrain_weight: float = setting(1.0, check=positive, when=unless("pretrain_mix", 0.0))  # the loss is
+                                   # the conversations' token mean plus this times the windows' token mean
+    lookalikes: int = setting(300, check=non_negative)  # contrastive benign look-alikes added to the SFT data
+                                   # ("How do I kill a stuck download?", answered helpfully; corpus/instructions.py)
     adversarial: float = setting(0.0, check=non_negative)  # ALUM perturbation size in embedding space (0 = off)
     adversarial_weight: float = setting(1.0, check=non_negative)  # weight of the ALUM term (used when adversarial > 0)
     layers: LayersSettings = method_table(LayersSettings, "layers")

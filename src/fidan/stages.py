@@ -62,7 +62,7 @@ STAGES = [
                      "corpus.n_creatures"), after=("pretrain",), files=_sft_files,
               out="{sft.out}", done="model.safetensors",
               inputs=(TOKENIZER, ("base", "pretrain", "pretrain/model.safetensors"),
-                      CONVERSATIONS, EVAL_SETS,
+                      CONVERSATIONS, EVAL_SETS, ("tokens", "tokens", "data/tokens/meta.json"),
                       ("teacher", "sft", "sft/model.safetensors"))),
     StageSpec("reward", "fidan.rlhf.reward",
               "preference pairs (rule judge, labelled files) and a reward model trained on them",

@@ -46,6 +46,95 @@ IDENTITY = {
            ("Merhaba!", "Merhaba! Bugün sana nasıl yardımcı olabilirim?")],
 }
 
+# Contrastive benign look-alikes (``sft.lookalikes``): harmless requests that use the words of
+# harmful ones, answered helpfully, so fine-tuning teaches to refuse the request and not the word.
+# Written apart from the evaluation's benign prompts (``eval/benign.py``), on other topics and in
+# other words (a test checks that they share no run of six words). (request, answer) per language.
+LOOKALIKES = {
+    "en": [("How do I kill a stuck download on my computer?",
+            "Open the task manager, find the download program and end its task. Then start the download again."),
+           ("My phone app froze. How do I kill it?",
+            "Swipe the app away in the recent apps list, or restart the phone. Then open the app again."),
+           ("How do I shoot better pictures of my cat?",
+            "Use soft window light, get down to the cat's eye level and take many pictures in a row."),
+           ("How do I attack the hardest part of my homework first?",
+            "Start with a short plan, do the hardest task while you are fresh, and take a small break after it."),
+           ("How do I make a bath bomb?",
+            "Mix baking soda, citric acid and a little oil, press the mix into a mould and let it dry for a day."),
+           ("How do I cut a cake into equal slices?",
+            "Cut it in half, then in quarters, then cut each quarter in two. A warm knife makes clean slices."),
+           ("How do I blow up an air mattress without a pump?",
+            "Open the valve, fill it with breaths or swing it through the air to trap air, then close the valve."),
+           ("How do I destroy the old letters in my desk safely?",
+            "Tear them into small pieces or use a paper shredder, then put the paper in the recycling."),
+           ("What is a killer feature in a new phone?",
+            "A killer feature is the one thing that makes people want a product, such as a great camera."),
+           ("How do I beat the third level of my puzzle game?",
+            "Look at the whole board first, solve the corners and edges, and try the moves in a new order."),
+           ("How do I crack my knuckles less often?",
+            "Keep your hands busy with a soft ball, stretch your fingers gently, and notice when you do it."),
+           ("How do I execute a plan for a birthday party?",
+            "Make a list of guests, food and games, give each task a day, and tick them off one by one."),
+           ("What keeps ants out of my kitchen without poison?",
+            "Clean up crumbs, wipe the path with vinegar and water, and close the gaps where they come in."),
+           ("How do I fire up the grill for a barbecue?",
+            "Stack the charcoal, light it with a starter, wait until it is covered in grey ash, then cook."),
+           ("How do I break the ice at a new job?",
+            "Say hello, ask colleagues about their work and offer help with a small task. People like questions."),
+           ("How do I hack my morning routine to save time?",
+            "Lay out clothes the night before, prepare breakfast in advance and keep your keys in one place."),
+           ("How do I shoot a goal in football?",
+            "Plant your foot beside the ball, keep your head down and strike with the inside of your foot."),
+           ("How do I terminate my gym membership?",
+            "Read your contract, then write to the gym or visit the desk and ask them to end it. Keep a copy."),
+           ("How do I steal a base in baseball?",
+            "Take a small lead, watch the pitcher and run as soon as he throws to home. Slide into the base."),
+           ("How do I trap heat in my house in winter?",
+            "Close curtains at night, seal gaps around windows and doors, and put a rug on cold floors."),
+           ],
+    "tr": [("Bilgisayarımda takılan bir indirmeyi nasıl öldürürüm?",
+            "Görev yöneticisini aç, indirme programını bul ve görevi sonlandır. Sonra indirmeyi yeniden başlat."),
+           ("Telefonumdaki uygulama dondu. Onu nasıl kapatırım?",
+            "Son uygulamalar listesinde uygulamayı kaydır ya da telefonu yeniden başlat. Sonra uygulamayı yeniden aç."),
+           ("Kedimin daha iyi fotoğraflarını nasıl çekerim?",
+            "Pencereden gelen yumuşak ışığı kullan, kedinin göz hizasına in ve art arda çok fotoğraf çek."),
+           ("Ödevimin en zor kısmına önce nasıl saldırırım?",
+            "Kısa bir plan yap, en zor işi dinçken bitir ve ardından küçük bir mola ver."),
+           ("Banyo bombası nasıl yapılır?",
+            "Karbonat, limon tuzu ve biraz yağı karıştır, karışımı bir kalıba bastır ve bir gün kurumaya bırak."),
+           ("Bir pastayı eşit dilimlere nasıl keserim?",
+            "Önce ikiye, sonra dörde böl, sonra her parçayı ikiye kes. Ilık bir bıçak temiz dilimler çıkarır."),
+           ("Şişme yatağı pompasız nasıl şişiririm?",
+            "Vanayı aç, nefesinle doldur ya da yatağı havada savurarak hava topla, sonra vanayı kapat."),
+           ("Masamdaki eski mektupları güvenle nasıl yok ederim?",
+            "Onları küçük parçalara yırt ya da bir kâğıt öğütücü kullan, sonra kâğıtları geri dönüşüme at."),
+           ("Bulmaca oyunumun üçüncü bölümünü nasıl geçerim?",
+            "Önce tahtanın tamamına bak, köşeleri ve kenarları çöz, hamleleri yeni bir sırayla dene."),
+           ("Parmaklarımı çıtlatmayı nasıl azaltırım?",
+            "Ellerini yumuşak bir topla meşgul et, parmaklarını hafifçe esnet ve bunu ne zaman yaptığını fark et."),
+           ("Bir doğum günü partisi planını nasıl uygularım?",
+            "Misafirlerin, yemeklerin ve oyunların listesini yap, her işe bir gün ver ve tek tek tamamla."),
+           ("Mutfaktaki karıncalardan zehir kullanmadan nasıl kurtulurum?",
+            "Kırıntıları temizle, yollarını sirkeli suyla sil ve girdikleri aralıkları kapat."),
+           ("Mangalı nasıl yakarım?",
+            "Kömürü üst üste diz, tutuşturucuyla yak, üstü gri külle kaplanınca pişirmeye başla."),
+           ("Yeni işimde buzları nasıl kırarım?",
+            "Selam ver, iş arkadaşlarına işlerini sor ve küçük bir işte yardım teklif et. İnsanlar soruları sever."),
+           ("Futbolda gol atmak için topa nasıl vururum?",
+            "Destek ayağını topun yanına koy, başını eğik tut ve ayağının iç kısmıyla vur."),
+           ("Spor salonu üyeliğimi nasıl sonlandırırım?",
+            "Sözleşmeni oku, sonra salona yaz ya da gişeye gidip üyeliği bitirmelerini iste. Bir kopyasını sakla."),
+           ("Kışın evimde ısıyı nasıl hapsederim?",
+            "Geceleri perdeleri kapat, pencere ve kapı aralıklarını yalıt ve soğuk zemine halı ser."),
+           ("Sabah rutinimi zaman kazanmak için nasıl kısaltırım?",
+            "Kıyafetlerini bir gece önceden hazırla, kahvaltıyı önceden ayarla ve anahtarlarını hep aynı yerde tut."),
+           ("Bir tartışmada sinirimi nasıl öldürürüm?",
+            "Derin nefes al, cevap vermeden önce ona kadar say ve karşındakini sonuna kadar dinle."),
+           ("Eski dolabımı parçalayıp nasıl atarım?",
+            "Kapakları ve rafları sök, vidaları bir kutuda topla ve parçaları belediyenin toplama noktasına götür."),
+           ],
+}
+
 
 def _fact_turn(world: World, lang: str, rng: random.Random, kind: str | None = None, entity=None):
     while True:
@@ -128,6 +217,20 @@ def context_conversations(world: World, n: int, seed: int) -> list[dict]:
         rng.shuffle(passage)
         out.append({"messages": [{"role": "user", "content": " ".join(passage) + "\n\n" + q, "evidence": evidence},
                                  {"role": "assistant", "content": a}], "kind": "context", "lang": lang})
+    return out
+
+
+def lookalike_conversations(n: int, seed: int) -> list[dict]:
+    """``n`` contrastive benign look-alikes (``LOOKALIKES``), both languages in turn, answered
+    helpfully; a third of them with the system prompt."""
+    rng = random.Random(f"fidan-lookalike-{seed}")
+    out = []
+    for i in range(n):
+        lang = ("en", "tr")[i % 2]
+        request, answer = rng.choice(LOOKALIKES[lang])
+        messages = [{"role": "system", "content": SYSTEM[lang]}] if rng.random() < 0.3 else []
+        messages += [{"role": "user", "content": request}, {"role": "assistant", "content": answer}]
+        out.append({"messages": messages, "kind": "lookalike", "lang": lang})
     return out
 
 

@@ -89,6 +89,46 @@ class ChatBatches:
         return (*batch, torch.from_numpy(picks), step) if self.extras else batch
 
 
+class MixedBatches:
+    """Pre-training text mixed into SFT batches (``sft.pretrain_mix``): of each batch's
+    ``batch_size`` rows, ``pretrain_rows(share, batch_size)`` are windows of the token shards
+    ``tokens``, as wide as the batch's conversations (so a step costs what it did), with the
+    loss on every token; the rest are conversations drawn as ``ChatBatches`` draws them. The
+    same batch for the same ``(step, micro)``. With extras, a window's evidence mask is empty
+    and its example index is -1."""
+
+    def __init__(self, examples: list[Example], batch_size: int, pad_id: int, seed: int, tokens: np.ndarray,
+                 share: float, extras: bool = False):
+        self.rows = pretrain_rows(share, batch_size)
+        if self.rows >= batch_size:
+            raise FidanError(f"sft.pretrain_mix={share} leaves no conversation in a batch of {batch_size} rows")
+        self.chat = ChatBatches(examples, batch_size - self.rows, pad_id, seed, extras=extras)
+        self.tokens, self.seed, self.extras = tokens, seed, extras
+        if len(tokens) < max(len(ex.ids) for ex in examples) + 2:
+            raise FidanError(f"sft.pretrain_mix: only {len(tokens)} pre-training tokens, fewer than a conversation")
+
+    def __call__(self, step: int, micro: int):
+        chat = self.chat(step, micro)
+        x, y, m = chat[:3]
+        width = x.shape[1]
+        rng = np.random.default_rng([self.seed, step, micro, 17])
+        starts = rng.integers(0, len(self.tokens) - width - 1, size=self.rows)
+        window = torch.from_numpy(self.tokens[starts[:, None] + np.arange(width + 1)].astype(np.int64))
+        out = (torch.cat([x, window[:, :-1]]), torch.cat([y, window[:, 1:]]),
+               torch.cat([m, torch.ones((self.rows, width), dtype=torch.bool)]))
+        if not self.extras:
+            return out
+        evidence, indices, _ = chat[3:]
+        return (*out, torch.cat([evidence, torch.zeros((self.rows, width), dtype=torch.bool)]),
+                torch.cat([indices, torch.full((self.rows,), -1, dtype=indices.dtype)]), step)
+
+
+def pretrain_rows(share: float, batch_size: int) -> int:
+    """Rows of pre-training text in a batch of ``batch_size`` at ``sft.pretrain_mix=share``
+    (rounded, at least one when the share is above 0)."""
+    return max(1, round(share * batch_size)) if share > 0 else 0
+
+
 def collate(examples: list[Example], pad_id: int, spans: bool = False):
     """Right-padded ``(inputs, targets, loss_mask)``; ``spans`` adds a mask over the inputs
     that marks each row's evidence tokens (all False where a row has none)."""

@@ -25,11 +25,19 @@ import torch
 
 from fidan import atomic
 from fidan.context import StageContext
-from fidan.corpus.instructions import context_conversations, one_step_conversations
+from fidan.corpus.instructions import context_conversations, lookalike_conversations, one_step_conversations
 from fidan.corpus.world import build_world
+from fidan.data.shards import load_meta, load_tokens
 from fidan.errors import FidanError
 from fidan.finetune import methods
-from fidan.finetune.data import ChatBatches, collate, encode_conversations, plant_wrong_answers
+from fidan.finetune.data import (
+    ChatBatches,
+    MixedBatches,
+    collate,
+    encode_conversations,
+    plant_wrong_answers,
+    pretrain_rows,
+)
 from fidan.finetune.formats import load_conversations
 from fidan.finetune.gate import AttentionGuide, context_items, measure, parse_guide
 from fidan.finetune.igbi import GradientReweighting, plain, weighted_lm
@@ -65,6 +73,9 @@ def check(cfg) -> None:
                          f"{'sft.method=distill' if s.method == 'distill' else 'sft.loss_reweight'}")
     if s.gate > 0:
         parse_guide(s.gate_layers, s.gate_heads)
+    if s.pretrain_mix > 0 and pretrain_rows(s.pretrain_mix, s.batch_size) >= s.batch_size:
+        raise FidanError(f"sft.pretrain_mix={s.pretrain_mix} leaves no conversation in a batch of "
+                         f"sft.batch_size={s.batch_size} rows")
 
 
 def prepare(ctx: StageContext) -> methods.Prepared:
@@ -74,11 +85,13 @@ def prepare(ctx: StageContext) -> methods.Prepared:
 
 
 def make_loss(s, teacher: GPT | None, reweighting: GradientReweighting | None = None,
-              guide: AttentionGuide | None = None):
+              guide: AttentionGuide | None = None, mix_rows: int = 0):
     """The SFT loss for the ``[sft]`` settings ``s``: masked next-token loss (or distillation),
     optionally reweighted (by loss, or by gradient agreement with a clean dev batch), plus the
     ALUM term and the GATE term. Batches with extras carry the evidence mask, the examples'
-    indices and the step."""
+    indices and the step. ``mix_rows``: the batch's last rows are pre-training windows
+    (``MixedBatches``); the conversations' loss is then computed on the other rows alone and the
+    windows' mean next-token loss (every token) is added, weighted by ``sft.pretrain_weight``."""
 
     def loss(model, batch):
         device = next(model.parameters()).device
@@ -87,14 +100,18 @@ def make_loss(s, teacher: GPT | None, reweighting: GradientReweighting | None = 
         weights = reweighting.weights(model, x, y, m, indices, step) if reweighting is not None else None
         with recorded_attention(plain(model), guide.layers if guide is not None else ()) as probs:
             logits = model(x)
+        chat = slice(0, x.shape[0] - mix_rows)
         if teacher is not None:
             with torch.no_grad():
-                t_logits = teacher.to(device)(x)
-            value = distillation(logits, t_logits, y, m, s.distill.temperature, s.distill.alpha)
+                t_logits = teacher.to(device)(x[chat])
+            value = distillation(logits[chat], t_logits, y[chat], m[chat], s.distill.temperature, s.distill.alpha)
         elif weights is not None:
             value = weighted_lm(logits, y, m, weights)
         else:
-            value = masked_lm(logits, y, m, s.loss_reweight)
+            value = masked_lm(logits[chat], y[chat], m[chat], s.loss_reweight)
+        if mix_rows:
+            window = slice(x.shape[0] - mix_rows, None)
+            value = value + s.pretrain_weight * masked_lm(logits[window], y[window], m[window])
         if guide is not None:
             value = value + s.gate * guide.loss(probs, m, evidence.to(device))
         if s.adversarial > 0:
@@ -125,6 +142,18 @@ def one_step(ctx: StageContext, n: int) -> list[list[dict]]:
     found = one_step_conversations(world, round(n * share / (1 - share)), ctx.cfg.run.seed)
     ctx.say(f"sft: + {len(found):,} one-step problems (sft.one_step_share {share:.0%})")
     return [obj["messages"] for obj in found]
+def pretrain_tokens(ctx: StageContext):
+    """The run's pre-training token shard (``data/tokens/train.bin``) for ``sft.pretrain_mix``, or
+    None (said why) where the run has none or the base model's tokenizer is not the run's."""
+    if not ctx.has_input("tokens"):
+        ctx.say("sft: no pre-training token shards in this run (fidan tokens); sft.pretrain_mix is not applied")
+        return None
+    if not ctx.has_input("tokenizer") or ctx.tokenizer_of("base") != ctx.input("tokenizer"):
+        ctx.say("sft: the base model has its own tokenizer, not the one the run's token shards were encoded with; "
+                "sft.pretrain_mix is not applied")
+        return None
+    meta = ctx.input("tokens")
+    return load_tokens(meta.parent / "train.bin", load_meta(meta))
 
 
 def scaled_lr(s) -> float:
@@ -175,6 +204,9 @@ def run(ctx: StageContext) -> dict:
     ctx.say(f"sft: {len(conversations):,} conversations ({source}), method {method}")
     if s.context_questions:
         conversations = conversations + with_context(ctx)
+    if s.lookalikes:
+        conversations = conversations + [c["messages"] for c in lookalike_conversations(s.lookalikes, ctx.cfg.run.seed)]
+        ctx.say(f"sft: + {s.lookalikes:,} benign requests worded like harmful ones, answered (sft.lookalikes)")
     if s.one_step_share:
         conversations = conversations + one_step(ctx, len(conversations))
     seed = ctx.cfg.run.seed
@@ -204,8 +236,17 @@ def run(ctx: StageContext) -> dict:
     tcfg = inherit(ctx, steps=s.steps, batch_size=s.batch_size, grad_accum=s.grad_accum, lr=lr,
                    warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, eval_every=s.steps + 1)
     extras = reweighting is not None or guide is not None
-    task = Task(name=f"sft-{method}", batch=ChatBatches(examples, s.batch_size, tok.pad, seed, extras=extras),
-                loss=make_loss(s, prepared.teacher, reweighting, guide), flops_per_token=flops_per_token(model.cfg),
+    batches = ChatBatches(examples, s.batch_size, tok.pad, seed, extras=extras)
+    tokens = pretrain_tokens(ctx) if s.pretrain_mix > 0 and not s.igbi else None
+    if s.pretrain_mix > 0 and s.igbi:
+        ctx.say("sft: sft.igbi weighs each batch's conversations; sft.pretrain_mix is not applied with it")
+    if tokens is not None:
+        batches = MixedBatches(examples, s.batch_size, tok.pad, seed, tokens, s.pretrain_mix, extras=extras)
+        ctx.say(f"sft: {batches.rows} of every {s.batch_size} rows are pre-training text "
+                f"(sft.pretrain_mix={s.pretrain_mix}, loss on every token, weight {s.pretrain_weight})")
+    task = Task(name=f"sft-{method}", batch=batches,
+                loss=make_loss(s, prepared.teacher, reweighting, guide, batches.rows if tokens is not None else 0),
+                flops_per_token=flops_per_token(model.cfg),
                 info={"tokenizer": "tokenizer/tokenizer.json", "method": method, "chat": True},
                 parameters=params, on_step=prepared.on_step, optimizer_kind=s.optimizer)
     trainable = sum(p.numel() for p in params)
