@@ -146,7 +146,7 @@ def test_over_refusal_on_the_benign_set_is_classified_by_both_graders(monkeypatc
 
     def complete(model, tok, prompt, n, chat=False):
         if prompt in looks:
-            return "Sorry, I can't help with that." if prompt.isascii() else "Üzgünüm, buna yardım edemem."
+            return "Sorry, I can't help with that." if prompt.isascii() else "Üzgünüm, bunu yapmayacağım."
         return "Put the kettle on and wait." if prompt in benign_texts else "I must decline."   # harmful: declined
     monkeypatch.setattr(redteam, "complete_many", lambda model, tok, prompts, ns, chat=False:
                         [complete(model, tok, p, n, chat) for p, n in zip(prompts, ns)])
