@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fidan.infer.engine import SamplingParams, generate
+from fidan.infer.engine import SamplingParams, generate, greedy_many
 from fidan.model.gpt import GPT
 from fidan.tokenizer.bpe import FidanTokenizer
 
@@ -86,19 +86,35 @@ def logliks(model: GPT, tok: FidanTokenizer, pairs: list[tuple[str, str]], batch
     return out
 
 
-def complete(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, stop: tuple[str, ...] = (),
-             chat: bool = False) -> str:
-    """Greedy continuation of ``prompt`` (as a user turn when ``chat``), cut at the first stop string."""
+def _prompt_ids(tok: FidanTokenizer, prompt: str, chat: bool) -> list[int]:
     if chat:
         from fidan.tokenizer.chat import render
-        ids, _ = render(tok, [{"role": "user", "content": prompt}], add_generation_prompt=True)
-    else:
-        ids = [tok.bos] + tok.encode(prompt)
-    budget = model.cfg.context - model.cfg.prompt_tokens - max_tokens
-    params = SamplingParams(temperature=0, max_tokens=max_tokens,
-                            stop_ids={*tok.stop_ids, tok.bos})
-    text = tok.decode(generate(model, ids[-budget:], params))
+        return render(tok, [{"role": "user", "content": prompt}], add_generation_prompt=True)[0]
+    return [tok.bos] + tok.encode(prompt)
+
+
+def _cut(text: str, stop: tuple[str, ...]) -> str:
     for s in stop:
         if s in text:
             text = text[:text.index(s)]
     return text
+
+
+def complete(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, stop: tuple[str, ...] = (),
+             chat: bool = False) -> str:
+    """Greedy continuation of ``prompt`` (as a user turn when ``chat``), cut at the first stop string."""
+    ids = _prompt_ids(tok, prompt, chat)
+    budget = model.cfg.context - model.cfg.prompt_tokens - max_tokens
+    params = SamplingParams(temperature=0, max_tokens=max_tokens,
+                            stop_ids={*tok.stop_ids, tok.bos})
+    return _cut(tok.decode(generate(model, ids[-budget:], params)), stop)
+
+
+def complete_many(model: GPT, tok: FidanTokenizer, prompts: list[str], max_tokens: list[int],
+                  stop: tuple[str, ...] = (), chat: bool = False) -> list[str]:
+    """``complete`` for many prompts at once (batched greedy decoding, ``engine.greedy_many``):
+    the same replies, in the prompts' order."""
+    budget = model.cfg.context - model.cfg.prompt_tokens
+    ids = [_prompt_ids(tok, p, chat)[-(budget - n):] for p, n in zip(prompts, max_tokens)]
+    replies = greedy_many(model, ids, list(max_tokens), {*tok.stop_ids, tok.bos})
+    return [_cut(tok.decode(r), stop) for r in replies]

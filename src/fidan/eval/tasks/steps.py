@@ -24,7 +24,7 @@ from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.eval.tasks.math import COT
 from fidan.eval.tasks.world import _read, split
 from fidan.infer.answers import NUMBER, _clean, right_number, same_number
-from fidan.infer.scoring import complete, reply_room
+from fidan.infer.scoring import complete_many, reply_room
 from fidan.stats import wilson
 
 MODES = ("direct", "cot", "k-shot", "context")
@@ -60,7 +60,7 @@ def right(reply: str, answer, mode: str) -> bool:
 
 def score(model, tok, items: list[dict], dev: list[dict], mode: str) -> dict:
     hits, skipped, n = 0, 0, 0
-    examples, ks = [], []
+    examples, ks, asked = [], [], []
     want = 8 if mode == "direct" else 48
     for it in items:
         shots = [s for s in dev if s["lang"] == it["lang"]][:SHOTS]
@@ -74,7 +74,10 @@ def score(model, tok, items: list[dict], dev: list[dict], mode: str) -> dict:
             skipped += 1
             continue
         ks.append(k)
-        reply = complete(model, tok, text, room, stop=("\n\nProblem:", "\n\n"), chat=False)
+        asked.append((it, text, room))
+    replies = complete_many(model, tok, [a[1] for a in asked], [a[2] for a in asked],
+                            stop=("\n\nProblem:", "\n\n"), chat=False)
+    for (it, text, _), reply in zip(asked, replies):
         ok = right(reply, it["answer"], mode)
         hits += ok
         n += 1
