@@ -246,6 +246,23 @@ def test_by_length_gives_the_whole_batch_numbers_and_gradients_without_its_paddi
     assert torch.allclose(reward(seqs), by_length(reward, seqs, chunk=2), atol=1e-5)
 
 
+def test_sampling_many_seeds_from_one_prefill_gives_each_seeds_own_answers():
+    from types import SimpleNamespace
+
+    from fidan.model.gpt import GPT, GPTConfig
+    from fidan.rlhf.rollout import sample, sample_seeds
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, context=32, n_layer=2, n_head=2, n_kv_head=2, d_model=16,
+                          sparse_every=2, window=4)).eval()
+    tok = SimpleNamespace(end_of_turn=3, stop_ids=[3], pad=0)
+    prompts = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15], [7, 7, 7, 7]]
+    seeds = [4, 9, 11]
+    alone = [sample(model, tok, prompts, 12, 1.0, s, batch=2) for s in seeds]
+    merged = sample_seeds(model, tok, prompts, 12, 1.0, seeds, batch=2)
+    assert [[(a.ids, a.ended) for a in per] for per in merged] == [[(a.ids, a.ended) for a in per] for per in alone]
+    assert len({tuple(a.ids) for per in alone for a in per}) > len(prompts)   # the seeds do differ
+
+
 def test_ppo_clipping_stops_the_gradient_only_on_the_clipped_side():
     eps = 0.2
     old = torch.zeros(6)

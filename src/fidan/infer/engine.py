@@ -332,6 +332,33 @@ class BatchDecoder:
         self.rows += new
         return new
 
+    @torch.no_grad()
+    def repeat(self, params: list[SamplingParams]) -> None:
+        """Before the first step, every row again ``len(params) // rows - 1`` more times (copy ``c``
+        of row ``r`` becomes row ``c * rows + r``), each copy with its own settings and generator
+        (``params`` covers every row, its first ``rows`` the current rows' own). The copies share
+        the prompt's prefill instead of computing it again: many samples of one prompt."""
+        n = len(self.rows)
+        if any(self.produced) or self.rows != list(range(len(self.params))) or len(params) % n:
+            raise ValueError("repeat() copies every row of a batch that has not stepped yet")
+        copies = len(params) // n
+        index = torch.arange(n, device=self.device).repeat(copies)
+        cache = self.cache
+        cache.k, cache.v = cache.k[:, index], cache.v[:, index]
+        if cache.valid is not None:
+            cache.valid = cache.valid[index]
+        if cache.offsets is not None:
+            cache.offsets = cache.offsets[index]
+        self.logits, self.seen_mask = self.logits[index], self.seen_mask[index]
+        extra, prompts = params[n:], self.seen[:n] * (copies - 1)
+        room = self.model.cfg.context - self.model.cfg.prompt_tokens
+        self.params = self.params[:n] + extra
+        self.limits += [min(q.max_tokens, room - len(p)) for q, p in zip(extra, prompts)]
+        self.generators += [q.generator(self.device) for q in extra]
+        self.seen += [list(p) for p in prompts]
+        self.produced += [0] * len(extra)
+        self.rows = list(range(n * copies))
+
     def _sample(self, batch: list[int]) -> dict[int, int]:
         """Tokens for the batch positions ``batch``; a row whose sampling fails is put in ``failed``."""
         rows = [self.rows[b] for b in batch]

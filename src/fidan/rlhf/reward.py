@@ -44,7 +44,7 @@ from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model, load_with_head, read_model_info
 from fidan.progress import Progress
 from fidan.rlhf import judge, preferences
-from fidan.rlhf.rollout import Sequences, answer_tokens, by_length, pack, prompt_ids, sample
+from fidan.rlhf.rollout import Sequences, answer_tokens, by_length, pack, prompt_ids, sample_seeds
 from fidan.tokenizer.bpe import FidanTokenizer, carry
 from fidan.train.loop import Task, inherit, train
 
@@ -127,7 +127,7 @@ def sample_texts(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Promp
     tokens = answer_tokens(model.cfg.context, r.response_tokens)
     ids = [prompt_ids(tok, p.text, model.cfg.context - tokens - 1) for p in prompts]
     with Progress(total=len(ids) * samples, desc=desc, unit="answers") as bar:
-        drawn = [sample(model, tok, ids, tokens, r.temperature, seed + k, progress=bar) for k in range(samples)]
+        drawn = sample_seeds(model, tok, ids, tokens, r.temperature, [seed + k for k in range(samples)], progress=bar)
     return [sorted({tok.decode(s[i].ids).strip() for s in drawn}) for i in range(len(prompts))]
 
 

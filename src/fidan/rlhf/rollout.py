@@ -65,6 +65,34 @@ def sample(model: GPT, tok: FidanTokenizer, prompts: list[list[int]], max_tokens
     return answers
 
 
+@torch.no_grad()
+def sample_seeds(model: GPT, tok: FidanTokenizer, prompts: list[list[int]], max_tokens: int, temperature: float,
+                 seeds: list[int], batch: int = 64, progress=None) -> list[list[Answer]]:
+    """``[sample(..., seed) for seed in seeds]`` (the same answers: each row keeps the generator
+    ``sample`` gives it), with each prompt prefilled once for all seeds (``BatchDecoder.repeat``)."""
+    end = tok.end_of_turn
+    stops = set(tok.stop_ids)
+    answers: list[list[Answer]] = [[] for _ in seeds]
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start:start + batch]
+        params = [SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed * 100_003 + start + i,
+                                 stop_ids=stops) for seed in seeds for i in range(len(chunk))]
+        decoder = BatchDecoder(model, chunk, params[:len(chunk)], tok.pad)
+        if len(seeds) > 1:
+            decoder.repeat(params)
+        out: list[list[int]] = [[] for _ in params]
+        while not decoder.done:
+            for row, token in decoder.step().items():
+                if token is not None:
+                    out[row].append(token)
+        for row, ids in enumerate(out):
+            ended = decoder.produced[row] < decoder.limits[row]
+            answers[row // len(chunk)].append(Answer(ids + [end] if ended else ids, ended))
+        if progress is not None:
+            progress.update(len(params))
+    return answers
+
+
 @dataclass
 class Sequences:
     ids: torch.Tensor        # [B, T] prompt + answer, right-padded
