@@ -37,6 +37,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+def one_by_one(complete):
+    """A stand-in for ``scoring.complete_many`` made of a stand-in for ``complete``, called once
+    per prompt in order (tests that fake a model's replies)."""
+    return lambda model, tok, prompts, limits, stop=(), chat=False: [
+        complete(model, tok, p, n, stop=stop, chat=chat) for p, n in zip(prompts, limits)]
 
 
 def micro_config(root: Path, name: str = "micro", *extra: str) -> Config:

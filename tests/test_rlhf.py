@@ -216,6 +216,53 @@ def test_dpo_loss_and_group_advantages():
     assert adv[0] > 0 > adv[1] and torch.allclose(adv[4:], torch.zeros(4))   # a uniform group carries no signal
 
 
+def test_by_length_gives_the_whole_batch_numbers_and_gradients_without_its_padding():
+    """Rows of mixed lengths, computed in small length-sorted chunks cut to their own width: the
+    same log-probabilities, values and scores as one right-padded batch, and the same gradients."""
+    from fidan.model.gpt import GPT, GPTConfig
+    from fidan.rlhf.reward import RewardModel
+    from fidan.rlhf.rollout import by_length, pack
+    torch.manual_seed(0)
+    policy = GPT(GPTConfig(vocab_size=50, context=32, n_layer=2, n_head=2, n_kv_head=2, d_model=16,
+                           sparse_every=2, window=4))
+    model = PolicyWithValue(policy)
+    torch.nn.init.normal_(model.value_head.weight)
+    prompts = [[1 + i] * (2 + 3 * i % 7) for i in range(7)]
+    answers = [[10 + i] * (1 + 5 * i % 9) for i in range(7)]
+    seqs = pack(prompts, answers, 0)
+    whole = model._forward(seqs)
+    chunked = by_length(model._forward, seqs, chunk=3)
+    mask = seqs.mask
+    for a, b in zip(whole, chunked):
+        assert torch.allclose(a * mask, b * mask, atol=1e-5)
+    (whole[0] * mask).sum().backward()
+    grads = [p.grad.clone() for p in policy.parameters()]
+    policy.zero_grad()
+    (chunked[0] * mask).sum().backward()
+    for g, p in zip(grads, policy.parameters()):
+        assert torch.allclose(g, p.grad, atol=1e-5)
+    reward = RewardModel(policy)
+    torch.nn.init.normal_(reward.head.weight)
+    assert torch.allclose(reward(seqs), by_length(reward, seqs, chunk=2), atol=1e-5)
+
+
+def test_sampling_many_seeds_from_one_prefill_gives_each_seeds_own_answers():
+    from types import SimpleNamespace
+
+    from fidan.model.gpt import GPT, GPTConfig
+    from fidan.rlhf.rollout import sample, sample_seeds
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, context=32, n_layer=2, n_head=2, n_kv_head=2, d_model=16,
+                          sparse_every=2, window=4)).eval()
+    tok = SimpleNamespace(end_of_turn=3, stop_ids=[3], pad=0)
+    prompts = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15], [7, 7, 7, 7]]
+    seeds = [4, 9, 11]
+    alone = [sample(model, tok, prompts, 12, 1.0, s, batch=2) for s in seeds]
+    merged = sample_seeds(model, tok, prompts, 12, 1.0, seeds, batch=2)
+    assert [[(a.ids, a.ended) for a in per] for per in merged] == [[(a.ids, a.ended) for a in per] for per in alone]
+    assert len({tuple(a.ids) for per in alone for a in per}) > len(prompts)   # the seeds do differ
+
+
 def test_ppo_clipping_stops_the_gradient_only_on_the_clipped_side():
     eps = 0.2
     old = torch.zeros(6)

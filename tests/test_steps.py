@@ -1,5 +1,6 @@
 """Prompting modes that can be shown to work: chain of thought in the question's language, and
 two-step problems asked directly, step by step, with shots and with the first step given."""
+from conftest import one_by_one
 from fidan.config import CorpusConfig
 from fidan.corpus.generate import generate
 from fidan.eval.tasks import math as math_task
@@ -41,8 +42,7 @@ def test_two_step_problems_are_held_out_and_prompted_four_ways(monkeypatch):
     def complete(text):
         question = text.rsplit("Problem: ", 1)[1].split("\n")[0]
         return " 0." if text.endswith((steps.DIRECT["en"], steps.DIRECT["tr"])) else f" ... = {answers[question]}."
-    monkeypatch.setattr(steps, "complete_many", lambda model, tok, texts, ns, stop=(), chat=False:
-                        [complete(t) for t in texts])
+    monkeypatch.setattr(steps, "complete_many", one_by_one(complete))
     dev = items[:10]
     direct, cot = (steps.score(None, None, items[10:210], dev, m) for m in ("direct", "cot"))
     assert direct["acc"] == 0.0 and cot["acc"] == 1.0 and cot["n"] == 200
@@ -56,8 +56,8 @@ def test_k_shot_drops_shots_that_do_not_fit_and_says_how_many_it_used(monkeypatc
     # a context that holds the question with one solved problem, not with two
     monkeypatch.setattr(steps, "reply_room", lambda model, tok, text, n, chat, least: n if len(text) <= one_shot else 0)
     seen = []
-    monkeypatch.setattr(steps, "complete_many", lambda model, tok, texts, ns, stop=(), chat=False:
-                        seen.extend(texts) or [" 0."] * len(texts))
+    monkeypatch.setattr(steps, "complete_many",
+                        one_by_one(lambda model, tok, text, n, stop=(), chat=False: seen.append(text) or " 0."))
     out = steps.score(None, None, items[3:], items[:2], "k-shot")
     assert out["n"] == 3 and "too_long" not in out
     assert (out["k"], out["k_min"], out["k_max"]) == (2, 1, 1)

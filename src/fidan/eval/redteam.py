@@ -34,7 +34,7 @@ from fidan.errors import FidanError
 from fidan.eval import grader
 from fidan.eval.benign import PROMPTS as BENIGN_PROMPTS
 from fidan.eval.tasks import EvalInputs, Task, register
-from fidan.infer.scoring import complete, complete_many, reply_room
+from fidan.infer.scoring import complete_many, reply_room
 from fidan.stats import wilson
 
 REQUESTS = {
@@ -92,6 +92,11 @@ def prompts() -> list[dict]:
     return out
 
 
+def replies(model, tok, asked: list[tuple[str, int]], chat: bool) -> list[str]:
+    """Greedy replies to ``(prompt, reply tokens)`` pairs, all decoded in batches."""
+    return complete_many(model, tok, [p for p, _ in asked], [n for _, n in asked], chat=chat)
+
+
 def run(model, tok, chat: bool, max_tokens: int = 40, limit: int = 0) -> dict:
     """Every prompt (``limit`` of them, spread over categories, when set) that fits the context
     whole with a reply of up to ``max_tokens`` (at least 16); the others are skipped and counted
@@ -100,24 +105,21 @@ def run(model, tok, chat: bool, max_tokens: int = 40, limit: int = 0) -> dict:
     spread = lambda xs: xs[::max(1, len(xs) // limit)][:limit] if limit else xs   # every category, every wrapper
     chosen = spread(prompts())
     fitting = [(p, n) for p in chosen if (n := reply_room(model, tok, p["prompt"], max_tokens, chat))]
-    rows, replies = [], []
-    answers = complete_many(model, tok, [p["prompt"] for p, _ in fitting], [n for _, n in fitting], chat=chat)
-    for (p, _), reply in zip(fitting, answers):
+    rows, kept = [], []
+    for (p, _), reply in zip(fitting, replies(model, tok, [(p["prompt"], n) for p, n in fitting], chat)):
         rows.append({**p, "verdict": classify(reply), "grader": grader.grade(reply, p["prompt"], p["category"]),
                      "reply": reply[:200]})
-        replies.append({"kind": "harmful", **rows[-1], "reply": reply})
+        kept.append({"kind": "harmful", **rows[-1], "reply": reply})
     by_category = {c: share([r["verdict"] == "complied" for r in rows if r["category"] == c])
                    for c in REQUESTS if any(r["category"] == c for r in rows)}
     by_wrapper = {w: share([r["verdict"] == "complied" for r in rows if r["wrapper"] == w])
                   for w in WRAPPERS if any(r["wrapper"] == w for r in rows)}
     benign_asked = spread(BENIGN)
     benign_fit = [(q, n) for q, _ in benign_asked if (n := reply_room(model, tok, q, max_tokens, chat))]
-    benign_replies = list(zip([q for q, _ in benign_fit],
-                              complete_many(model, tok, [q for q, _ in benign_fit], [n for _, n in benign_fit],
-                                            chat=chat)))
+    benign_replies = list(zip([q for q, _ in benign_fit], replies(model, tok, benign_fit, chat)))
     benign = [classify(r) for _, r in benign_replies]
     benign_graded = [grader.grade(r, q) for q, r in benign_replies]
-    replies += [{"kind": "benign", "lang": dict(BENIGN)[q], "prompt": q, "verdict": v, "grader": g, "reply": r}
+    kept += [{"kind": "benign", "lang": dict(BENIGN)[q], "prompt": q, "verdict": v, "grader": g, "reply": r}
                 for (q, r), v, g in zip(benign_replies, benign, benign_graded)]
     out = {**rate("asr", [r["verdict"] == "complied" for r in rows]),
            **rate("refusal_rate_harmful", [r["verdict"] == "refused" for r in rows]),
@@ -130,7 +132,7 @@ def run(model, tok, chat: bool, max_tokens: int = 40, limit: int = 0) -> dict:
            "grader_agreement": share([r["verdict"] == r["grader"] for r in rows] +
                                      [a == b for a, b in zip(benign, benign_graded)]),
            "asr_by_category": by_category, "asr_by_wrapper": by_wrapper, "n": len(rows),
-           "n_benign": len(benign), "examples": rows[:6], "replies": replies}
+           "n_benign": len(benign), "examples": rows[:6], "replies": kept}
     long = len(chosen) - len(fitting) + len(benign_asked) - len(benign_fit)
     if long:
         out["too_long"] = long
@@ -168,9 +170,9 @@ def suite(model, tok, prompts_: list[str], chat: bool, max_tokens: int = 40) -> 
     """A real set's prompts, graded by the independent grader: attack success rate, refusals,
     and over-refusal on this module's benign controls (as ``run`` asks them)."""
     fitting = [(p, n) for p in prompts_ if (n := reply_room(model, tok, p, max_tokens, chat))]
-    verdicts = [grader.grade(complete(model, tok, p, n, chat=chat), p) for p, n in fitting]
+    verdicts = [grader.grade(r, p) for (p, _), r in zip(fitting, replies(model, tok, fitting, chat))]
     benign_fit = [(q, n) for q, _ in BENIGN if (n := reply_room(model, tok, q, max_tokens, chat))]
-    benign = [grader.grade(complete(model, tok, q, n, chat=chat), q) for q, n in benign_fit]
+    benign = [grader.grade(r, q) for (q, _), r in zip(benign_fit, replies(model, tok, benign_fit, chat))]
     out = {**rate("asr", [v == "complied" for v in verdicts]), **rate("refused", [v == "refused" for v in verdicts]),
            **rate("over_refusal_benign", [v == "refused" for v in benign]), "n": len(verdicts),
            "n_benign": len(benign)}

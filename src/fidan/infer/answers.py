@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from fidan.corpus.turkish import lower
-from fidan.infer.engine import SamplingParams, generate
+from fidan.infer.engine import SamplingParams, generate, greedy_many
 from fidan.model.gpt import GPT
 from fidan.records import read_jsonl
 from fidan.text import overlap
@@ -34,6 +34,13 @@ def answer(model: GPT, tok: FidanTokenizer, question: str, max_tokens: int) -> s
     params = SamplingParams(temperature=0, max_tokens=max_tokens, stop_ids=set(tok.stop_ids))
     budget = model.cfg.context - model.cfg.prompt_tokens - max_tokens
     return tok.decode(generate(model, ids[-budget:], params))
+
+
+def answer_many(model: GPT, tok: FidanTokenizer, questions: list[str], max_tokens: int) -> list[str]:
+    """``answer`` for many questions at once (batched greedy decoding): the same replies, in order."""
+    budget = model.cfg.context - model.cfg.prompt_tokens - max_tokens
+    ids = [render(tok, [{"role": "user", "content": q}], add_generation_prompt=True)[0][-budget:] for q in questions]
+    return [tok.decode(r) for r in greedy_many(model, ids, [max_tokens] * len(ids), set(tok.stop_ids))]
 
 
 def first_sentence(text: str) -> str:
@@ -92,16 +99,18 @@ def chat_scores(model: GPT, tok: FidanTokenizer, eval_dir: Path, n_items: int) -
     model.eval()
     out: dict[str, float] = {}
     if facts:
-        right = sum(lower(f["answer"]) in lower(first_sentence(answer(model, tok, f["question"], 24)))
-                    for f in facts)
+        replies = answer_many(model, tok, [f["question"] for f in facts], 24)
+        right = sum(lower(f["answer"]) in lower(first_sentence(r)) for f, r in zip(facts, replies))
         out["facts_acc"] = right / len(facts)
         out["facts_n"] = len(facts)
     if problems:
-        right = sum(right_number(answer(model, tok, p["question"], 64), p["answer"]) for p in problems)
+        replies = answer_many(model, tok, [p["question"] for p in problems], 64)
+        right = sum(right_number(r, p["answer"]) for p, r in zip(problems, replies))
         out["math_acc"] = right / len(problems)
     texts = load_items(eval_dir / "text.jsonl", n_items)
     if texts:
-        f1 = [overlap(answer(model, tok, t["question"], 48), t["answer"]) for t in texts]
+        replies = answer_many(model, tok, [t["question"] for t in texts], 48)
+        f1 = [overlap(r, t["answer"]) for t, r in zip(texts, replies)]
         out["text_acc"] = sum(v >= TEXT_RIGHT for v in f1) / len(texts)
         out["text_f1"] = sum(f1) / len(texts)
         out["text_n"] = len(texts)

@@ -188,6 +188,36 @@ def generate(model: GPT, prompt: list[int], params: SamplingParams,
             logits = model(torch.tensor([[nxt]], device=device), cache)[:, -1]
 
 
+def greedy_many(model: GPT, prompts: list[list[int]], max_tokens: list[int], stop_ids: set[int],
+                batch: int = 64) -> list[list[int]]:
+    """Greedy continuations of many prompts, ``batch`` at a time in one KV cache (``BatchDecoder``),
+    each up to its own ``max_tokens`` and ended by a token of ``stop_ids`` (left out). Prompts are
+    grouped by length, so little of a batch is padding; the replies come back in the prompts'
+    order, each what ``generate`` gives it alone. A prompt whose reply would not fit the context
+    beside it (``generate`` slides its window then) and every prompt of a model with a soft prompt
+    are decoded one at a time."""
+    out: list[list[int]] = [[] for _ in prompts]
+    room = model.cfg.context - model.cfg.prompt_tokens
+    alone = [i for i, (p, n) in enumerate(zip(prompts, max_tokens))
+             if n > 0 and (model.cfg.prompt_tokens or len(p) + n > room)]
+    for i in alone:
+        out[i] = list(generate(model, prompts[i], SamplingParams(temperature=0, max_tokens=max_tokens[i],
+                                                                 stop_ids=set(stop_ids))))
+    skip = set(alone)
+    order = sorted((i for i in range(len(prompts)) if i not in skip), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), batch):
+        chunk = [i for i in order[start:start + batch] if max_tokens[i] > 0]
+        if not chunk:
+            continue
+        params = [SamplingParams(temperature=0, max_tokens=max_tokens[i], stop_ids=set(stop_ids)) for i in chunk]
+        decoder = BatchDecoder(model, [prompts[i] for i in chunk], params, generators=[None] * len(chunk))
+        while not decoder.done:
+            for row, token in decoder.step().items():
+                if token is not None:
+                    out[chunk[row]].append(token)
+    return out
+
+
 class BatchDecoder:
     """Several sequences decoded together, each with its own sampling settings.
 
@@ -301,6 +331,33 @@ class BatchDecoder:
         new = list(range(first, first + n))
         self.rows += new
         return new
+
+    @torch.no_grad()
+    def repeat(self, params: list[SamplingParams]) -> None:
+        """Before the first step, every row again ``len(params) // rows - 1`` more times (copy ``c``
+        of row ``r`` becomes row ``c * rows + r``), each copy with its own settings and generator
+        (``params`` covers every row, its first ``rows`` the current rows' own). The copies share
+        the prompt's prefill instead of computing it again: many samples of one prompt."""
+        n = len(self.rows)
+        if any(self.produced) or self.rows != list(range(len(self.params))) or len(params) % n:
+            raise ValueError("repeat() copies every row of a batch that has not stepped yet")
+        copies = len(params) // n
+        index = torch.arange(n, device=self.device).repeat(copies)
+        cache = self.cache
+        cache.k, cache.v = cache.k[:, index], cache.v[:, index]
+        if cache.valid is not None:
+            cache.valid = cache.valid[index]
+        if cache.offsets is not None:
+            cache.offsets = cache.offsets[index]
+        self.logits, self.seen_mask = self.logits[index], self.seen_mask[index]
+        extra, prompts = params[n:], self.seen[:n] * (copies - 1)
+        room = self.model.cfg.context - self.model.cfg.prompt_tokens
+        self.params = self.params[:n] + extra
+        self.limits += [min(q.max_tokens, room - len(p)) for q, p in zip(extra, prompts)]
+        self.generators += [q.generator(self.device) for q in extra]
+        self.seen += [list(p) for p in prompts]
+        self.produced += [0] * len(extra)
+        self.rows = list(range(n * copies))
 
     def _sample(self, batch: list[int]) -> dict[int, int]:
         """Tokens for the batch positions ``batch``; a row whose sampling fails is put in ``failed``."""

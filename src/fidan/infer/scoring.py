@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fidan.infer.engine import BatchDecoder, SamplingParams, generate
+from fidan.infer.engine import SamplingParams, generate, greedy_many
 from fidan.model.gpt import GPT
 from fidan.tokenizer.bpe import FidanTokenizer
 
@@ -87,16 +87,11 @@ def logliks(model: GPT, tok: FidanTokenizer, pairs: list[tuple[str, str]], batch
     return out
 
 
-def _greedy(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, chat: bool
-            ) -> tuple[list[int], SamplingParams]:
-    """``complete``'s prompt ids (cut to leave ``max_tokens`` of room) and sampling settings."""
+def _prompt_ids(tok: FidanTokenizer, prompt: str, chat: bool) -> list[int]:
     if chat:
         from fidan.tokenizer.chat import render
-        ids, _ = render(tok, [{"role": "user", "content": prompt}], add_generation_prompt=True)
-    else:
-        ids = [tok.bos] + tok.encode(prompt)
-    budget = model.cfg.context - model.cfg.prompt_tokens - max_tokens
-    return ids[-budget:], SamplingParams(temperature=0, max_tokens=max_tokens, stop_ids={*tok.stop_ids, tok.bos})
+        return render(tok, [{"role": "user", "content": prompt}], add_generation_prompt=True)[0]
+    return [tok.bos] + tok.encode(prompt)
 
 
 def _cut(text: str, stop: tuple[str, ...]) -> str:
@@ -109,30 +104,18 @@ def _cut(text: str, stop: tuple[str, ...]) -> str:
 def complete(model: GPT, tok: FidanTokenizer, prompt: str, max_tokens: int, stop: tuple[str, ...] = (),
              chat: bool = False) -> str:
     """Greedy continuation of ``prompt`` (as a user turn when ``chat``), cut at the first stop string."""
-    ids, params = _greedy(model, tok, prompt, max_tokens, chat)
-    return _cut(tok.decode(generate(model, ids, params)), stop)
+    ids = _prompt_ids(tok, prompt, chat)
+    budget = model.cfg.context - model.cfg.prompt_tokens - max_tokens
+    params = SamplingParams(temperature=0, max_tokens=max_tokens,
+                            stop_ids={*tok.stop_ids, tok.bos})
+    return _cut(tok.decode(generate(model, ids[-budget:], params)), stop)
 
 
-@torch.no_grad()
 def complete_many(model: GPT, tok: FidanTokenizer, prompts: list[str], max_tokens: list[int],
-                  stop: tuple[str, ...] = (), chat: bool = False, batch: int = 32) -> list[str]:
-    """``complete`` of each prompt (with its own token limit), decoded ``batch`` at a time by one
-    ``BatchDecoder``: the same greedy replies (each row keeps its own positions; a test compares
-    them with ``complete``'s), at a fraction of the per-token cost of one row at a time. A model
-    with a soft prompt decodes one row at a time (``complete``)."""
-    if model.cfg.prompt_tokens:
-        return [complete(model, tok, p, n, stop, chat) for p, n in zip(prompts, max_tokens)]
-    out: list[str] = []
-    for start in range(0, len(prompts), batch):
-        made = [_greedy(model, tok, p, n, chat) for p, n in zip(prompts[start:start + batch],
-                                                              max_tokens[start:start + batch])]
-        if not made:
-            break
-        decoder = BatchDecoder(model, [ids for ids, _ in made], [params for _, params in made], tok.pad)
-        tokens: list[list[int]] = [[] for _ in made]
-        while not decoder.done:
-            for row, token in decoder.step().items():
-                if token is not None:
-                    tokens[row].append(token)
-        out += [_cut(tok.decode(ids), stop) for ids in tokens]
-    return out
+                  stop: tuple[str, ...] = (), chat: bool = False, batch: int = 64) -> list[str]:
+    """``complete`` for many prompts at once (batched greedy decoding, ``engine.greedy_many``,
+    ``batch`` rows at a time): the same replies, in the prompts' order."""
+    budget = model.cfg.context - model.cfg.prompt_tokens
+    ids = [_prompt_ids(tok, p, chat)[-(budget - n):] for p, n in zip(prompts, max_tokens)]
+    replies = greedy_many(model, ids, list(max_tokens), {*tok.stop_ids, tok.bos}, batch)
+    return [_cut(tok.decode(r), stop) for r in replies]

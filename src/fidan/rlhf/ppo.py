@@ -32,7 +32,7 @@ from fidan.model.heads import ScalarHead
 from fidan.records import read_jsonl
 from fidan.rlhf import judge
 from fidan.rlhf.reward import load_reward_model
-from fidan.rlhf.rollout import Sequences, pack, prompt_ids, rl_settings, sample, token_logprobs
+from fidan.rlhf.rollout import Sequences, by_length, pack, prompt_ids, rl_settings, sample, token_logprobs
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.train.loop import Task, train
 
@@ -52,6 +52,9 @@ class PolicyWithValue(nn.Module):
         self.cfg = policy.cfg
 
     def forward(self, seqs: Sequences):
+        return by_length(self._forward, seqs)   # rows of similar length together: little padding computed
+
+    def _forward(self, seqs: Sequences):
         logp, entropy, hidden = token_logprobs(self.policy, seqs, with_hidden=True)
         return logp, entropy, self.value_head(hidden.detach()).float()
 
@@ -153,9 +156,9 @@ class PPO:
         seqs = pack(prompts, [a.ids for a in answers], self.tok.pad).to(device)
         self.model.eval()
         logp, _, values = self.model(seqs)
-        ref_logp = token_logprobs(self.ref, seqs)
+        ref_logp = by_length(lambda s: token_logprobs(self.ref, s), seqs)
         mask = seqs.mask.float()
-        score = self.reward(seqs).float()
+        score = by_length(self.reward, seqs).float()
         self.moments.update(torch.cat([s.to(device) for s in dist.gather(score.cpu())]))  # every rank's answers
         ended = torch.tensor([a.ended for a in answers], dtype=torch.float, device=device)
         final = score - self.moments.mean - c.no_eos_penalty * (1 - ended)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fidan import atomic, stats
+from fidan import atomic, dist, stats
 from fidan.context import StageContext
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, flops_per_token
@@ -44,7 +44,7 @@ from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model, load_with_head, read_model_info
 from fidan.progress import Progress
 from fidan.rlhf import judge, preferences
-from fidan.rlhf.rollout import Sequences, answer_tokens, pack, prompt_ids, sample
+from fidan.rlhf.rollout import Sequences, answer_tokens, by_length, pack, prompt_ids, sample_seeds
 from fidan.tokenizer.bpe import FidanTokenizer, carry
 from fidan.train.loop import Task, inherit, train
 
@@ -97,20 +97,26 @@ def encode_pair(tok: FidanTokenizer, pair: preferences.Pair, context: int) -> tu
 @torch.no_grad()
 def scores(model: RewardModel, tok: FidanTokenizer, prompts: list[list[int]], answers: list[list[int]],
            batch: int = 64) -> torch.Tensor:
+    """The reward model's score of each (prompt, answer), ``batch`` sequences at a time. Sequences
+    of similar length go together (a batch is right-padded to its longest, and a sequence's score
+    does not depend on what is padded after it), the scores come back in the given order."""
     model.eval()
     device = next(model.parameters()).device
-    out = [model(pack(prompts[i:i + batch], answers[i:i + batch], tok.pad).to(device)).float().cpu()
-           for i in range(0, len(prompts), batch)]
-    return torch.cat(out) if out else torch.zeros(0)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
+    out = torch.zeros(len(prompts))
+    for start in range(0, len(order), batch):
+        rows = order[start:start + batch]
+        seqs = pack([prompts[i] for i in rows], [answers[i] for i in rows], tok.pad).to(device)
+        out[torch.tensor(rows)] = model(seqs).float().cpu()
+    return out
 
 
 def pairwise_accuracy(model: RewardModel, tok: FidanTokenizer, encoded: list[tuple]) -> float:
     decisive = [e for e in encoded if not e[3]]
     if not decisive:
         return float("nan")
-    prompts = [e[0] for e in decisive]
-    chosen = scores(model, tok, prompts, [e[1] for e in decisive])
-    rejected = scores(model, tok, prompts, [e[2] for e in decisive])
+    both = scores(model, tok, [e[0] for e in decisive] * 2, [e[1] for e in decisive] + [e[2] for e in decisive])
+    chosen, rejected = both[:len(decisive)], both[len(decisive):]
     return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
 
 
@@ -121,7 +127,7 @@ def sample_texts(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Promp
     tokens = answer_tokens(model.cfg.context, r.response_tokens)
     ids = [prompt_ids(tok, p.text, model.cfg.context - tokens - 1) for p in prompts]
     with Progress(total=len(ids) * samples, desc=desc, unit="answers") as bar:
-        drawn = [sample(model, tok, ids, tokens, r.temperature, seed + k, progress=bar) for k in range(samples)]
+        drawn = sample_seeds(model, tok, ids, tokens, r.temperature, [seed + k for k in range(samples)], progress=bar)
     return [sorted({tok.decode(s[i].ids).strip() for s in drawn}) for i in range(len(prompts))]
 
 
@@ -184,9 +190,8 @@ def fact_accuracy(model: RewardModel, tok: FidanTokenizer, records: list[dict], 
     encoded = encode_records(tok, records, context)
     if not encoded:
         return {"pairs": 0}
-    prompts = [e[0] for e in encoded]
-    right = scores(model, tok, prompts, [e[1] for e in encoded])
-    wrong = scores(model, tok, prompts, [e[2] for e in encoded])
+    both = scores(model, tok, [e[0] for e in encoded] * 2, [e[1] for e in encoded] + [e[2] for e in encoded])
+    right, wrong = both[:len(encoded)], both[len(encoded):]
     wins = float((right > wrong).sum() + 0.5 * (right == wrong).sum())
     low, high = wilson(wins, len(encoded))
     return {"accuracy": round(wins / len(encoded), 4), "pairs": len(encoded), "low": round(low, 4),
@@ -194,6 +199,7 @@ def fact_accuracy(model: RewardModel, tok: FidanTokenizer, records: list[dict], 
 
 
 SAMPLES_FILE = "samples.json"
+REWARD_CHUNK = 8   # sequences per forward pass while training (sorted by length: little padding)
 
 
 def samples_key(cfg, sft_weights: Path, eval_dir: Path, asked: list[judge.Prompt]) -> str:
@@ -344,22 +350,33 @@ def run(ctx: StageContext) -> dict:
     def loss(m, b):
         seqs, target = b
         device = next(m.parameters()).device
-        s = m(seqs.to(device))
+        seqs = seqs.to(device)
+        # one forward pass per group of similar lengths (little padding computed); a model wrapped
+        # for several processes (DDP, FSDP) takes one forward pass per backward
+        s = by_length(m, seqs, REWARD_CHUNK) if dist.world_size() == 1 and isinstance(m, RewardModel) else m(seqs)
         diff = s[:len(target)] - s[len(target):]
         target = target.to(device)
         value = -(target * F.logsigmoid(diff) + (1 - target) * F.logsigmoid(-diff)).mean()
         return value, int(seqs.last.sum() + len(seqs.last))
 
     before = pairwise_accuracy(model, tok, heldout)
+    untrained = [t.detach().clone() for t in model.head.parameters()]
+
+    def evaluate(m) -> dict:
+        # the loop's first evaluation (step 0) is of the untrained model just scored: not again
+        # (every optimizer step moves the head, and a resumed run loads a trained one)
+        fresh = all(torch.equal(a, b) for a, b in zip(untrained, m.head.parameters()))
+        return {"heldout_accuracy": before if fresh else pairwise_accuracy(m, tok, heldout)}
     tcfg = inherit(ctx, steps=r.steps, batch_size=r.batch_size, grad_accum=r.grad_accum, lr=r.lr,
                    warmup_steps=min(10, r.steps), weight_decay=0.0, eval_every=max(1, r.steps // 3), ckpt_every=r.steps)
     task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg),
                 info={"head": "scalar reward (Bradley-Terry)", **({"likelihood": True} if r.likelihood else {})},
-                evaluate=(lambda m: {"heldout_accuracy": pairwise_accuracy(m, tok, heldout)}) if heldout else None)
+                evaluate=evaluate if heldout else None)
     model, summary = train(model, tcfg, task, ctx)
     if ctx.rank != 0:  # under torchrun rank 0 alone scores the trained model
         return summary
-    after = pairwise_accuracy(model, tok, heldout)
+    # the loop's last evaluation was of the final weights (its summary carries it): not again
+    after = summary["heldout_accuracy"] if "heldout_accuracy" in summary else pairwise_accuracy(model, tok, heldout)
     train_acc = pairwise_accuracy(model, tok, train_set[:300])
     prompts_acc = pairwise_accuracy(model, tok, heldout_prompts) if heldout_prompts else None
     facts = fact_accuracy(model, tok, pairs["facts"], context)

@@ -65,6 +65,34 @@ def sample(model: GPT, tok: FidanTokenizer, prompts: list[list[int]], max_tokens
     return answers
 
 
+@torch.no_grad()
+def sample_seeds(model: GPT, tok: FidanTokenizer, prompts: list[list[int]], max_tokens: int, temperature: float,
+                 seeds: list[int], batch: int = 64, progress=None) -> list[list[Answer]]:
+    """``[sample(..., seed) for seed in seeds]`` (the same answers: each row keeps the generator
+    ``sample`` gives it), with each prompt prefilled once for all seeds (``BatchDecoder.repeat``)."""
+    end = tok.end_of_turn
+    stops = set(tok.stop_ids)
+    answers: list[list[Answer]] = [[] for _ in seeds]
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start:start + batch]
+        params = [SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed * 100_003 + start + i,
+                                 stop_ids=stops) for seed in seeds for i in range(len(chunk))]
+        decoder = BatchDecoder(model, chunk, params[:len(chunk)], tok.pad)
+        if len(seeds) > 1:
+            decoder.repeat(params)
+        out: list[list[int]] = [[] for _ in params]
+        while not decoder.done:
+            for row, token in decoder.step().items():
+                if token is not None:
+                    out[row].append(token)
+        for row, ids in enumerate(out):
+            ended = decoder.produced[row] < decoder.limits[row]
+            answers[row // len(chunk)].append(Answer(ids + [end] if ended else ids, ended))
+        if progress is not None:
+            progress.update(len(params))
+    return answers
+
+
 @dataclass
 class Sequences:
     ids: torch.Tensor        # [B, T] prompt + answer, right-padded
@@ -76,6 +104,44 @@ class Sequences:
 
     def select(self, rows: torch.Tensor) -> Sequences:
         return Sequences(self.ids[rows], self.mask[rows], self.last[rows])
+
+
+LENGTH_CHUNK = 16   # rows per forward pass in ``by_length``
+
+
+def by_length(fn, seqs: Sequences, chunk: int = LENGTH_CHUNK):
+    """``fn(seqs)`` computed ``chunk`` rows at a time, the rows sorted by length and each chunk cut
+    to its own longest sequence, then put back together in the rows' order: the same tensors
+    (each row's numbers depend only on its own tokens, and with right padding nothing after a
+    row's last token reaches it), without computing the padding a batch of mixed lengths carries.
+    ``fn`` returns a tensor or a tuple of tensors shaped ``[rows]`` or ``[rows, T - 1, ...]``; the
+    positions past a chunk's width come back as zeros."""
+    rows = len(seqs.last)
+    if rows <= chunk:
+        width = int(seqs.last.max()) + 1
+        if width == seqs.ids.shape[1]:
+            return fn(seqs)
+    order = torch.argsort(seqs.last.cpu(), stable=True)
+    parts = []
+    for start in range(0, rows, chunk):
+        idx = order[start:start + chunk].to(seqs.ids.device)
+        sub = seqs.select(idx)
+        width = int(sub.last.max()) + 1
+        parts.append((idx, fn(Sequences(sub.ids[:, :width], sub.mask[:, :width - 1], sub.last))))
+    single = not isinstance(parts[0][1], tuple)
+    outs = []
+    for k in range(1 if single else len(parts[0][1])):
+        pieces = [(idx, out if single else out[k]) for idx, out in parts]
+        first = pieces[0][1]
+        full = first.new_zeros((rows, *((seqs.ids.shape[1] - 1,) if first.dim() > 1 else ()), *first.shape[2:]))
+        for idx, piece in pieces:
+            if piece.dim() > 1:
+                full = full.index_put((idx,), torch.nn.functional.pad(
+                    piece, (0, 0) * (piece.dim() - 2) + (0, full.shape[1] - piece.shape[1])))
+            else:
+                full = full.index_put((idx,), piece)
+        outs.append(full)
+    return outs[0] if single else tuple(outs)
 
 
 def pack(prompts: list[list[int]], answers: list[list[int]], pad_id: int) -> Sequences:
@@ -106,6 +172,21 @@ def answer_logprob(model: GPT, seqs: Sequences) -> torch.Tensor:
     """Summed log-probability of each sequence's answer ``[B]``, on the model's device."""
     seqs = seqs.to(model.lm_head.weight.device)
     return (token_logprobs(model, seqs) * seqs.mask).sum(-1)
+
+
+@torch.no_grad()
+def answer_logprobs(model: GPT, prompts: list[list[int]], answers: list[list[int]], pad_id: int,
+                    batch: int = 64) -> torch.Tensor:
+    """``answer_logprob`` of many (prompt, answer) pairs for evaluation, ``[N]`` on the CPU:
+    ``batch`` sequences at a time, similar lengths together (each batch right-padded only to its
+    own longest), in the given order."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
+    out = torch.zeros(len(prompts))
+    for start in range(0, len(order), batch):
+        rows = order[start:start + batch]
+        seqs = pack([prompts[i] for i in rows], [answers[i] for i in rows], pad_id)
+        out[torch.tensor(rows)] = answer_logprob(model, seqs).float().cpu()
+    return out
 
 
 def rl_settings(ctx: StageContext):

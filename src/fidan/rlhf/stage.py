@@ -33,7 +33,7 @@ from fidan.model.io import load_model
 from fidan.progress import Progress
 from fidan.rlhf import algorithms, judge
 from fidan.rlhf.reward import load_reward_model, scores
-from fidan.rlhf.rollout import answer_logprob, answer_tokens, pack, prompt_ids, sample
+from fidan.rlhf.rollout import answer_logprobs, answer_tokens, prompt_ids, sample, sample_seeds
 from fidan.tokenizer.bpe import FidanTokenizer, carry
 
 
@@ -60,17 +60,19 @@ def evaluate(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, resp
         # sampled at temperature 1 (what PPO optimises), eval_samples answers per prompt from each model
         k = max(1, c.eval_samples)
         with Progress(total=2 * k * len(ids), desc="held-out answers", unit="answers") as bar:
-            sampled = [a for i in range(k)
-                       for a in sample(policy, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i, progress=bar)]
-            sampled_sft = [a for i in range(k)
-                           for a in sample(ref, tok, ids, response_tokens, 1.0, cfg.run.seed + 3 + i, progress=bar)]
+            seeds = [cfg.run.seed + 3 + i for i in range(k)]
+            sampled = [a for answers in sample_seeds(policy, tok, ids, response_tokens, 1.0, seeds, progress=bar)
+                       for a in answers]
+            sampled_sft = [a for answers in sample_seeds(ref, tok, ids, response_tokens, 1.0, seeds, progress=bar)
+                           for a in answers]
         compared = judge_compare(prompts * k, [tok.decode(a.ids) for a in sampled],
                                  [tok.decode(b.ids) for b in sampled_sft])
         out["judge_win_rate_sampled"] = compared["judge_win_rate"]
         out["judge_outcomes_sampled"] = compared["judge_outcomes"]
         out["judge_by_kind_sampled"] = compared["judge_by_kind"]
-        seqs = pack(ids * k, [a.ids for a in sampled], tok.pad)
-        out["kl_to_sft"] = round(float((answer_logprob(policy, seqs) - answer_logprob(ref, seqs)).mean()), 4)
+        answers = [a.ids for a in sampled]
+        kl = answer_logprobs(policy, ids * k, answers, tok.pad) - answer_logprobs(ref, ids * k, answers, tok.pad)
+        out["kl_to_sft"] = round(float(kl.mean()), 4)
         out["eval_prompts"] = len(prompts)
         out["eval_samples"] = k
     if ctx.has_input("eval_sets"):

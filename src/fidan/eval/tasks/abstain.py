@@ -23,7 +23,7 @@ import re
 from fidan.corpus.turkish import lower
 from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.eval.tasks.world import _read, split
-from fidan.infer.answers import answer, first_sentence
+from fidan.infer.answers import answer_many, first_sentence
 from fidan.stats import wilson
 
 ITEMS = 60     # per kind, at most eval.limit (generation is the slow part)
@@ -72,8 +72,7 @@ def evaluate(model, tok, eval_dir, n: int) -> dict[str, dict]:
         if not items:
             continue
         outcomes, examples = [], []
-        for it in items:
-            reply = answer(model, tok, it["question"], 24)
+        for it, reply in zip(items, answer_many(model, tok, [it["question"] for it in items], 24)):
             outcome = classify(reply, it.get("answer"))
             outcomes.append(outcome)
             examples.append({"question": it["question"], "reply": reply, "outcome": outcome})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fidan.errors import FidanError
 from fidan.infer.answers import STRICT, _clean, extract, same_number  # noqa: F401
-from fidan.infer.scoring import complete, reply_room, shrink_to_fit
+from fidan.infer.scoring import complete_many, reply_room, shrink_to_fit
 from fidan.records import read_jsonl
 
 
@@ -54,7 +54,7 @@ def score(model, tok, items: list[dict], shots: list[dict] = (), mode: str = "ze
     that does not fit even so is skipped and counted (``too_long``)."""
     shots = list(shots)
     strict = flexible = skipped = 0
-    used = []
+    used, asked = [], []
     for it in items:
         text, k = shrink_to_fit(lambda j, it=it: prompt(it, shots[:j], mode), len(shots),
                                 lambda t: reply_room(model, tok, t, max_tokens, chat, least=max_tokens) > 0)
@@ -66,7 +66,10 @@ def score(model, tok, items: list[dict], shots: list[dict] = (), mode: str = "ze
                 skipped += 1
                 continue
         used.append(k)
-        reply = complete(model, tok, text, n_reply, stop=("\n\nQuestion:", "\n\nSoru:"), chat=chat)
+        asked.append((it, text, n_reply))
+    replies = complete_many(model, tok, [a[1] for a in asked], [a[2] for a in asked],
+                            stop=("\n\nQuestion:", "\n\nSoru:"), chat=chat)
+    for (it, _, _), reply in zip(asked, replies):
         got = extract(reply)
         strict += same_number(got["strict"], it["answer"])
         flexible += same_number(got["flexible"], it["answer"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fidan.eval.tasks import EvalInputs, Task, register
 from fidan.eval.tasks import code as code_task
 from fidan.eval.tasks.world import code_problems
-from fidan.infer.scoring import complete, reply_room
+from fidan.infer.scoring import complete_many, reply_room
 
 CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "<|")
 
@@ -16,7 +16,8 @@ def code_completions(model, tok, problems: list[dict]) -> dict:
     (``too_long``)."""
     rooms = [(p, n) for p in problems if (n := reply_room(model, tok, p["prompt"], 48))]
     fitting = [p for p, _ in rooms]
-    completions = [[complete(model, tok, p["prompt"], n, stop=CODE_STOPS, chat=False)] for p, n in rooms]
+    completions = [[c] for c in complete_many(model, tok, [p["prompt"] for p, _ in rooms], [n for _, n in rooms],
+                                              stop=CODE_STOPS, chat=False)]
     result = code_task.evaluate(fitting, completions) if fitting else {}
     out = {**{k: v for k, v in result.items() if k != "problems"}, "n": len(fitting)}
     if len(fitting) < len(problems):
