@@ -42,7 +42,8 @@ def test_two_step_problems_are_held_out_and_prompted_four_ways(monkeypatch):
     def complete(text):
         question = text.rsplit("Problem: ", 1)[1].split("\n")[0]
         return " 0." if text.endswith((steps.DIRECT["en"], steps.DIRECT["tr"])) else f" ... = {answers[question]}."
-    monkeypatch.setattr(steps, "complete_many", one_by_one(complete))
+    monkeypatch.setattr(steps, "complete_many",
+                        one_by_one(lambda model, tok, text, n, stop=(), chat=False: complete(text)))
     dev = items[:10]
     direct, cot = (steps.score(None, None, items[10:210], dev, m) for m in ("direct", "cot"))
     assert direct["acc"] == 0.0 and cot["acc"] == 1.0 and cot["n"] == 200
