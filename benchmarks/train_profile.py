@@ -25,15 +25,9 @@ from fidan.train.loop import make_optimizer, set_lr
 from fidan.train.perf import matmul_peak_flops, mfu
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="shakespeare")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=10)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = build_config(args.preset, None, [])
+def make_step(cfg):
+    """One optimizer step on a random batch of the config's shape (forward, backward, clipping as
+    the loop clips, the config's optimizer), and the shape, model and batch it uses."""
     shape = dataclasses.replace(cfg.model, vocab_size=64 * math.ceil(cfg.tokenizer.vocab_size / 64))
     torch.manual_seed(0)
     model = GPT(shape)
@@ -44,9 +38,23 @@ def main() -> None:
     def step() -> None:
         x = torch.randint(0, shape.vocab_size, (b, t + 1))
         F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+    return step, shape, model, b, t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="shakespeare")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=10)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = build_config(args.preset, None, [])
+    step, shape, model, b, t = make_step(cfg)
 
     for _ in range(3):
         step()
