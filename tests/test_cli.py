@@ -79,6 +79,8 @@ def _cli(*args, cwd=None):
     (["pipeline", "--preset", "tiny", "--train.steps=many"], "bad value for 'train.steps'"),
     (["pipeline", "--preset", "nope"], "unknown preset 'nope'"),
     (["pipeline", "--preset", "tiny", "--data.source=/no/such/file.txt", "--run.root=RUNROOT"], "no such file"),
+    (["serve", "--max-batch=0", "--run.root=RUNROOT"], "--max-batch=0: requests decoded together must be between 1"),
+    (["serve", "--port=70000", "--run.root=RUNROOT"], "--port=70000: a TCP port is between 0 and 65535"),
 ])
 def test_errors_are_one_line_without_traceback(tmp_path, args, message):
     args = [a.replace("RUNROOT", str(tmp_path)) for a in args]

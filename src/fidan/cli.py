@@ -236,6 +236,7 @@ def _config(args, overrides: list[str]) -> Config:
 def main(argv: list[str] | None = None) -> int:
     args, extra = _parser().parse_known_args(argv)
     try:
+        _check_args(args)
         overrides = _split_overrides(extra)
         cfg = _config(args, overrides)
         args.overrides = tuple(overrides)
@@ -250,6 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:   # the reader went away (`fidan estimate --check | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _check_args(args) -> None:
+    """Flags with a range, checked before anything is loaded."""
+    if args.command == "serve":
+        if not 1 <= args.max_batch <= 1024:
+            raise FidanError(f"--max-batch={args.max_batch}: requests decoded together must be between 1 and 1024")
+        if not 0 <= args.port <= 65535:
+            raise FidanError(f"--port={args.port}: a TCP port is between 0 and 65535")
 
 
 def _distributed(cfg: Config) -> None:
