@@ -44,25 +44,7 @@ def sample(model: GPT, tok: FidanTokenizer, prompts: list[list[int]], max_tokens
            seed: int, batch: int = 64, progress=None) -> list[Answer]:
     """One sampled answer per prompt (``temperature`` 0 = greedy), decoded ``batch`` at a time;
     ``progress`` (a :class:`fidan.progress.Progress`) counts the answers as they are done."""
-    end = tok.end_of_turn
-    stops = set(tok.stop_ids)
-    answers: list[Answer] = []
-    for start in range(0, len(prompts), batch):
-        chunk = prompts[start:start + batch]
-        params = [SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed * 100_003 + start + i,
-                                 stop_ids=stops) for i in range(len(chunk))]
-        decoder = BatchDecoder(model, chunk, params, tok.pad)
-        out: list[list[int]] = [[] for _ in chunk]
-        while not decoder.done:
-            for row, token in decoder.step().items():
-                if token is not None:
-                    out[row].append(token)
-        for row, ids in enumerate(out):
-            ended = decoder.produced[row] < decoder.limits[row]
-            answers.append(Answer(ids + [end] if ended else ids, ended))
-        if progress is not None:
-            progress.update(len(chunk))
-    return answers
+    return sample_seeds(model, tok, prompts, max_tokens, temperature, [seed], batch, progress)[0]
 
 
 @torch.no_grad()
