@@ -104,6 +104,29 @@ def test_world_facts_k_shot_carries_the_shots_that_fit(tmp_path):
     assert all(f"fact {it['id'][1:]} true" in it["query"] for it in context)   # the answer's sentence stays
 
 
+def test_chat_form_facts_ask_the_multiple_choice_questions(monkeypatch, tmp_path):
+    """The chat-form row and zero-shot multiple choice score the same held-out items (never the
+    dev split, which holds the k-shot examples), so the card can set one against the other."""
+    from types import SimpleNamespace
+
+    from fidan.eval.tasks import EvalInputs
+    facts = [{"id": f"f{i}", "question": f"question {i}", "statements": [f"fact {i}", "no"], "label": 0,
+              "subject": "town", "lang": "en", "answer": f"{i}"} for i in range(30)]
+    (tmp_path / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
+    asked, scored = [], []
+    monkeypatch.setattr(world, "facts_right", lambda m, tok, items: asked.extend(f["question"] for f in items)
+                        or [f["id"] in ("f3", "f4") for f in items])
+    monkeypatch.setattr(world, "fits_choices", lambda *a: True)
+    monkeypatch.setattr(mc, "score", lambda m, tok, items: scored.append([it["query"] for it in items]) or {})
+    inputs = EvalInputs(model=None, tok=None, settings=SimpleNamespace(limit=5, k_shot=3), eval_dir=tmp_path,
+                        chat=True)
+    out = world.WorldFacts().evaluate(inputs)
+    assert asked == [f"question {i}" for i in range(3, 8)]   # the dev split is the first 3
+    assert scored[0] == [f"Question: {q}\nAnswer:" for q in asked]
+    chat = out["world_facts/chat"]
+    assert chat["n"] == 5 and chat["acc"] == 0.4 and chat["acc_lo"] < 0.4 < chat["acc_hi"]
+
+
 def test_report_card_names_every_row_by_task_and_metric(tmp_path):
     from fidan.eval.report import card
     from fidan.rundir import RunDir
@@ -137,7 +160,8 @@ def test_report_card_names_every_row_by_task_and_metric(tmp_path):
         ["world facts, zero-shot: acc (higher is better)", "25.0%", "25.0%"],
         ["world facts, 3-shot: acc (higher is better)", "75.0%", "75.0%"],
         ["world facts, zero-shot: acc_norm (higher is better)", "50.0%", "50.0%"],
-        ["world facts, asked in chat form: answer in reply (higher is better)", "0.0%", "50.0%"],
+        ["world facts, the same questions in chat form: answer in reply [95% CI] (higher is better)", "0.0%",
+         "50.0%"],
         ["truthfulness: MC1 (higher is better)", "50.0%", "50.0%"],
         ["truthfulness: MC2 (higher is better)", "40.0%", "40.0%"],
         ["truthfulness: planted misconception preferred over the fact (lower is better)", "25.0%", "25.0%"],
@@ -164,6 +188,9 @@ def test_report_card_names_every_row_by_task_and_metric(tmp_path):
     assert "humaneval: 2 of 10 items skipped, their prompt (with room for the reply) longer than the " \
            "model's context" in notes
     assert "humaneval: code evaluation skipped: no bubblewrap" in notes
+    assert notes[-1] == ("knowledge kept: asked the held-out fact questions in chat form, sft answers 50.0%, "
+                         "against the pre-trained model's 25.0% in multiple choice on the same questions: "
+                         "200% of it")
 
 
 def test_suites_name_rows_by_subject_and_mc2_alone(monkeypatch, tmp_path):

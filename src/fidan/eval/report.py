@@ -39,7 +39,8 @@ ROWS = [
     ("world facts, {shots}", "world_facts/k-shot", "acc", "acc", "{:.1%}", "higher"),
     ("world facts, with context", "world_facts/context", "acc", "acc", "{:.1%}", "higher"),
     ("world facts, zero-shot", "world_facts/zero-shot", "acc_norm", "acc_norm", "{:.1%}", "higher"),
-    ("world facts, asked in chat form", "world_facts/chat", "acc", "answer in reply", "{:.1%}", "higher"),
+    ("world facts, the same questions in chat form", "world_facts/chat", "acc", "answer in reply [95% CI]", "{:.1%}",
+     "higher"),
     ("truthfulness", "world_truthful", "acc", "MC1", "{:.1%}", "higher"),
     ("truthfulness", "world_truthful", "mc2", "MC2", "{:.1%}", "higher"),
     ("truthfulness", "world_truthful", "misconception_preferred", "planted misconception preferred over the fact",
@@ -185,7 +186,23 @@ def card(run: RunDir) -> tuple[list[str], list[list[str]], list[str]]:
         shrunk = shots([v for _, v in values])
         if "shrunk" in shrunk:
             notes.append(f"{key}: {shrunk}")
-    return header, rows, notes
+    return header, rows, notes + knowledge_kept(evals)
+
+
+def knowledge_kept(evals: dict[str, dict]) -> list[str]:
+    """How much of what the pre-trained model knows (zero-shot multiple choice over the held-out
+    facts) each tuned model says when asked the same questions in chat form."""
+    known = evals.get("pretrain", {}).get("world_facts/zero-shot")
+    if not isinstance(known, dict) or not known.get("acc"):
+        return []
+    said = [(s, evals[s]["world_facts/chat"]) for s in STAGES if s != "pretrain"
+            and isinstance(evals.get(s, {}).get("world_facts/chat"), dict) and evals[s]["world_facts/chat"].get("n")]
+    if not said:
+        return []
+    return ["knowledge kept: asked the held-out fact questions in chat form, " + ", ".join(
+        f"{s} answers {v['acc']:.1%}" for s, v in said) + f", against the pre-trained model's {known['acc']:.1%} "
+        f"in multiple choice on the same questions: " + ", ".join(f"{v['acc'] / known['acc']:.0%} of it"
+                                                                   for _, v in said)]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -20,11 +20,20 @@ from fidan.text import overlap
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.tokenizer.chat import render
 
+DEV_FRACTION = 0.1   # the first tenth of each held-out set is its dev split (k-shot examples), never scored
+
+
+def split(items: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A held-out set's dev split (its first tenth, at least one item) and the items scored."""
+    cut = max(1, int(len(items) * DEV_FRACTION))
+    return items[:cut], items[cut:]
+
 
 def load_items(path: Path, n: int) -> list[dict]:
+    """``n`` of a held-out set's scored items (never its dev split), taken evenly across it."""
     if not path.exists():
         return []
-    items = [item for _, item in read_jsonl(path)]
+    _, items = split([item for _, item in read_jsonl(path)])
     step = max(1, len(items) // n) if n else 1
     return items[::step][:n] if n else items
 
@@ -93,15 +102,25 @@ def right_number(reply: str, answer: str | float | int) -> bool:
     return same_number(got["strict"] or got["flexible"], answer)
 
 
+def fact_right(reply: str, answer: str) -> bool:
+    """The chat-form fact rule: the reply's first sentence holds the short answer."""
+    return lower(answer) in lower(first_sentence(reply))
+
+
+def facts_right(model: GPT, tok: FidanTokenizer, facts: list[dict]) -> list[bool]:
+    """Each fact question asked in chat form (greedy, 24 tokens): answered right?"""
+    replies = answer_many(model, tok, [f["question"] for f in facts], 24)
+    return [fact_right(r, f["answer"]) for f, r in zip(facts, replies)]
+
+
 def chat_scores(model: GPT, tok: FidanTokenizer, eval_dir: Path, n_items: int) -> dict[str, float]:
     facts = load_items(eval_dir / "facts.jsonl", n_items)
     problems = load_items(eval_dir / "arithmetic.jsonl", max(1, n_items // 3))
     model.eval()
     out: dict[str, float] = {}
     if facts:
-        replies = answer_many(model, tok, [f["question"] for f in facts], 24)
-        right = sum(lower(f["answer"]) in lower(first_sentence(r)) for f, r in zip(facts, replies))
-        out["facts_acc"] = right / len(facts)
+        right = facts_right(model, tok, facts)
+        out["facts_acc"] = sum(right) / len(facts)
         out["facts_n"] = len(facts)
     if problems:
         replies = answer_many(model, tok, [p["question"] for p in problems], 64)

@@ -16,12 +16,10 @@ import random
 from pathlib import Path
 
 from fidan.eval.tasks import EvalInputs, Task, register
-from fidan.infer.answers import right_number
+from fidan.infer.answers import facts_right, right_number, split
 from fidan.infer.scoring import fits_choices, shrink_to_fit
 from fidan.records import read_jsonl
-
-DEV_FRACTION = 0.1
-CHAT_ITEMS = 60   # fact questions asked in chat form (generation is the slow part), at most eval.limit
+from fidan.stats import wilson
 
 CODE_PROBLEMS = [
     ("add", "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n", "    return a + b\n",
@@ -43,11 +41,6 @@ def _read(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [item for _, item in read_jsonl(path)]
-
-
-def split(items: list[dict]) -> tuple[list[dict], list[dict]]:
-    cut = max(1, int(len(items) * DEV_FRACTION))
-    return items[:cut], items[cut:]
 
 
 def facts_items(eval_dir: Path, mode: str = "zero-shot", k: int = 3, limit: int = 0, fits=None) -> list[dict]:
@@ -125,24 +118,26 @@ def code_problems() -> list[dict]:
 
 class WorldFacts(Task):
     """Held-out fact questions: multiple choice by log-likelihood, zero-shot, k-shot (shots from
-    the dev split) and with the passage as context; and asked in chat form."""
+    the dev split) and with the passage as context; and the same questions asked in chat form, so
+    that chat-form accuracy and multiple choice compare on the same items."""
     name = "world_facts"
 
     def evaluate(self, inputs: EvalInputs) -> dict[str, dict]:
         from fidan.eval.tasks import mc
-        from fidan.infer.answers import chat_scores
         m, tok, e, d = inputs.model, inputs.tok, inputs.settings, inputs.eval_dir
         if not (d / "facts.jsonl").exists():
             return {}
         fits = lambda query, choices: fits_choices(m, tok, query, choices)
-        chat_n = min(CHAT_ITEMS, e.limit) if e.limit else CHAT_ITEMS
-        chat = chat_scores(m, tok, d, chat_n)
+        _, test = split(_read(d / "facts.jsonl"))
+        right = facts_right(m, tok, test[:e.limit] if e.limit else test)
+        lo, hi = wilson(sum(right), len(right))
         return {
             "world_facts/zero-shot": mc.score(m, tok, facts_items(d, "zero-shot", limit=e.limit, fits=fits)),
             "world_facts/k-shot": {"k": e.k_shot,
                                    **mc.score(m, tok, facts_items(d, "k-shot", e.k_shot, e.limit, fits))},
             "world_facts/context": mc.score(m, tok, facts_items(d, "context", limit=e.limit, fits=fits)),
-            "world_facts/chat": {"acc": chat.get("facts_acc", 0.0), "n": chat.get("facts_n", 0)},
+            "world_facts/chat": {"acc": sum(right) / max(1, len(right)), "acc_lo": lo, "acc_hi": hi,
+                                 "n": len(right)},
         }
 
 
