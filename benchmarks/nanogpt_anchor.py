@@ -24,7 +24,9 @@ Measures, per side:
     evaluations included (nanoGPT: from its optimizer line to its ``step N: ... val loss`` line;
     fidan: the pre-training stage's wall clock at that evaluation);
   whole script: from the side's first process start to that evaluation (nanoGPT: ``prepare.py``
-    + ``train.py``; fidan: data, tokenizer, encoding, model, training), and to the process's end.
+    + ``train.py``; fidan: data, tokenizer, encoding, model, training), and to the process's end;
+  CPU seconds: user + system time of the side's processes to their end (with one thread each, what
+    the load average does not stretch; nanoGPT's crossing is its last evaluation, fidan's is earlier).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import argparse
 import math
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -46,13 +49,19 @@ NANOGPT_ARGS = ("config/train_shakespeare_char.py --device=cpu --compile=False -
                 "--lr_decay_iters=2000 --dropout=0.0").split()
 
 
-def timed_lines(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[list[tuple[float, str]], float, int]:
-    """Run ``cmd``; every output line with the seconds since the start, the total, the exit status."""
-    t0 = time.perf_counter()
+def children_cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def timed_lines(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[list[tuple[float, str]], float, float, int]:
+    """Run ``cmd``; every output line with the seconds since the start, the total, the CPU seconds
+    the process used (user + system), the exit status."""
+    t0, c0 = time.perf_counter(), children_cpu()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = [(time.perf_counter() - t0, line.rstrip("\n")) for line in proc.stdout]
     rc = proc.wait()
-    return lines, time.perf_counter() - t0, rc
+    return lines, time.perf_counter() - t0, children_cpu() - c0, rc
 
 
 def load() -> str:
@@ -65,10 +74,10 @@ def run_nanogpt(checkout: Path, env: dict[str, str], target_loss: float) -> dict
         shutil.copytree(checkout, work, ignore=shutil.ignore_patterns(".git", "out-*"))
         data = work / "data" / "shakespeare_char"
         shutil.copyfile(ROOT.parent / "shared" / "data" / "tinyshakespeare.txt", data / "input.txt")
-        _, prep_s, rc = timed_lines([sys.executable, "data/shakespeare_char/prepare.py"], work, env)
+        _, prep_s, prep_cpu, rc = timed_lines([sys.executable, "data/shakespeare_char/prepare.py"], work, env)
         if rc:
             raise SystemExit(f"nanoGPT's prepare.py failed (exit {rc})")
-        lines, train_py_s, rc = timed_lines([sys.executable, "train.py", *NANOGPT_ARGS], work, env)
+        lines, train_py_s, train_cpu, rc = timed_lines([sys.executable, "train.py", *NANOGPT_ARGS], work, env)
     if rc:
         raise SystemExit("nanoGPT's train.py failed:\n" + "\n".join(text for _, text in lines[-20:]))
     start = next(t for t, text in lines if text.startswith("using fused AdamW"))
@@ -77,20 +86,21 @@ def run_nanogpt(checkout: Path, env: dict[str, str], target_loss: float) -> dict
     hit = next(((t, step, loss) for t, step, loss in evals if loss <= target_loss), None)
     t_hit, step, loss = hit or evals[-1]
     return {"reached": hit is not None, "step": step, "val_loss": loss, "bpb": loss / math.log(2),
-            "train_wall": t_hit - start, "script_to_hit": prep_s + t_hit, "script_end": prep_s + train_py_s}
+            "train_wall": t_hit - start, "script_to_hit": prep_s + t_hit, "script_end": prep_s + train_py_s,
+            "cpu_end": prep_cpu + train_cpu}
 
 
 def run_fidan(seed: int, extra: list[str], env: dict[str, str], target: float) -> dict:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "shakespeare_bpb.py"), f"--target={target}",
            f"--run.seed={seed}", "--run.threads=1", "--run=bench-anchor", *extra]
-    lines, total, rc = timed_lines(cmd, ROOT, env)
+    lines, total, cpu, rc = timed_lines(cmd, ROOT, env)
     text = "\n".join(t for _, t in lines)
     if rc:
         raise SystemExit("fidan's shakespeare_bpb.py failed:\n" + "\n".join(text.splitlines()[-20:]))
     hit = re.search(r"reached [\d.]+ bpb at step (\d+) after ([\d.]+) s of training \(([\d.]+) s of pre-training "
                     r"wall time, evaluations included; ([\d.]+) s from the script's start\)", text)
     final = re.search(r"final: ([\d.]+) bpb", text)
-    out = {"reached": hit is not None, "final_bpb": float(final[1]), "script_end": total}
+    out = {"reached": hit is not None, "final_bpb": float(final[1]), "script_end": total, "cpu_end": cpu}
     if hit:
         out.update(step=int(hit[1]), train_s=float(hit[2]), train_wall=float(hit[3]), script_to_hit=float(hit[4]))
     return out
@@ -124,7 +134,7 @@ def main() -> None:
     print(f"\nfidan overrides: {args.fidan or '(the preset)'}; one thread each side")
     print("seed | nanoGPT: step, val loss, training wall, whole script to it | fidan: step, final bpb, training "
           "wall, whole script to it, to its end | ratio training wall | ratio whole script (to the crossing; "
-          "fidan to its end) | load")
+          "fidan to its end) | CPU seconds of the whole scripts (nanoGPT / fidan to its end) and ratio | load")
     for seed, p in rows:
         n, f = p["nanogpt"], p["fidan"]
         if not f["reached"]:
@@ -134,7 +144,8 @@ def main() -> None:
               f"{n['train_wall']:.1f} s, {n['script_to_hit']:.1f} s | {f['step']}, {f['final_bpb']:.4f}, "
               f"{f['train_wall']:.1f} s, {f['script_to_hit']:.1f} s, {f['script_end']:.1f} s | "
               f"{n['train_wall'] / f['train_wall']:.1f}x | {n['script_to_hit'] / f['script_to_hit']:.1f}x "
-              f"({n['script_to_hit'] / f['script_end']:.1f}x) | nanoGPT {n['load']}, fidan {f['load']}")
+              f"({n['script_to_hit'] / f['script_end']:.1f}x) | {n['cpu_end']:.1f} / {f['cpu_end']:.1f} s = "
+              f"{n['cpu_end'] / f['cpu_end']:.1f}x | nanoGPT {n['load']}, fidan {f['load']}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ once at the end on the whole split. It prints the curve and the first point at o
 
 "train s" excludes evaluation and checkpoint writing; "cpu s" is this process's CPU time in those
 same training steps (with one thread, what an idle core would take: a loaded machine stretches the
-wall seconds, not these); "wall s" is the pre-training stage's wall clock with every evaluation included; the wall time of the whole script (data, tokenizer,
-shards, training and every evaluation) is printed last.
+wall seconds, not these); "wall s" is the pre-training stage's wall clock with every evaluation
+included; the wall time of the whole script (data, tokenizer, shards, training and every
+evaluation) is printed last. The data stage makes no SFT conversations here (pre-training only).
 """
 from __future__ import annotations
 
