@@ -2,8 +2,8 @@
 
 Prepares the data, tokenizer and token shards once, then pre-trains every variant in turn
 (round 1: A B C ..., round 2: A B C ...), so each sees the same load; prints, per run, the
-final whole-split validation bits per byte, the training seconds (evaluations excluded) and the
-load average at its end.
+final whole-split validation bits per byte, the training seconds (evaluations excluded), the CPU
+seconds of those steps and the load average at its end.
 
     python benchmarks/shakespeare_sweep.py [--rounds 1] [--common "train.steps=200 run.threads=1"]
         base= muon=train.optimizer=muon "cap=model.logit_softcap=15" ...
@@ -50,12 +50,13 @@ def main() -> None:
             records = [json.loads(x) for x in (run.path / "pretrain" / "metrics.jsonl").read_text().splitlines()]
             train_s = max(rec.get("elapsed_s", 0) for rec in records)
             load = os.getloadavg()[0]
-            rows.append((r, name, summary["val_bpb"], train_s, wall, load))
-            print(f"round {r} {name:>10}: val bpb {summary['val_bpb']:.4f}, {train_s:.1f} s training, "
-                  f"{wall:.1f} s stage wall, load {load:.2f}", flush=True)
-    print("\nround  variant     val_bpb  train_s  wall_s  load")
-    for r, name, bpb, train_s, wall, load in rows:
-        print(f"{r:>5}  {name:<10} {bpb:8.4f} {train_s:8.1f} {wall:7.1f} {load:5.2f}")
+            cpu_s = summary.get("train_cpu_seconds", 0.0)
+            rows.append((r, name, summary["val_bpb"], train_s, cpu_s, wall, load))
+            print(f"round {r} {name:>10}: val bpb {summary['val_bpb']:.4f}, {train_s:.1f} s training "
+                  f"({cpu_s:.1f} CPU s), {wall:.1f} s stage wall, load {load:.2f}", flush=True)
+    print("\nround  variant     val_bpb  train_s  cpu_s  wall_s  load")
+    for r, name, bpb, train_s, cpu_s, wall, load in rows:
+        print(f"{r:>5}  {name:<10} {bpb:8.4f} {train_s:8.1f} {cpu_s:6.1f} {wall:7.1f} {load:5.2f}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from fidan.model.io import load_model
 from fidan.pipeline import run_stage
 from fidan.train import checkpoint
 from fidan.train.loop import Optimizers, make_optimizer, set_lr
-from fidan.train.pretrain import bits_per_byte
+from fidan.train.pretrain import bits_per_byte, next_token_loss
 from fidan.train.schedule import lr_at
+from fidan.train.xent import head_cross_entropy
 
 
 def test_schedule_warmup_then_decay():
@@ -103,6 +104,37 @@ def test_muon_state_round_trips_and_a_mismatch_is_refused():
     assert torch.equal(again.parts[1].state[key]["momentum_buffer"], opt.parts[1].state[key]["momentum_buffer"])
     with pytest.raises(FidanError, match="optimizer"):
         Optimizers(torch.optim.AdamW(model.parameters())).load_state_dict(opt.state_dict())
+
+
+def test_fused_head_cross_entropy_gives_the_losses_and_gradients_of_cross_entropy():
+    torch.manual_seed(0)
+    h, w, y = torch.randn(50, 16), torch.randn(300, 16) * 0.5, torch.randint(0, 300, (50,))
+    for chunk in (7, 16, 64):   # chunks that split the rows unevenly, and one that takes them all
+        hf, wf = h.clone().requires_grad_(), w.clone().requires_grad_()
+        hr, wr = h.clone().requires_grad_(), w.clone().requires_grad_()
+        fused = head_cross_entropy(hf, wf, y, chunk)
+        ref = torch.nn.functional.cross_entropy(hr @ wr.T, y)
+        (3 * fused).backward()
+        (3 * ref).backward()
+        assert fused.item() == pytest.approx(ref.item(), rel=1e-6)
+        torch.testing.assert_close(hf.grad, hr.grad, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(wf.grad, wr.grad, rtol=1e-5, atol=1e-7)
+    frozen = head_cross_entropy(h.clone().requires_grad_(), w, y, 16)   # a frozen head: no gradient for it
+    frozen.backward()
+    assert frozen.item() == pytest.approx(ref.item(), rel=1e-6)
+    # the pre-training loss takes the fused path for a GPT: the same loss and parameter gradients
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=128, context=16, n_layer=2, n_head=2, n_kv_head=2, d_model=32))
+    x = torch.randint(0, 128, (4, 17))
+    loss, n = next_token_loss(model, (x[:, :-1], x[:, 1:]))
+    loss.backward()
+    fused_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ref = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+    ref.backward()
+    assert n == 64 and loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    for got, want in zip(fused_grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_untied_head_takes_its_own_lr():

@@ -178,7 +178,7 @@ class Metrics:
     def last_eval(self) -> dict[str, float]:
         """The newest evaluation already recorded (used when resuming a finished run)."""
         evals = [json.loads(line) for line in self.path.read_text().splitlines() if '"eval": true' in line]
-        skip = {"step", "tokens", "elapsed_s", "wall_s", "eval"}
+        skip = {"step", "tokens", "elapsed_s", "cpu_s", "wall_s", "eval"}
         return {k: v for k, v in evals[-1].items() if k not in skip} if evals else {}
 
     def log(self, record: dict[str, Any]) -> None:
@@ -273,6 +273,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                                    fused=device.type == "cuda" and task.optimizer_kind == "adamw",
                                    kind=task.optimizer_kind)
     start, tokens_seen, elapsed = 0, 0, 0.0
+    cpu_elapsed = 0.0  # this process's CPU seconds in the training steps (what a loaded machine does not inflate)
     if resumed:
         if resumed.sharded:
             checkpoint.load_sharded(resumed.folder, trained, optimizer)
@@ -284,6 +285,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                                                                           if "cuda_rng" in resumed.state else {})})
         start = resumed.state["step"]
         tokens_seen, elapsed = resumed.state["tokens"], resumed.state["elapsed"]
+        cpu_elapsed = resumed.state.get("cpu", 0.0)
         if task.load_state is not None:
             task.load_state(resumed.state["task"])
         say(f"resuming {task.name} from {resumed.folder.name} (step {start})")
@@ -310,11 +312,12 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
             last_eval = task.evaluate(trained)
         wrapped.train()
         metrics.log({"step": step, "eval": True, "tokens": tokens_seen, "elapsed_s": round(elapsed, 3),
+                     "cpu_s": round(cpu_elapsed, 3),
                      "wall_s": round(time.perf_counter() - wall_start, 3), **last_eval})
         say(f"{task.name} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
 
     def save_checkpoint(done: int) -> None:
-        extra = {"tokens": tokens_seen, "elapsed": elapsed, "config_hash": config_hash}
+        extra = {"tokens": tokens_seen, "elapsed": elapsed, "cpu": cpu_elapsed, "config_hash": config_hash}
         if task.state is not None:
             extra["task"] = task.state()
         if kind == "fsdp":
@@ -334,7 +337,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                    dynamic_ncols=True, mininterval=0.5)   # a bar on a terminal, log lines elsewhere
     window_t, window_tokens = time.perf_counter(), 0
     for step in range(start, cfg.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if task.on_step is not None:
             task.on_step(step)
         done = step + 1
@@ -368,6 +371,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                 total_loss, summed = dist.all_sum([total_loss, step_tokens])
                 total_loss, step_tokens = total_loss / world, int(summed)
             elapsed += time.perf_counter() - t0
+            cpu_elapsed += time.process_time() - c0
             tokens_seen += step_tokens
             window_tokens += step_tokens
             if done % cfg.log_every == 0 or done == cfg.steps:
@@ -376,7 +380,8 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
                 window_t, window_tokens = now, 0
                 utilisation = perf.mfu(tps * task.flops_per_token, peak, world)
                 metrics.log({"step": done, "loss": round(total_loss, 6), "lr": lr, "grad_norm": round(grad_norm, 4),
-                             "tokens": tokens_seen, "elapsed_s": round(elapsed, 3), "tok_per_s": round(tps, 1),
+                             "tokens": tokens_seen, "elapsed_s": round(elapsed, 3), "cpu_s": round(cpu_elapsed, 3),
+                             "tok_per_s": round(tps, 1),
                              "mfu": round(utilisation, 4)})
                 bar.set_postfix(loss=f"{total_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{utilisation:.1%}", refresh=False)
         bar.update(1)
@@ -400,6 +405,7 @@ def train(model: GPT, cfg: TrainConfig, task: Task, ctx: StageContext,
         import resource
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return model, {"steps": cfg.steps, "tokens": tokens_seen, "train_seconds": round(elapsed, 1),
+                   "train_cpu_seconds": round(cpu_elapsed, 1),
                    "tokens_per_s": round(tps), "mfu": round(perf.mfu(tps * task.flops_per_token, peak, world), 4),
                    "peak_flops": peak,
                    "flops": float(tokens_seen * task.flops_per_token),

@@ -22,6 +22,7 @@ from fidan.model.config import GPTConfig
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.tokenizer.bpe import FidanTokenizer
 from fidan.train.loop import Task, train
+from fidan.train.xent import head_cross_entropy
 
 
 class RandomWindows:
@@ -39,8 +40,15 @@ class RandomWindows:
 
 
 def next_token_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean next-token cross-entropy. A plain GPT in float32 on the CPU without a logit soft-cap
+    takes ``train/xent.py``'s fused head + cross-entropy (the same loss and gradients, without the
+    vocabulary-wide zero-fill and softmax backward); anything else, the logits and ``F.cross_entropy``."""
     device = next(model.parameters()).device
     x, y = (t.to(device) for t in batch)
+    if (isinstance(model, GPT) and device.type == "cpu" and not model.cfg.logit_softcap
+            and model.lm_head.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+        h = model(x, return_hidden=True)
+        return head_cross_entropy(h.reshape(-1, h.size(-1)), model.lm_head.weight, y.reshape(-1)), y.numel()
     logits = model(x)
     return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1)), y.numel()
 
