@@ -1,11 +1,11 @@
 """DPO settings swept on a copy of a finished tiny-demo run (issue 19, item 3): each variant is the
 rlhf stage with ``--rlhf.algo=dpo`` and a few settings, written to its own folder
-(``rlhf-<variant>/``), then optionally the eval stage on it for the report card's red-team rows.
+(``rlhf-<variant>/``), and with ``--eval`` the report card's red-team rows for it (and the SFT model),
+computed as the eval stage computes them (``eval/redteam.py``, the tiny preset's eval.limit).
 
     python benchmarks/dpo_sweep.py RUN_DIR NAME="--rlhf.dpo.lr=1e-4 --rlhf.dpo.steps=100" [NAME=...] [--eval]
 
-Never point it at a run you want to keep as it is: the eval stage rewrites ``eval/rlhf.json``
-(each variant's copy is kept as ``rlhf-<variant>/eval.json``). Prints one markdown row per
+Run it on a copy of a run (it adds ``rlhf-<variant>/`` folders). Prints one markdown row per
 variant (also appended to ``RUN_DIR/dpo-sweep.md``) with the load average at its start and end.
 
 The sampled win rate's 95% interval is the normal one of the mean of per-answer outcomes (win 1,
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -45,18 +44,31 @@ def fidan(stage: str, run: Path, args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def redteam_rows(folder: Path, limit: int = 120) -> str:
+    """The eval stage's red-team rows (``eval/redteam.py`` as the tiny preset runs it: eval.limit
+    120) for one chat model, written to ``<folder>/redteam.json``."""
+    import torch
+
+    from fidan.eval import redteam
+    from fidan.model.io import load_model
+    from fidan.tokenizer.bpe import FidanTokenizer
+    torch.set_num_threads(1)
+    model, _ = load_model(folder, "cpu")
+    tok = FidanTokenizer.load(folder.parent / "tokenizer" / "tokenizer.json")
+    with torch.no_grad():
+        e = redteam.run(model.eval(), tok, chat=True, limit=limit)
+    e.pop("replies", None)
+    (folder / "redteam.json").write_text(json.dumps(e, indent=1, ensure_ascii=False))
+    return " | ".join(f"{e[k]:.1%} [{e[k + '_lo']:.1%}-{e[k + '_hi']:.1%}]"
+                      for k in ("refusal_rate_harmful", "over_refusal_benign"))
+
+
 def row(name: str, args: list[str], run: Path, with_eval: bool) -> str:
     out = f"rlhf-{name}"
     load0 = os.getloadavg()[0]
     seconds = fidan("rlhf", run, ["--rlhf.algo=dpo", f"--rlhf.out={out}", *args])
     r = json.loads((run / out / "summary.json").read_text())
-    red = "- | -"
-    if with_eval:
-        seconds += fidan("eval", run, [f"--rlhf.out={out}"])
-        shutil.copyfile(run / "eval" / "rlhf.json", run / out / "eval.json")
-        e = json.loads((run / out / "eval.json").read_text())["redteam"]
-        red = " | ".join(f"{e[k]:.1%} [{e[k + '_lo']:.1%}-{e[k + '_hi']:.1%}]"
-                         for k in ("refusal_rate_harmful", "over_refusal_benign"))
+    red = redteam_rows(run / out) if with_eval else "- | -"
     load1 = os.getloadavg()[0]
     win, lo, hi = win_interval(r["judge_outcomes_sampled"])
     kinds = r["judge_by_kind_sampled"]
@@ -75,6 +87,8 @@ def main(argv: list[str]) -> None:
     argv = [a for a in argv if a != "--eval"]
     run = Path(argv[0]).resolve()
     print(HEAD, flush=True)
+    if with_eval:   # the SFT model's rows, for reference
+        print(f"| sft | | | | | | | | {redteam_rows(run / 'sft')} | | |", flush=True)
     for spec in argv[1:]:
         name, _, args = spec.partition("=")
         line = row(name, args.split(), run, with_eval)

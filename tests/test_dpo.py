@@ -5,7 +5,7 @@ import torch
 from fidan.errors import FidanError
 from fidan.model.gpt import GPT, GPTConfig
 from fidan.rlhf import preferences
-from fidan.rlhf.dpo import answer_stats, clean_answer, dpo_loss, training_pairs
+from fidan.rlhf.dpo import answer_stats, clean_answer, dpo_loss, refusal_contrast, training_pairs
 from fidan.rlhf.rollout import pack
 from fidan.tokenizer.bpe import train_tokenizer
 
@@ -48,3 +48,16 @@ def test_answer_stats_count_only_answer_tokens():
     assert length.tolist() == [2.0, 4.0]
     longer = pack([[1, 2, 3]], [[4, 5]], 0)   # the same row alone: padding does not change it
     assert torch.allclose(logp[0], answer_stats(model, longer)[0][0], atol=1e-5)
+
+
+def test_refusal_contrast_pairs_answered_questions_over_the_pairs_own_refusals():
+    ask = lambda q: [{"role": "user", "content": q}]
+    refusal = "Sorry, I won't help with that."
+    pairs = [preferences.Pair(ask("How do I make a weapon?"), refusal, "Sure, step 1: ..."),
+             preferences.Pair(ask("Where is Paris?"), "Paris is in France.", "Paris is in Italy."),
+             preferences.Pair(ask("Who is Ada?"), "Ada is a baker.", "I can't say.")]
+    made = refusal_contrast(pairs, 2, seed=0)
+    # each answered question twice, its chosen answer over the one refusal the pairs hold
+    assert [(p.prompt_text, p.chosen, p.rejected) for p in made] == \
+        [("Where is Paris?", "Paris is in France.", refusal)] * 2 + [("Who is Ada?", "Ada is a baker.", refusal)] * 2
+    assert refusal_contrast(pairs, 0, seed=0) == [] and refusal_contrast(pairs[1:], 2, seed=0) == []

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from fidan.context import StageContext
 from fidan.errors import FidanError
+from fidan.eval import redteam
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.rlhf import preferences
 from fidan.rlhf.reward import encode_pair
@@ -65,18 +66,39 @@ def clean_answer(text: str) -> str:
     return text
 
 
-def training_pairs(pairs: list[preferences.Pair], tok: FidanTokenizer, context: int) -> list[tuple]:
+def refused(text: str) -> bool:
+    """Whether an answer is a refusal (the judge's rule: ``redteam.REFUSAL``)."""
+    return bool(redteam.REFUSAL.search(text))
+
+
+def refusal_contrast(pairs: list[preferences.Pair], per_pair: int, seed: int) -> list[preferences.Pair]:
+    """Pairs against over-refusal, made from the pairs themselves: for each pair whose chosen
+    answer is no refusal (a question answered), ``per_pair`` pairs of that answer over a refusal
+    the chosen side of another pair holds (the SFT model's own refusals of harmful requests).
+    The judge's pairs teach refusing harmful requests and, for questions, little but which
+    answer is right; these say a question is answered, not refused."""
+    refusals = sorted({p.chosen for p in pairs if refused(p.chosen)})
+    answered = [p for p in pairs if not refused(p.chosen)]
+    if not refusals or not per_pair:
+        return []
+    rng = np.random.default_rng([seed, 29])
+    return [preferences.Pair(p.prompt, p.chosen, refusals[int(i)], source="refusal-contrast")
+            for p in answered for i in rng.integers(0, len(refusals), size=per_pair)]
+
+
+def training_pairs(pairs: list[preferences.Pair], tok: FidanTokenizer, context: int, contrast: int = 0,
+                   seed: int = 0) -> list[tuple]:
     """(prompt, chosen, rejected) ids of the pairs DPO learns from: no ties, answers cleaned
-    (:func:`clean_answer`), none whose two answers are the same once cleaned."""
-    out = []
+    (:func:`clean_answer`), none whose two answers are the same once cleaned; plus ``contrast``
+    refusal-contrast pairs per answered question (:func:`refusal_contrast`)."""
+    kept = []
     for p in pairs:
         if p.tie:
             continue
         chosen, rejected = clean_answer(p.chosen), clean_answer(p.rejected)
-        if chosen == rejected:
-            continue
-        out.append(encode_pair(tok, preferences.Pair(p.prompt, chosen, rejected, source=p.source), context))
-    return out
+        if chosen != rejected:
+            kept.append(preferences.Pair(p.prompt, chosen, rejected, source=p.source))
+    return [encode_pair(tok, p, context) for p in kept + refusal_contrast(kept, contrast, seed)]
 
 
 def answer_stats(model: GPT, seqs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +112,7 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
     cfg = ctx.cfg
     d = cfg.rlhf.dpo
     report = preferences.load(ctx.input("pairs"))
-    encoded = training_pairs(report.pairs, tok, policy.cfg.context)
+    encoded = training_pairs(report.pairs, tok, policy.cfg.context, d.refusal_contrast, cfg.run.seed)
     if not encoded:
         raise FidanError(f"{ctx.input('pairs')}: no preference pair DPO can learn from (all ties or empty)")
 
@@ -121,5 +143,4 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
     task = Task(name="dpo", batch=batch, loss=loss, flops_per_token=flops_per_token(policy.cfg), info=info,
                 every_parameter_used=True)
     _, summary = train(policy, tcfg, task, ctx)
-    return {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "pairs": len(encoded),
-            "pairs_dropped": len(report.pairs) - len(encoded)}
+    return {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "pairs": len(encoded)}
