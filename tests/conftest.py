@@ -25,7 +25,7 @@ MICRO = [
     "train.ckpt_every=20", "train.log_every=5", "run.threads=1",
     "sample.num_samples=1", "sample.max_tokens=20", "eval.limit=12", "eval.steps_limit=12", "eval.math_limit=2",
     "reward.steps=10", "reward.samples=2", "rlhf.steps=2", "rlhf.prompts_per_step=8", "rlhf.ppo.minibatch=8",
-    "rlhf.eval_prompts=8", "rlhf.grpo.eval_items=6",
+    "rlhf.dpo.steps=2", "rlhf.eval_prompts=8", "rlhf.grpo.eval_items=6",
 ]
 
 

@@ -197,7 +197,7 @@ def rewarded(pretrained_run, tmp_path_factory) -> Path:
     return root
 
 
-DPO = ["train.steps=120", *SFT, "rlhf.algo=dpo", "rlhf.steps=4", "rlhf.dpo.grad_accum=2", "rlhf.dpo.batch=4",
+DPO = ["train.steps=120", *SFT, "rlhf.algo=dpo", "rlhf.dpo.steps=4", "rlhf.dpo.grad_accum=2", "rlhf.dpo.batch=4",
        "train.log_every=1"]
 
 

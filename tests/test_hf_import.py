@@ -107,7 +107,7 @@ def test_every_later_stage_works_on_an_imported_model(kind, run_copy, tmp_path):
     common = [f"--run.root={run.path.parent}", f"--run.name={run.path.name}"]
     assert main(["import", str(tmp_path / "hf"), *common]) == 0
     assert json.loads((run.path / "stages" / "pretrain.json").read_text())["summary"]["imported"]
-    cfg.sft.steps, cfg.reward.steps, cfg.rlhf.steps, cfg.rlhf.algo = 3, 2, 2, "dpo"
+    cfg.sft.steps, cfg.reward.steps, cfg.rlhf.dpo.steps, cfg.rlhf.algo = 3, 2, 2, "dpo"
     cfg.reward.response_tokens, cfg.rlhf.eval_samples, cfg.rlhf.eval_prompts = 8, 1, 4
     sft = run_stage(cfg, run, "sft")
     assert sft["steps"] == 3 and (run.path / "sft" / "tokenizer_config.json").exists()

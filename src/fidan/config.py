@@ -344,7 +344,17 @@ class PPOSettings:
 
 @dataclass
 class DPOSettings:
-    beta: float = setting(0.1, check=positive)  # the implicit KL weight
+    # DPO's own (TRL-style): rlhf.steps and rlhf.lr are PPO's and GRPO's. The defaults are the sweep's
+    # choice on the tiny demo (BENCHMARKS.md, "DPO that moves").
+    steps: int = setting(30, check=at_least(1))  # optimizer steps
+    lr: float = setting(3e-5, check=positive)
+    warmup_steps: int = setting(5, check=non_negative)
+    beta: float = setting(0.1, check=positive)  # the implicit KL weight (ipo: the margin's target is 1/(2 beta))
+    loss: str = setting("sigmoid", choices=("sigmoid", "ipo"))  # rlhf/dpo.py: the paper's, or IPO's squared one
+    length_norm: bool = False      # per-token log-ratios (the answer's summed log-ratio over its length)
+    sft_weight: float = setting(0.0, check=non_negative)  # + this x the chosen answers' per-token NLL (RPO)
+    refusal_contrast: int = setting(0, check=non_negative)  # extra pairs per answered question: its answer
+                                   # over one of the pairs' refusals (rlhf/dpo.py; against over-refusal)
     batch: int = setting(16, check=at_least(1))  # pairs per step
     grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
 
@@ -374,13 +384,13 @@ ROLLOUTS = only_if("algo", "ppo", "grpo")
 class RLHFConfig:
     algo: str = "ppo"              # an algorithm of rlhf/algorithms.py: ppo, dpo or grpo
     out: str = setting("rlhf", exec_only=True)  # output folder inside the run directory (eval reads it)
-    steps: int = setting(30, check=at_least(1))  # PPO/GRPO: rollout batches; DPO: optimizer steps
+    steps: int = setting(30, when=ROLLOUTS, check=at_least(1))  # PPO/GRPO: rollout batches (DPO: rlhf.dpo.steps)
     prompts_per_step: int = setting(64, when=ROLLOUTS, check=at_least(1))  # prompts per rollout batch (GRPO:
                                    # answers per batch, group x prompts)
     response_tokens: int = setting(64, check=at_least(1))  # an answer cut off here is penalised
                                    # (no_eos_penalty): keep refusals whole
     temperature: float = setting(1.0, when=ROLLOUTS, check=non_negative)  # rollouts sample the policy as it is
-    lr: float = setting(3e-5, check=positive)
+    lr: float = setting(3e-5, when=ROLLOUTS, check=positive)  # PPO/GRPO (DPO: rlhf.dpo.lr)
     eval_prompts: int = setting(120, check=non_negative)  # held-out fact questions for the win rate and
                                    # reward scores (0 = all), plus every red-team request
     eval_samples: int = setting(4, check=at_least(1))  # sampled answers per held-out prompt and model for

@@ -19,7 +19,7 @@ from fidan.rundir import RunDir
 VARIANTS: dict[str, list[str]] = {
     "ppo": ["rlhf.algo=ppo"],
     "ppo-kl0": ["rlhf.algo=ppo", "rlhf.ppo.kl_coef=0", "rlhf.ppo.target_kl=0"],   # the reward-hacking control
-    "dpo": ["rlhf.algo=dpo", "rlhf.steps=60", "rlhf.lr=2e-5"],
+    "dpo": ["rlhf.algo=dpo"],                   # DPO's own settings (rlhf.dpo.*)
     "grpo": ["rlhf.algo=grpo", "rlhf.steps=20", "rlhf.lr=1e-5"],
 }
 
