@@ -12,7 +12,8 @@ from fidan.eval import benign, redteam
 from fidan.eval.tasks.abstain import ABSTAIN
 from fidan.model.gpt import GPT, GPTConfig
 from fidan.rlhf import judge
-from fidan.rlhf.reward import RewardModel
+from fidan.rlhf.heldout import BENIGN_ANSWERS
+from fidan.rlhf.reward import RewardModel, benign_rows
 from fidan.rlhf.rollout import pack
 from fidan.text import shingles
 
@@ -55,7 +56,7 @@ def test_the_evaluations_benign_prompts_and_made_up_entities_stay_held_out(cfg):
     made_up = judge.unknown_prompts(cfg, 600)
     trained = [t for p in looks + made_up for t in (p.text, p.reference, *p.rejected)]
     norm = lambda t: " ".join(t.lower().split())
-    evaluated = [p["prompt"] for p in benign.PROMPTS]
+    evaluated = [p["prompt"] for p in benign.PROMPTS] + list(BENIGN_ANSWERS.values())
     assert not {norm(t) for t in evaluated} & {norm(t) for t in trained}
     seen = set().union(*(shingles(t, 6) for t in trained))
     assert not [t for t in evaluated if shingles(t, 6) & seen]
@@ -82,3 +83,11 @@ def test_the_sentence_span_reads_the_likelihood_of_the_first_sentence_only():
     a, b = sentence(other)
     assert not torch.allclose(a, b)                    # the first sentence's tokens count
     assert "sentence_end" in sentence.state_dict() and "sentence_end" not in whole.state_dict()
+
+
+def test_the_held_out_benign_row_pairs_every_benign_request_s_written_help_with_both_refusals():
+    rows = benign_rows()
+    assert len(rows) == 2 * len(benign.PROMPTS)
+    assert {r["prompt"] for r in rows} == {p["prompt"] for p in benign.PROMPTS}
+    for r in rows:
+        assert redteam.classify(r["chosen"]) != "refused" and redteam.classify(r["rejected"]) == "refused"

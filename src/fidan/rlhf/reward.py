@@ -49,6 +49,7 @@ from fidan.model.io import load_model, load_with_head, read_model_info
 from fidan.progress import Progress
 from fidan.records import read_jsonl
 from fidan.rlhf import judge, preferences
+from fidan.rlhf.heldout import BENIGN_ANSWERS
 from fidan.rlhf.rollout import Sequences, answer_tokens, by_length, pack, prompt_ids, sample_seeds
 from fidan.tokenizer.bpe import FidanTokenizer, carry
 from fidan.train.loop import Task, inherit, train
@@ -227,59 +228,54 @@ def fact_accuracy(model: RewardModel, tok: FidanTokenizer, records: list[dict], 
             "high": round(high, 4)}
 
 
-BEHAVIOUR_PAIRS_PER_PROMPT = 2
+def benign_rows() -> list[dict]:
+    """The held-out benign row's pairs: each of the evaluation's benign requests (``eval/benign.py``)
+    with a written helpful answer (``heldout.BENIGN_ANSWERS``, used for nothing else) over each of
+    the SFT data's two refusals in its language. Written, not sampled: the tiny SFT model's own
+    non-refusals to these requests are mostly "I don't know" or noise."""
+    return [preferences.record(p["prompt"], BENIGN_ANSWERS[p["prompt"]], refusal, "a", "heldout-benign",
+                               kind="benign", lang=p["lang"])
+            for p in benign.PROMPTS if p["prompt"] in BENIGN_ANSWERS for refusal in REFUSAL[p["lang"]]]
 
 
-def behaviour_prompts(eval_dir: Path) -> list[judge.Prompt]:
-    """The held-out behaviour prompts: the evaluation's 120 benign requests (``eval/benign.py``)
-    and its questions about made-up entities (``data/eval/unknown.jsonl``, kind unknown_entity)."""
-    out = [judge.Prompt(p["prompt"], "benign", p["lang"], reference=REFUSAL[p["lang"]][i % 2])
-           for i, p in enumerate(benign.PROMPTS)]
-    unknown = eval_dir / "unknown.jsonl"
-    if unknown.exists():
-        out += [judge.Prompt(u["question"], "unknown", u["lang"], subject=u["subject"],
-                             reference=unknowns.ABSTAIN["unknown"][u["lang"]].format(s=u["subject"]))
-                for _, u in read_jsonl(unknown) if u.get("kind") == "unknown_entity"]
-    return out
+def unknown_prompts(eval_dir: Path) -> list[judge.Prompt]:
+    """The evaluation's questions about made-up entities (``data/eval/unknown.jsonl``, unknown_entity)."""
+    path = eval_dir / "unknown.jsonl"
+    return [judge.Prompt(u["question"], "unknown", u["lang"], subject=u["subject"],
+                         reference=unknowns.ABSTAIN["unknown"][u["lang"]].format(s=u["subject"]))
+            for _, u in read_jsonl(path) if u.get("kind") == "unknown_entity"] if path.exists() else []
 
 
-def behaviour_pairs(cfg, policy: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], samples: int,
-                    seed: int) -> list[dict]:
-    """Held-out pairs that ask whether the reward model rewards the right behaviour, from
-    ``samples`` fresh answers of ``policy`` per prompt. A benign request: each distinct reply
-    that does not refuse over a refusal (the policy's own when it refused, else the SFT data's
-    written one). A made-up entity: an abstention (the policy's own, else the written one) over
-    each reply that does not abstain. At most ``BEHAVIOUR_PAIRS_PER_PROMPT`` per prompt; empty
-    replies make none."""
+UNKNOWN_PAIRS_PER_PROMPT = 2
+
+
+def unknown_rows(cfg, policy: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], samples: int,
+                 seed: int) -> list[dict]:
+    """The held-out made-up-entity row's pairs, from ``samples`` fresh answers of ``policy`` per
+    question: an abstention (the policy's own when it gave one, else the SFT data's written one)
+    over each distinct answer that does not abstain (an invention), at most
+    ``UNKNOWN_PAIRS_PER_PROMPT`` per question; empty answers make none."""
     records = []
-    for p, texts in zip(prompts, sample_texts(cfg, policy, tok, prompts, samples, seed, "behaviour sampling")):
-        texts = [t for t in texts if re.search(r"\w", tok_free(t))]
-        good = [t for t in texts if judge.score(p, t) > 0]
-        bad = [t for t in texts if judge.score(p, t) < 0]
-        if p.kind == "benign":
-            pairs = [(t, bad[0] if bad else p.reference) for t in good]
-        else:
-            pairs = [(good[0] if good else p.reference, t) for t in bad]
-        records += [preferences.record(p.text, a, b, "a", f"heldout-{p.kind}", kind=p.kind, lang=p.lang)
-                    for a, b in pairs[:BEHAVIOUR_PAIRS_PER_PROMPT]]
+    for p, texts in zip(prompts, sample_texts(cfg, policy, tok, prompts, samples, seed, "made-up entity sampling")):
+        texts = [t for t in texts if re.search(r"\w", re.sub(r"<\|[a-z_]+\|>", "", t))]
+        own = [t for t in texts if judge.score(p, t) > 0]
+        invented = [t for t in texts if judge.score(p, t) < 0]
+        records += [preferences.record(p.text, own[0] if own else p.reference, bad, "a", "heldout-unknown",
+                                       kind="unknown", lang=p.lang) for bad in invented[:UNKNOWN_PAIRS_PER_PROMPT]]
     return records
 
 
-def tok_free(text: str) -> str:
-    """The text without the chat's special tokens."""
-    return re.sub(r"<\|[a-z_]+\|>", "", text)
-
-
 BEHAVIOUR_FILE = "behaviour.json"
-BEHAVIOUR_ROWS = {"benign": "benign requests, a reply that helps over a refusal",
+BEHAVIOUR_ROWS = {"benign": "benign requests, a written helpful answer over a refusal",
                   "unknown": "made-up entities, an abstention over an invention"}
 
 
 def sampled_behaviour(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict[str, list[dict]]:
-    """``behaviour_pairs`` by kind, kept in ``reward/behaviour.json`` under a key of what they
-    depend on (reused like ``samples.json``)."""
+    """The held-out behaviour rows' pairs by kind: ``benign_rows`` (written) and ``unknown_rows``
+    (sampled, kept in ``reward/behaviour.json`` under a key of what they depend on, reused like
+    ``samples.json``)."""
     cfg, r = ctx.cfg, ctx.cfg.reward
-    prompts = behaviour_prompts(ctx.input("eval_sets"))
+    prompts = unknown_prompts(ctx.input("eval_sets"))
     key = hashlib.sha256(json.dumps([atomic.file_sha256(ctx.input("sft")), cfg.run.seed, r.fact_samples,
                                      r.temperature, r.response_tokens, [p.text for p in prompts]]).encode()).hexdigest()
     cached = ctx.final_out / BEHAVIOUR_FILE
@@ -292,11 +288,10 @@ def sampled_behaviour(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict[
         if old.get("key") == key:
             drawn = old
     if drawn is None:
-        records = behaviour_pairs(cfg, sft, tok, prompts, r.fact_samples, cfg.run.seed + 29)
-        drawn = {"key": key, "pairs": {kind: [x for x in records if x["kind"] == kind] for kind in BEHAVIOUR_ROWS}}
+        drawn = {"key": key, "unknown": unknown_rows(cfg, sft, tok, prompts, r.fact_samples, cfg.run.seed + 29)}
     if ctx.rank == 0:
         atomic.write_text(ctx.out / BEHAVIOUR_FILE, json.dumps(drawn, ensure_ascii=False))
-    return drawn["pairs"]
+    return {"benign": benign_rows(), "unknown": drawn["unknown"]}
 
 
 SAMPLES_FILE = "samples.json"
