@@ -21,6 +21,7 @@ from fidan.rlhf.grpo import group_advantages
 from fidan.rlhf.ppo import PPO, PolicyWithValue, clipped_surrogate, gae, token_rewards
 from fidan.rlhf.reward import load_reward_model
 from fidan.rlhf.stage import judge_compare
+from fidan.tokenizer.bpe import FidanTokenizer
 
 
 def test_hh_rlhf_transcripts_load():
@@ -383,17 +384,25 @@ def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
 
     # a one-off change of how the reward model trains reuses the sampled answers, and adds the
     # hard negatives to the training pairs only; the likelihood term survives save and load
+    # (and the wrong-entity negatives, the written benign and made-up-entity pairs; the likelihood
+    # read over the first sentence)
     again = micro_config(run.path.parent, "micro", "train.steps=120", *extra, "reward.hard_negatives=2",
-                         "reward.likelihood=true")
+                         "reward.likelihood=true", "reward.likelihood_span=sentence", "reward.wrong_entity=1",
+                         "reward.benign_pairs=20", "reward.unknown_pairs=20")
     summary = run_stage(again, run, "reward")
     assert summary["samples_reused"] is True and summary["hard_negative_pairs"] > 100
+    assert summary["wrong_entity_pairs"] > 50 and summary["benign_pairs"] == summary["unknown_pairs"] == 40
+    assert summary["benign_pairs_pairs"] == 240   # the held-out benign row: 120 requests x 2 refusals
     assert summary["judge_pairs"] == judge_pairs and summary["heldout_pairs"] == heldout_pairs
     sources = [p.source for p in preferences.load(run.path / "reward" / "pairs.jsonl", on_error="fail").pairs]
     assert sources.count("hard-negative") == summary["hard_negative_pairs"]
     held = preferences.load(run.path / "reward" / "heldout_pairs.jsonl", on_error="fail").pairs
     assert "hard-negative" not in {p.source for p in held}
+    assert {"wrong-entity", "benign", "unknown"} <= set(sources)
+    assert not {"wrong-entity", "benign", "unknown"} & {p.source for p in held}
     rm = load_reward_model(run.path / "reward", "cpu")
     assert rm.likelihood and float(rm.likelihood_weight) != 0.0
+    assert rm.span == "sentence" and bool(rm.sentence_end[tok_end(run)])   # the table survives save and load
     cfg = again
 
     result = run_stage(cfg, run, "rlhf")
@@ -563,3 +572,7 @@ def test_fidan_forget_removes_the_records_and_their_copies_and_marks_what_used_t
         assert [p.user for p in preferences.load(run.path / name, on_error="fail").pairs] == ["u-bob"]
     assert sorted(p.stem for p in (run.path / "stages").glob("*.json")) == ["sft"]
     assert main(["forget", "--user", "../etc", f"--run.root={tmp_path}", "--run.name=kept"]) == 2
+
+
+def tok_end(run) -> int:
+    return FidanTokenizer.load(run.path / "tokenizer" / "tokenizer.json").end_of_turn

@@ -314,8 +314,17 @@ class RewardConfig:
                                    # share of the judge's and PPO's training prompts (0 = as they come, 14%)
     hard_negatives: int = setting(0, check=non_negative)  # embedded world: pairs per training fact question of
                                    # the true statement against the same template with a wrong value (judge.py)
+    wrong_entity: int = setting(0, check=non_negative)  # embedded world: pairs per training fact question of
+                                   # the true statement against another entity's fact in the same template
+    benign_pairs: int = setting(0, check=non_negative)  # embedded world: harmless requests (look-alikes of
+                                   # harmful ones, ordinary ones) with a helpful answer over a refusal; PPO
+                                   # rolls out on them too (judge.benign_prompts)
+    unknown_pairs: int = setting(0, check=non_negative)  # embedded world: questions about made-up entities,
+                                   # abstention over a confident invention; PPO rolls out on them too
     likelihood: bool = False       # add the trunk's mean log-probability of the answer (weight learnt from 1)
                                    # to the head's score (rlhf/reward.py: RewardModel)
+    likelihood_span: str = setting("answer", choices=("answer", "sentence"))  # the tokens the likelihood term
+                                   # averages: the whole answer, or its first sentence (where the judge reads)
     fact_samples: int = setting(4, check=non_negative)  # fresh answers per held-out fact question for the
                                    # fact-judging row (right vs wrong answers; 0 = off)
 

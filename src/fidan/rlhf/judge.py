@@ -30,7 +30,25 @@ of the attribute's templates against the *same* template with another value of t
 ("Arda Laful is a fisher." vs "Arda Laful is a farmer."). Sampled answers rarely differ only in
 the value, so without these the reward model learns the form of a right answer (the subject
 named, a full sentence) and not whether its value is true: on fresh samples of held-out fact
-questions it ranked right above wrong about half of the time (BENCHMARKS.md).
+questions it ranked right above wrong about half of the time (BENCHMARKS.md). **Wrong-entity
+negatives** (``wrong_entity``): the true statement against the same template stating *another*
+entity's fact ("Elif Nirbera is a clockmaker." vs "Bora Trenturvak is a musician."), the error
+the SFT model's samples make most (it answers about someone else).
+
+**Written behaviour pairs** (``benign_prompts``, ``unknown_prompts``), generated on the training
+side only:
+
+* ``benign``: a harmless request worded like a harmful one (the SFT data's contrastive
+  look-alikes, ``corpus.instructions.lookalike_conversations``, plus the rlhf package's own
+  ordinary requests, ``PLAIN``), its helpful answer over a refusal. Scored +1 when the reply does
+  not refuse, -1 when it does;
+* ``unknown``: a question of the world's kind about a person, town or creature that does not
+  exist (``corpus.unknowns``' SFT set, never the evaluation's names), the abstention ("I don't
+  know ...") over a confident invention in the world's own template. Scored +1 when the reply
+  abstains, -1 otherwise.
+
+The evaluation's 120 benign prompts (``eval/benign.py``) and made-up entities stay held out
+(``tests/test_reward_pairs.py`` checks that no run of six words is shared).
 """
 from __future__ import annotations
 
@@ -40,10 +58,12 @@ from pathlib import Path
 
 from fidan.config import Config
 from fidan.corpus import facts as F
-from fidan.corpus.instructions import HARMFUL, REFUSAL
+from fidan.corpus import unknowns
+from fidan.corpus.instructions import HARMFUL, REFUSAL, lookalike_conversations
 from fidan.corpus.turkish import lower
 from fidan.corpus.world import build_world
 from fidan.eval import redteam
+from fidan.eval.tasks.abstain import ABSTAIN
 from fidan.infer.answers import TEXT_RIGHT, first_sentence
 from fidan.records import read_jsonl
 from fidan.text import overlap
@@ -54,7 +74,7 @@ TEXT_PROMPTS = 600  # synthesised questions the judge samples answers to (about 
 @dataclass(frozen=True)
 class Prompt:
     text: str
-    kind: str          # "fact", "harmful" or "text" (about the user's own text)
+    kind: str          # "fact", "harmful", "text" (about the user's own text), "benign" or "unknown"
     lang: str
     answer: str = ""   # fact: the true short answer
     subject: str = ""  # fact: whom or what it is about
@@ -89,6 +109,10 @@ def score(prompt: Prompt, reply: str) -> float:
     refused = bool(redteam.REFUSAL.search(reply))
     if prompt.kind == "harmful":
         return 1.0 if refused else -1.0
+    if prompt.kind == "benign":
+        return -1.0 if refused else 1.0
+    if prompt.kind == "unknown":
+        return 1.0 if ABSTAIN.search(reply) else -1.0
     if prompt.kind == "text":
         return 1.0 if overlap(reply, prompt.reference) >= TEXT_RIGHT else (0.0 if refused else -1.0)
     first = lower(first_sentence(reply))
@@ -158,6 +182,106 @@ def hard_negatives(cfg: Config, per_question: int) -> list[tuple[Prompt, str, st
                         out.append((prompt, right, bad))
                         made += 1
     return out
+
+
+def wrong_entity(cfg: Config, per_question: int) -> list[tuple[Prompt, str, str]]:
+    """``(prompt, right, wrong)`` for up to ``per_question`` pairs per training fact question: the
+    true statement in template ``k`` against template ``k`` stating another entity's own value of
+    the same attribute (the other entities drawn at random, seeded). Kept only when the rule scores
+    the right side +1 and the wrong side -1. Held-out questions give none."""
+    if per_question <= 0:
+        return []
+    c = cfg.corpus
+    world = build_world(cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
+    out = []
+    for attr in F.ATTRIBUTES:
+        pool = F.entities(world, attr.kind)
+        for entity in pool:
+            if F.is_held_out(attr, entity):
+                continue
+            true = attr.value(entity)
+            rng = random.Random(f"{cfg.run.seed}:wrong-entity:{attr.name}:{entity.name}")
+            others = rng.sample([e for e in pool if e is not entity], min(len(pool) - 1, 4 * per_question))
+            for lang in ("en", "tr"):
+                prompt = Prompt(F.question(attr, lang, entity), "fact", lang, attr.short(lang, true), entity.name,
+                                F.statement(attr, lang, entity, true, 0))
+                made = 0
+                for k, other in enumerate(others):
+                    if made == per_question:
+                        break
+                    right = F.statement(attr, lang, entity, true, k)
+                    bad = F.statement(attr, lang, other, attr.value(other), k)
+                    if score(prompt, right) == 1.0 and score(prompt, bad) == -1.0:
+                        out.append((prompt, right, bad))
+                        made += 1
+    return out
+
+
+# Ordinary requests (the benign set's other half is look-alikes), written here, apart from the
+# evaluation's (eval/benign.py) in topic and wording: (request, helpful answer) per language.
+PLAIN = {
+    "en": [("How do I make a sandwich?", "Put cheese and tomato between two slices of bread, then cut it in half."),
+           ("What is 4 + 3?", "4 + 3 is 7."),
+           ("Hi there!", "Hello! What would you like to know?"),
+           ("How do I clean my shoes?", "Brush off the dirt, wipe them with a damp cloth and let them dry in the air."),
+           ("Can you suggest a game for a rainy day?", "Play a board game, or build a fort out of blankets."),
+           ("How do I plant a seed?", "Put it a finger deep in soil, water it a little every day, keep it in the sun."),
+           ("What is 10 minus 4?", "10 minus 4 is 6."),
+           ("How should I start my day?", "Drink a glass of water, open the window and make a short plan.")],
+    "tr": [("Sandviç nasıl yapılır?", "İki dilim ekmeğin arasına peynir ve domates koy, sonra ikiye kes."),
+           ("4 + 3 kaç eder?", "4 + 3, 7 eder."),
+           ("Selam!", "Merhaba! Ne öğrenmek istersin?"),
+           ("Ayakkabılarımı nasıl temizlerim?", "Tozunu fırçala, nemli bir bezle sil ve havada kurumaya bırak."),
+           ("Yağmurlu bir gün için bir oyun önerir misin?", "Bir kutu oyunu oyna ya da battaniyelerle bir çadır kur."),
+           ("Bir tohumu nasıl ekerim?", "Bir parmak derinliğinde toprağa koy, her gün biraz sula ve güneşte tut."),
+           ("10 eksi 4 kaç eder?", "10 eksi 4, 6 eder."),
+           ("Güne nasıl başlamalıyım?", "Bir bardak su iç, pencereyi aç ve gün için kısa bir plan yap.")],
+}
+
+
+def benign_prompts(cfg: Config, n: int) -> list[Prompt]:
+    """``n`` harmless requests, both languages in turn: two in three the SFT data's contrastive
+    look-alikes ("How do I kill a stuck download?"), one in three ordinary requests (``PLAIN``);
+    each with its helpful answer as reference and the two refusals of the SFT data to reject."""
+    looks = lookalike_conversations(n, cfg.run.seed)
+    out = []
+    for i, conv in enumerate(looks):
+        lang = conv["lang"]
+        if i % 3 == 2:
+            request, answer = PLAIN[lang][(i // 3) % len(PLAIN[lang])]
+        else:
+            request, answer = conv["messages"][-2]["content"], conv["messages"][-1]["content"]
+        out.append(Prompt(request, "benign", lang, reference=answer, rejected=tuple(REFUSAL[lang])))
+    return out
+
+
+def unknown_prompts(cfg: Config, n: int) -> list[Prompt]:
+    """``n`` questions of the world's kind about entities that do not exist (``corpus.unknowns``'
+    SFT set, apart from the evaluation's), both languages in turn; each with the abstention as
+    reference and two confident inventions in the world's templates (values drawn from the world's
+    own) to reject."""
+    if n <= 0:
+        return []
+    c = cfg.corpus
+    world = build_world(cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
+    evaluated = {e.name for e in unknowns.fake_entities(world, cfg.run.seed, "eval", 90)}
+    fakes = unknowns.fake_entities(world, cfg.run.seed, "sft", max(30, n // 4), exclude=evaluated)
+    rng = random.Random(f"fidan-reward-unknown-{cfg.run.seed}")
+    out = []
+    for i in range(n):
+        lang = ("en", "tr")[i % 2]
+        entity = fakes[i % len(fakes)]
+        attr = rng.choice(F.attributes_of(unknowns.kind_of(entity)))
+        values = sorted({attr.value(e) for e in F.entities(world, attr.kind)}, key=str)
+        invented = tuple(F.statement(attr, lang, entity, v, rng.randrange(8)) for v in rng.sample(values, 2))
+        out.append(Prompt(F.question(attr, lang, entity), "unknown", lang, subject=entity.name,
+                          reference=unknowns.ABSTAIN["unknown"][lang].format(s=entity.name), rejected=invented))
+    return out
+
+
+def written_pairs(prompts: list[Prompt]) -> list[tuple[Prompt, str, str]]:
+    """``(prompt, reference, rejected)`` for each written rejected answer of each prompt."""
+    return [(p, p.reference, bad) for p in prompts for bad in p.rejected]
 
 
 def harmful_prompts() -> list[Prompt]:

@@ -219,12 +219,17 @@ def describe(record: dict) -> str:
 
 def training_prompts(ctx: StageContext) -> list[judge.Prompt]:
     """The judge's training prompts (the embedded world's, or questions made from your text),
-    else the prompts of the reward stage's pairs."""
+    with the reward stage's written benign requests and made-up-entity questions
+    (``reward.benign_pairs``, ``unknown_pairs``: so PPO also answers requests where refusing or
+    inventing loses), else the prompts of the reward stage's pairs."""
     cfg = ctx.cfg
     conversations = ctx.input("conversations") if ctx.has_input("conversations") else None
     prompts, _ = judge.training_prompts(cfg, conversations)
     if prompts:
-        return judge.balanced(prompts, cfg.reward.harmful_share)
+        r = cfg.reward
+        extra = (judge.benign_prompts(cfg, r.benign_pairs) + judge.unknown_prompts(cfg, r.unknown_pairs)
+                 if judge.applies(cfg) else [])
+        return judge.balanced(prompts, cfg.reward.harmful_share) + extra
     pairs = ctx.input("pairs")
     out = []
     for _, record in read_jsonl(pairs):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,17 @@ from torch import nn
 
 from fidan import atomic, dist, stats
 from fidan.context import StageContext
+from fidan.corpus import unknowns
+from fidan.corpus.instructions import REFUSAL
 from fidan.errors import FidanError
+from fidan.eval import benign
 from fidan.model.gpt import GPT, flops_per_token
 from fidan.model.heads import ScalarHead
 from fidan.model.io import load_model, load_with_head, read_model_info
 from fidan.progress import Progress
+from fidan.records import read_jsonl
 from fidan.rlhf import judge, preferences
+from fidan.rlhf.heldout import BENIGN_ANSWERS
 from fidan.rlhf.rollout import Sequences, answer_tokens, by_length, pack, prompt_ids, sample_seeds
 from fidan.tokenizer.bpe import FidanTokenizer, carry
 from fidan.train.loop import Task, inherit, train
@@ -53,16 +59,24 @@ class RewardModel(nn.Module):
     """The trunk with a scalar head read at the answer's last token. With ``likelihood`` the score
     also carries the trunk's own mean log-probability per answer token, times a learnt weight that
     starts at 1: the knowledge of which value is true sits in the language model's predictions,
-    which a head on the last token's hidden state does not see directly."""
+    which a head on the last token's hidden state does not see directly. ``span="sentence"``
+    averages over the answer's first sentence only (up to and with the first token that holds
+    '.', '?' or '!', or the end of turn: ``sentence_ends``), where the judge reads the answer: a
+    fluent story after it or a long answer in the other language no longer lifts the mean."""
 
-    def __init__(self, trunk: GPT, likelihood: bool = False):
+    def __init__(self, trunk: GPT, likelihood: bool = False, span: str = "answer",
+                 ends: torch.Tensor | None = None):
         super().__init__()
         self.trunk = trunk
         self.head = ScalarHead(trunk.cfg.d_model)
         self.cfg = trunk.cfg  # so model.json records the trunk's shape
         self.likelihood = likelihood
+        self.span = span if likelihood else "answer"
         if likelihood:
             self.likelihood_weight = nn.Parameter(torch.ones(()))
+        if self.span == "sentence":   # saved with the weights: the loader needs no tokenizer
+            self.register_buffer("sentence_end", ends if ends is not None
+                                 else torch.zeros(trunk.cfg.vocab_size, dtype=torch.bool))
 
     def forward(self, seqs: Sequences) -> torch.Tensor:
         """One score per sequence ``[B]``, read at its last real token."""
@@ -73,16 +87,32 @@ class RewardModel(nn.Module):
             return score
         logp = F.log_softmax(self.trunk.lm_head(hidden[:, :-1]).float(), -1)
         picked = logp.gather(-1, seqs.ids[:, 1:, None]).squeeze(-1)
-        mean = (picked * seqs.mask).sum(-1) / seqs.mask.sum(-1).clamp(min=1)
+        mask = seqs.mask
+        if self.span == "sentence":
+            ends = self.sentence_end[seqs.ids[:, 1:]] & mask
+            mask = mask & (ends.cumsum(-1) - ends.long() == 0)   # no sentence closed before this token
+        mean = (picked * mask).sum(-1) / mask.sum(-1).clamp(min=1)
         return score + self.likelihood_weight * mean.to(score.dtype)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
+def sentence_ends(tok: FidanTokenizer, vocab: int) -> torch.Tensor:
+    """``[vocab]``: True for a token whose text holds '.', '?' or '!', and for the end of turn."""
+    table = torch.zeros(vocab, dtype=torch.bool)
+    for i in range(min(vocab, tok.vocab_size)):
+        if any(c in tok.decode([i]) for c in ".?!"):
+            table[i] = True
+    table[tok.end_of_turn] = True
+    return table
+
+
 def load_reward_model(folder: Path, device: str | torch.device) -> RewardModel:
-    likelihood = bool(read_model_info(folder).get("likelihood", False))
-    return load_with_head(folder, device, lambda trunk: RewardModel(trunk, likelihood=likelihood))
+    info = read_model_info(folder)
+    likelihood = bool(info.get("likelihood", False))
+    span = str(info.get("likelihood_span", "answer"))
+    return load_with_head(folder, device, lambda trunk: RewardModel(trunk, likelihood=likelihood, span=span))
 
 
 def encode_pair(tok: FidanTokenizer, pair: preferences.Pair, context: int) -> tuple[list[int], list[int], list[int]]:
@@ -198,6 +228,72 @@ def fact_accuracy(model: RewardModel, tok: FidanTokenizer, records: list[dict], 
             "high": round(high, 4)}
 
 
+def benign_rows() -> list[dict]:
+    """The held-out benign row's pairs: each of the evaluation's benign requests (``eval/benign.py``)
+    with a written helpful answer (``heldout.BENIGN_ANSWERS``, used for nothing else) over each of
+    the SFT data's two refusals in its language. Written, not sampled: the tiny SFT model's own
+    non-refusals to these requests are mostly "I don't know" or noise."""
+    return [preferences.record(p["prompt"], BENIGN_ANSWERS[p["prompt"]], refusal, "a", "heldout-benign",
+                               kind="benign", lang=p["lang"])
+            for p in benign.PROMPTS if p["prompt"] in BENIGN_ANSWERS for refusal in REFUSAL[p["lang"]]]
+
+
+def unknown_prompts(eval_dir: Path) -> list[judge.Prompt]:
+    """The evaluation's questions about made-up entities (``data/eval/unknown.jsonl``, unknown_entity)."""
+    path = eval_dir / "unknown.jsonl"
+    return [judge.Prompt(u["question"], "unknown", u["lang"], subject=u["subject"],
+                         reference=unknowns.ABSTAIN["unknown"][u["lang"]].format(s=u["subject"]))
+            for _, u in read_jsonl(path) if u.get("kind") == "unknown_entity"] if path.exists() else []
+
+
+UNKNOWN_PAIRS_PER_PROMPT = 2
+
+
+def unknown_rows(cfg, policy: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], samples: int,
+                 seed: int) -> list[dict]:
+    """The held-out made-up-entity row's pairs, from ``samples`` fresh answers of ``policy`` per
+    question: an abstention (the policy's own when it gave one, else the SFT data's written one)
+    over each distinct answer that does not abstain (an invention), at most
+    ``UNKNOWN_PAIRS_PER_PROMPT`` per question; empty answers make none."""
+    records = []
+    for p, texts in zip(prompts, sample_texts(cfg, policy, tok, prompts, samples, seed, "made-up entity sampling")):
+        texts = [t for t in texts if re.search(r"\w", re.sub(r"<\|[a-z_]+\|>", "", t))]
+        own = [t for t in texts if judge.score(p, t) > 0]
+        invented = [t for t in texts if judge.score(p, t) < 0]
+        records += [preferences.record(p.text, own[0] if own else p.reference, bad, "a", "heldout-unknown",
+                                       kind="unknown", lang=p.lang) for bad in invented[:UNKNOWN_PAIRS_PER_PROMPT]]
+    return records
+
+
+BEHAVIOUR_FILE = "behaviour.json"
+BEHAVIOUR_ROWS = {"benign": "benign requests, a written helpful answer over a refusal",
+                  "unknown": "made-up entities, an abstention over an invention"}
+
+
+def sampled_behaviour(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict[str, list[dict]]:
+    """The held-out behaviour rows' pairs by kind: ``benign_rows`` (written) and ``unknown_rows``
+    (sampled, kept in ``reward/behaviour.json`` under a key of what they depend on, reused like
+    ``samples.json``)."""
+    cfg, r = ctx.cfg, ctx.cfg.reward
+    prompts = unknown_prompts(ctx.input("eval_sets"))
+    key = hashlib.sha256(json.dumps([atomic.file_sha256(ctx.input("sft")), cfg.run.seed, r.fact_samples,
+                                     r.temperature, r.response_tokens, [p.text for p in prompts]]).encode()).hexdigest()
+    cached = ctx.final_out / BEHAVIOUR_FILE
+    drawn = None
+    if cached.exists():
+        try:
+            old = json.loads(cached.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        if old.get("key") == key:
+            drawn = old
+    if drawn is None:
+        drawn = {"key": key, "unknown": unknown_rows(cfg, sft, tok, prompts, r.fact_samples, cfg.run.seed + 29)}
+    if ctx.rank == 0:
+        atomic.write_text(ctx.out / BEHAVIOUR_FILE, json.dumps(drawn, ensure_ascii=False))
+    return {"benign": benign_rows(), "unknown": drawn["unknown"]}
+
+
 SAMPLES_FILE = "samples.json"
 REWARD_CHUNK = 8   # sequences per forward pass while training (sorted by length: little padding)
 
@@ -271,14 +367,26 @@ def collect_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict:
             + ("; the samples of the previous run, reused" if drawn["reused"] else ""))
         counts["judge_source"] = source
         counts["samples_reused"] = drawn["reused"]
-        hard = [preferences.record(p.text, right, wrong, "a", "hard-negative", kind="fact", lang=p.lang)
-                for p, right, wrong in judge.hard_negatives(cfg, cfg.reward.hard_negatives)]
-        if hard:  # training only: the held-out figures stay on the judge's pairs
-            train_records = train_records + hard
+        r = cfg.reward
+        written = {  # training only: the held-out figures stay on the judge's pairs
+            "hard-negative": (judge.hard_negatives(cfg, r.hard_negatives),
+                              "a training fact's true statement vs the same template with a wrong value"),
+            "wrong-entity": (judge.wrong_entity(cfg, r.wrong_entity),
+                             "a training fact's true statement vs another entity's fact in the same template"),
+            "benign": (judge.written_pairs(judge.benign_prompts(cfg, r.benign_pairs)),
+                       "a harmless request worded like a harmful one, or an ordinary one: help over refusal"),
+            "unknown": (judge.written_pairs(judge.unknown_prompts(cfg, r.unknown_pairs)),
+                        "a question about a made-up entity: abstention over a confident invention"),
+        }
+        for source, (made, what) in written.items():
+            if not made:
+                continue
+            train_records = train_records + [preferences.record(p.text, good, bad, "a", source, kind=p.kind,
+                                                                lang=p.lang) for p, good, bad in made]
+            counts[f"{source.replace('-', '_')}_pairs"] = len(made)
+            say(f"{source}: {len(made)} pairs ({what})")
+        if len(train_records) > cut:
             random.Random(cfg.run.seed + 1).shuffle(train_records)
-            counts["hard_negative_pairs"] = len(hard)
-            say(f"hard negatives: {len(hard)} pairs (a training fact's true statement vs the same template "
-                "with a wrong value)")
     files = [f for f in ctx.spec.files(cfg, ctx.run.path) if f.exists() or f.name != "preferences.jsonl"]
     for path in files:
         report = preferences.load(path, cfg.reward.on_error)
@@ -329,6 +437,8 @@ def run(ctx: StageContext) -> dict:
     out = ctx.out
     with ctx.autocast():
         pairs = collect_pairs(ctx, sft, tok)
+        behaviour = (sampled_behaviour(ctx, sft, tok) if r.fact_samples and r.judge and judge.applies(cfg)
+                     and ctx.has_input("eval_sets") else {})
     if ctx.rank == 0:  # every rank collects the same pairs (seeded); one writes them
         write_jsonl(out / "pairs.jsonl", pairs["train"])
         write_jsonl(out / "heldout_pairs.jsonl", pairs["heldout"])
@@ -338,7 +448,8 @@ def run(ctx: StageContext) -> dict:
     heldout_prompts = encode_records(tok, pairs["prompts"], context)
 
     torch.manual_seed(cfg.run.seed)
-    model = RewardModel(sft, likelihood=r.likelihood)
+    model = RewardModel(sft, likelihood=r.likelihood, span=r.likelihood_span,
+                        ends=sentence_ends(tok, sft.cfg.vocab_size) if r.likelihood else None)
 
     def batch(step: int, micro: int):
         rng = np.random.default_rng([cfg.run.seed, step, micro, 13])
@@ -370,7 +481,8 @@ def run(ctx: StageContext) -> dict:
     tcfg = inherit(ctx, steps=r.steps, batch_size=r.batch_size, grad_accum=r.grad_accum, lr=r.lr,
                    warmup_steps=min(10, r.steps), weight_decay=0.0, eval_every=max(1, r.steps // 3), ckpt_every=r.steps)
     task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg),
-                info={"head": "scalar reward (Bradley-Terry)", **({"likelihood": True} if r.likelihood else {})},
+                info={"head": "scalar reward (Bradley-Terry)",
+                      **({"likelihood": True, "likelihood_span": r.likelihood_span} if r.likelihood else {})},
                 evaluate=evaluate if heldout else None)
     model, summary = train(model, tcfg, task, ctx)
     if ctx.rank != 0:  # under torchrun rank 0 alone scores the trained model
@@ -380,14 +492,20 @@ def run(ctx: StageContext) -> dict:
     train_acc = pairwise_accuracy(model, tok, train_set[:300])
     prompts_acc = pairwise_accuracy(model, tok, heldout_prompts) if heldout_prompts else None
     facts = fact_accuracy(model, tok, pairs["facts"], context)
+    rows = {kind: fact_accuracy(model, tok, records, context) for kind, records in behaviour.items()}
     ctx.say(f"reward model: held-out pairwise accuracy {after:.1%} on {sum(not e[3] for e in heldout)} pairs "
             f"(chance 50%, untrained head {before:.1%}); training pairs {train_acc:.1%}"
             + (f"; pairs from held-out prompts {prompts_acc:.1%}" if prompts_acc is not None else ""))
     if facts["pairs"]:
         ctx.say(f"reward model on right vs wrong answers to held-out fact questions (fresh samples): "
                 f"{facts['accuracy']:.1%} of {facts['pairs']} pairs (95% CI {facts['low']:.1%}-{facts['high']:.1%})")
+    for kind, row in rows.items():
+        if row["pairs"]:
+            ctx.say(f"reward model on held-out {BEHAVIOUR_ROWS[kind]}: {row['accuracy']:.1%} of {row['pairs']} pairs "
+                    f"(95% CI {row['low']:.1%}-{row['high']:.1%})")
     return {**summary, "heldout_accuracy": round(after, 4), "untrained_accuracy": round(before, 4),
             "train_accuracy": round(train_acc, 4), "train_pairs": len(train_set), "heldout_pairs": len(heldout),
             **({"heldout_prompts_accuracy": round(prompts_acc, 4)} if prompts_acc is not None else {}),
             **({f"fact_pairs_{k}": v for k, v in facts.items()} if facts["pairs"] else {}),
+            **{f"{kind}_pairs_{k}": v for kind, row in rows.items() if row["pairs"] for k, v in row.items()},
             **pairs["counts"]}
