@@ -25,7 +25,13 @@ import torch
 
 from fidan import atomic
 from fidan.context import StageContext
-from fidan.corpus.instructions import context_conversations, lookalike_conversations, one_step_conversations
+from fidan.corpus.instructions import (
+    context_conversations,
+    everyday_conversations,
+    lookalike_conversations,
+    one_step_conversations,
+    refusal_conversations,
+)
 from fidan.corpus.world import build_world
 from fidan.data.shards import load_meta, load_tokens
 from fidan.errors import FidanError
@@ -207,6 +213,12 @@ def run(ctx: StageContext) -> dict:
     if s.lookalikes:
         conversations = conversations + [c["messages"] for c in lookalike_conversations(s.lookalikes, ctx.cfg.run.seed)]
         ctx.say(f"sft: + {s.lookalikes:,} benign requests worded like harmful ones, answered (sft.lookalikes)")
+    if s.everyday:
+        conversations = conversations + [c["messages"] for c in everyday_conversations(s.everyday, ctx.cfg.run.seed)]
+        ctx.say(f"sft: + {s.everyday:,} everyday requests from outside the world, answered (sft.everyday)")
+    if s.refusals:
+        conversations = conversations + [c["messages"] for c in refusal_conversations(s.refusals, ctx.cfg.run.seed)]
+        ctx.say(f"sft: + {s.refusals:,} more harmful requests in other wordings, refused (sft.refusals)")
     if s.one_step_share:
         conversations = conversations + one_step(ctx, len(conversations))
     seed = ctx.cfg.run.seed
