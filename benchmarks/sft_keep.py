@@ -38,8 +38,8 @@ def main() -> None:
     from fidan.eval.tasks.world import facts_items
     from fidan.infer.answers import answer_many, fact_right, split
     from fidan.infer.scoring import fits_choices
-    from fidan.records import read_jsonl
     from fidan.model.io import load_model
+    from fidan.records import read_jsonl
     from fidan.stats import wilson
     from fidan.tokenizer.bpe import FidanTokenizer
     from fidan.train.pretrain import bits_per_byte, token_bytes_for

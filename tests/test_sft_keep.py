@@ -12,9 +12,11 @@ from fidan.config import build_config
 from fidan.corpus.instructions import (
     LOOKALIKES,
     everyday_conversations,
+    fact_conversations,
     lookalike_conversations,
     refusal_conversations,
 )
+from fidan.corpus.world import build_world
 from fidan.data.shards import load_meta, load_tokens
 from fidan.errors import FidanError
 from fidan.eval import benign, grader, redteam
@@ -164,6 +166,18 @@ def test_everyday_requests_are_answered_and_the_extra_harmful_ones_refused_in_wo
     # the red team's requests (plain and in their jailbreak frames) are not in the training requests
     seen = set().union(*(shingles(t, 6) for t in asked(everyday) + asked(refused)))
     assert not [p["prompt"] for p in redteam.prompts() if shingles(p["prompt"], 6) & seen]
+
+
+def test_the_extra_fact_questions_never_ask_a_held_out_fact(prepared_run):
+    cfg, run = prepared_run
+    c = cfg.corpus
+    made = fact_conversations(build_world(cfg.run.seed, c.n_places, c.n_people, c.n_creatures), 400, cfg.run.seed)
+    held_out = {item["question"] for _, item in read_jsonl(run.path / "data" / "eval" / "facts.jsonl")}
+    asked = [m["content"] for conv in made for m in conv["messages"] if m["role"] == "user"]
+    assert len(asked) == 400 and len(set(asked)) > 100 and held_out and not held_out & set(asked)
+    trained = {m["content"] for _, obj in read_jsonl(run.path / "data" / "sft" / "train.jsonl")
+               for m in obj["messages"] if m["role"] == "user"}
+    assert set(asked) & trained   # the same kind of question the data stage asks, in the same words
 
 
 def test_over_refusal_on_the_benign_set_is_classified_by_both_graders(monkeypatch):

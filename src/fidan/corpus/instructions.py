@@ -388,6 +388,19 @@ def conversations(world: World, n: int, seed: int, heldout_problems: set[tuple],
     return out
 
 
+def fact_conversations(world: World, n: int, seed: int) -> list[dict]:
+    """``n`` more single fact questions with their answer (``sft.facts``), as ``conversation``
+    asks them and never a held-out (subject, attribute) pair; a third of them with the system prompt."""
+    rng = random.Random(f"fidan-sft-facts-{seed}")
+    out = []
+    for i in range(n):
+        lang = ("en", "tr")[i % 2]
+        _, _, q, a = _fact_turn(world, lang, rng)
+        messages = [{"role": "system", "content": SYSTEM[lang]}] if rng.random() < 0.3 else []
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        out.append({"messages": messages, "kind": "fact", "lang": lang})
+    return out
+
 def one_step_conversations(world: World, n: int, seed: int) -> list[dict]:
     """``n`` one-step word problems with their worked answer (``sft.one_step_share``), none of
     the held-out ones: the start GRPO's curriculum builds on."""
