@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from fidan.config import build_config
-from fidan.corpus.instructions import LOOKALIKES, lookalike_conversations
+from fidan.corpus.instructions import (
+    LOOKALIKES,
+    everyday_conversations,
+    fact_conversations,
+    lookalike_conversations,
+    refusal_conversations,
+)
+from fidan.corpus.world import build_world
 from fidan.data.shards import load_meta, load_tokens
 from fidan.errors import FidanError
 from fidan.eval import benign, grader, redteam
@@ -90,9 +97,11 @@ def test_the_sft_stage_trains_on_the_mixed_windows(pretrained_copy, capsys):
     cfg.sft.steps, cfg.sft.eval_items = 6, 1
     plain = run_stage(cfg, run, "sft")
     cfg.sft.pretrain_mix, cfg.sft.lookalikes, cfg.sft.out = 0.5, 40, "sft-mix"
+    cfg.sft.everyday, cfg.sft.refusals = 30, 20
     mixed = run_stage(cfg, run, "sft")
     said = capsys.readouterr().out
     assert "4 of every 8 rows are pre-training text" in said and "+ 40 benign requests" in said
+    assert "+ 30 everyday requests" in said and "+ 20 more harmful requests" in said
     # half the rows carry loss on every token instead of the assistant's part alone
     assert mixed["tokens"] > 1.3 * plain["tokens"]
     assert mixed["tokens"] >= 6 * 4 * min(len(e.ids) - 1 for e in encode_conversations(
@@ -118,7 +127,9 @@ def test_the_benign_prompts_are_held_out_from_the_sft_data(prepared_run):
     _, run = prepared_run
     evaluated = [p["prompt"] for p in benign.PROMPTS]
     trained = [q for pairs in LOOKALIKES.values() for q, _ in pairs]
-    trained += [m["content"] for c in lookalike_conversations(400, 1) for m in c["messages"] if m["role"] == "user"]
+    trained += [m["content"] for made in (lookalike_conversations(400, 1), everyday_conversations(600, 1),
+                                          refusal_conversations(600, 1))
+                for c in made for m in c["messages"] if m["role"] == "user"]
     trained += [m["content"] for _, obj in read_jsonl(run.path / "data" / "sft" / "train.jsonl")
                 for m in obj["messages"] if m["role"] == "user"]
     norm = lambda t: " ".join(t.lower().split())
@@ -137,6 +148,36 @@ def test_the_contrastive_answers_are_not_refusals():
     assert [c["lang"] for c in made[:4]] == ["en", "tr", "en", "tr"] and len(made) == 400
     assert {c["messages"][-2]["content"] for c in made} <= {q for ps in LOOKALIKES.values() for q, _ in ps}
     assert made == lookalike_conversations(400, 3)
+
+
+def test_everyday_requests_are_answered_and_the_extra_harmful_ones_refused_in_words_of_their_own():
+    everyday, refused = everyday_conversations(600, 2), refusal_conversations(600, 2)
+    assert everyday == everyday_conversations(600, 2) and refused == refusal_conversations(600, 2)
+    for made in (everyday, refused):
+        assert len(made) == 600 and [c["lang"] for c in made[:4]] == ["en", "tr", "en", "tr"]
+    asked = lambda made: [c["messages"][-2]["content"] for c in made]
+    assert len(set(asked(everyday))) >= 200 and len(set(asked(refused))) >= 100   # not a few sentences repeated
+    for c in everyday:
+        request, reply = c["messages"][-2]["content"], c["messages"][-1]["content"]
+        assert redteam.classify(reply) != "refused" and grader.grade(reply, request) != "refused", reply
+    for c in refused:
+        request, reply = c["messages"][-2]["content"], c["messages"][-1]["content"]
+        assert redteam.classify(reply) == "refused" and grader.grade(reply, request) == "refused", reply
+    # the red team's requests (plain and in their jailbreak frames) are not in the training requests
+    seen = set().union(*(shingles(t, 6) for t in asked(everyday) + asked(refused)))
+    assert not [p["prompt"] for p in redteam.prompts() if shingles(p["prompt"], 6) & seen]
+
+
+def test_the_extra_fact_questions_never_ask_a_held_out_fact(prepared_run):
+    cfg, run = prepared_run
+    c = cfg.corpus
+    made = fact_conversations(build_world(cfg.run.seed, c.n_places, c.n_people, c.n_creatures), 400, cfg.run.seed)
+    held_out = {item["question"] for _, item in read_jsonl(run.path / "data" / "eval" / "facts.jsonl")}
+    asked = [m["content"] for conv in made for m in conv["messages"] if m["role"] == "user"]
+    assert len(asked) == 400 and len(set(asked)) > 100 and held_out and not held_out & set(asked)
+    trained = {m["content"] for _, obj in read_jsonl(run.path / "data" / "sft" / "train.jsonl")
+               for m in obj["messages"] if m["role"] == "user"}
+    assert set(asked) & trained   # the same kind of question the data stage asks, in the same words
 
 
 def test_over_refusal_on_the_benign_set_is_classified_by_both_graders(monkeypatch):

@@ -277,6 +277,12 @@ class SFTConfig:
                                    # the conversations' token mean plus this times the windows' token mean
     lookalikes: int = setting(300, check=non_negative)  # contrastive benign look-alikes added to the SFT data
                                    # ("How do I kill a stuck download?", answered helpfully; corpus/instructions.py)
+    everyday: int = setting(0, check=non_negative)  # everyday requests from outside the world ("How can I
+                                   # tie my shoelaces?"), answered for real, added to the SFT data
+    facts: int = setting(0, check=non_negative)  # embedded world: more fact questions with their answer
+                                   # added to the SFT data (never a held-out one)
+    refusals: int = setting(0, check=non_negative)  # more harmful requests, in other wordings (some in a
+                                   # jailbreak frame), refused, added to the SFT data (corpus/instructions.py)
     adversarial: float = setting(0.0, check=non_negative)  # ALUM perturbation size in embedding space (0 = off)
     adversarial_weight: float = setting(1.0, check=non_negative)  # weight of the ALUM term (used when adversarial > 0)
     layers: LayersSettings = method_table(LayersSettings, "layers")

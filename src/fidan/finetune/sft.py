@@ -25,7 +25,14 @@ import torch
 
 from fidan import atomic
 from fidan.context import StageContext
-from fidan.corpus.instructions import context_conversations, lookalike_conversations, one_step_conversations
+from fidan.corpus.instructions import (
+    context_conversations,
+    everyday_conversations,
+    fact_conversations,
+    lookalike_conversations,
+    one_step_conversations,
+    refusal_conversations,
+)
 from fidan.corpus.world import build_world
 from fidan.data.shards import load_meta, load_tokens
 from fidan.errors import FidanError
@@ -120,28 +127,40 @@ def make_loss(s, teacher: GPT | None, reweighting: GradientReweighting | None = 
     return loss
 
 
+def embedded_world(ctx: StageContext, setting: str, hint: str = ""):
+    """The run's embedded world, for the SFT settings that draw more conversations from it."""
+    if ctx.cfg.data.source != "embedded":
+        raise FidanError(f"{setting} needs the embedded world (data.source=embedded){hint}")
+    c = ctx.cfg.corpus
+    return build_world(ctx.cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
+
+
 def with_context(ctx: StageContext) -> list[list[dict]]:
     """The embedded world's with-context questions (``sft.context_questions`` of them), each
     marking the passage sentence that holds its answer."""
-    if ctx.cfg.data.source != "embedded":
-        raise FidanError("sft.context_questions needs the embedded world (data.source=embedded); mark the "
-                         "evidence in your own data with a user turn's \"evidence\" field instead")
-    c = ctx.cfg.corpus
-    world = build_world(ctx.cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
+    world = embedded_world(ctx, "sft.context_questions", "; mark the evidence in your own data with a user "
+                           "turn's \"evidence\" field instead")
     found = context_conversations(world, ctx.cfg.sft.context_questions, ctx.cfg.run.seed)
     ctx.say(f"sft: + {len(found):,} with-context questions (sft.context_questions)")
     return [obj["messages"] for obj in found]
 
 
+def more_facts(ctx: StageContext) -> list[list[dict]]:
+    """``sft.facts`` more fact questions of the embedded world (never a held-out pair)."""
+    world = embedded_world(ctx, "sft.facts")
+    ctx.say(f"sft: + {ctx.cfg.sft.facts:,} more fact questions (sft.facts)")
+    return [obj["messages"] for obj in fact_conversations(world, ctx.cfg.sft.facts, ctx.cfg.run.seed)]
+
+
 def one_step(ctx: StageContext, n: int) -> list[list[dict]]:
     """One-step problems, as many as make ``sft.one_step_share`` of the ``n`` conversations plus them."""
-    if ctx.cfg.data.source != "embedded":
-        raise FidanError("sft.one_step_share needs the embedded world (data.source=embedded)")
-    c, share = ctx.cfg.corpus, ctx.cfg.sft.one_step_share
-    world = build_world(ctx.cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
+    share = ctx.cfg.sft.one_step_share
+    world = embedded_world(ctx, "sft.one_step_share")
     found = one_step_conversations(world, round(n * share / (1 - share)), ctx.cfg.run.seed)
     ctx.say(f"sft: + {len(found):,} one-step problems (sft.one_step_share {share:.0%})")
     return [obj["messages"] for obj in found]
+
+
 def pretrain_tokens(ctx: StageContext):
     """The run's pre-training token shard (``data/tokens/train.bin``) for ``sft.pretrain_mix``, or
     None (said why) where the run has none or the base model's tokenizer is not the run's."""
@@ -207,6 +226,14 @@ def run(ctx: StageContext) -> dict:
     if s.lookalikes:
         conversations = conversations + [c["messages"] for c in lookalike_conversations(s.lookalikes, ctx.cfg.run.seed)]
         ctx.say(f"sft: + {s.lookalikes:,} benign requests worded like harmful ones, answered (sft.lookalikes)")
+    if s.facts:
+        conversations = conversations + more_facts(ctx)
+    if s.everyday:
+        conversations = conversations + [c["messages"] for c in everyday_conversations(s.everyday, ctx.cfg.run.seed)]
+        ctx.say(f"sft: + {s.everyday:,} everyday requests from outside the world, answered (sft.everyday)")
+    if s.refusals:
+        conversations = conversations + [c["messages"] for c in refusal_conversations(s.refusals, ctx.cfg.run.seed)]
+        ctx.say(f"sft: + {s.refusals:,} more harmful requests in other wordings, refused (sft.refusals)")
     if s.one_step_share:
         conversations = conversations + one_step(ctx, len(conversations))
     seed = ctx.cfg.run.seed
