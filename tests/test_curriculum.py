@@ -56,6 +56,21 @@ def test_training_problems_and_sft_conversations_leave_the_held_out_problems_out
     assert {c["lang"] for c in convos} == {"en", "tr"} and not {c["messages"][0]["content"] for c in convos} & held
 
 
+def test_the_one_step_reserve_widens_the_held_out_set_and_stays_out_of_training():
+    """More held-out one-step problems than the task's 180: GRPO's reserve, which neither GRPO's
+    training problems nor SFT's one-step conversations (its first SFT_CHECKED) hold."""
+    base = curriculum.held_out(WORLD, 5)["one_step"]
+    wide = curriculum.held_out(WORLD, 5, one_step=500)["one_step"]
+    assert len(base) == 180 and len(wide) == 500 and wide[:180] == base
+    questions = [it["question"] for it in wide]
+    assert len(set(questions)) == 500 and {it["lang"] for it in wide[180:]} == {"en", "tr"}
+    assert not set(questions) & {p.question for p in curriculum.training_problems(WORLD, 5, "one_step", 2000)}
+    sft = one_step_conversations(WORLD, curriculum.SFT_CHECKED, 5)
+    assert not set(questions) & {c["messages"][0]["content"] for c in sft}
+    task = tasks.get("world_onestep")
+    assert all(task.reward(it, it["solution"]) == 1.0 for it in wide[180:])
+
+
 def test_the_sampler_serves_one_step_problems_first_and_moves_on_at_the_threshold():
     plan = curriculum.Curriculum(curriculum.CURRICULA["staged"], advance_at=0.5, window=2, review=0.25)
     rng = random.Random(0)

@@ -174,7 +174,7 @@ def held_out_scores(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenize
     cfg = ctx.cfg
     math_tokens = answer_tokens(policy.cfg.context, MATH_TOKENS)
     room = policy.cfg.context - math_tokens - 1
-    sets = curriculum.held_out(world, cfg.run.seed)
+    sets = curriculum.held_out(world, cfg.run.seed, one_step=limit)
     out = {}
     for stage in stages:
         items = sets[stage][:limit]
