@@ -2,7 +2,8 @@
 
 Reads ``<run>/<out>/metrics.jsonl`` and ``summary.json`` and prints, as markdown: the share of
 groups with signal (some but not all answers right) and the success rate per block of steps,
-with the curriculum stage of each; the stages as they ran; and each stage's held-out problems
+with the curriculum stage of each; the stages as they ran; the held-out curve where the run had
+``[rlhf.grpo] eval_every``; and each stage's held-out problems
 answered greedily by the SFT and the GRPO model (95% Wilson intervals; the gain with Newcombe's
 interval), which ``fidan.rlhf.grpo`` measured at the end of training.
 
@@ -81,6 +82,15 @@ def main() -> None:
     for s in summary.get("curriculum", []):
         print(f"| {s['stage']} | {s['first_step'] + 1} | {s['steps']} | {s['success']:.1%} | "
               f"{s['groups_with_signal']:.0%} |")
+    curve = [r for r in rows if any(k.startswith("held_out_") for k in r)]
+    if curve:   # [rlhf.grpo] eval_every: the GRPO model's held-out greedy accuracy along the run
+        stages = [k for k in curve[0] if k.startswith("held_out_")]
+        print()
+        print("| step | " + " | ".join(f"held-out {k[9:]} (greedy)" for k in stages) + " | KL to SFT |")
+        print("|---|" + "---|" * len(stages) + "---|")
+        for r in curve:
+            kl = f"{r['kl']:.2f}" if "kl" in r else "(no group with signal)"
+            print(f"| {r['step']} | " + " | ".join(f"{r[k]:.1%}" for k in stages) + f" | {kl} |")
     held = summary.get("held_out")
     if held:
         print()

@@ -56,6 +56,21 @@ def test_training_problems_and_sft_conversations_leave_the_held_out_problems_out
     assert {c["lang"] for c in convos} == {"en", "tr"} and not {c["messages"][0]["content"] for c in convos} & held
 
 
+def test_the_one_step_reserve_widens_the_held_out_set_and_stays_out_of_training():
+    """More held-out one-step problems than the task's 180: GRPO's reserve, which neither GRPO's
+    training problems nor SFT's one-step conversations (its first SFT_CHECKED) hold."""
+    base = curriculum.held_out(WORLD, 5)["one_step"]
+    wide = curriculum.held_out(WORLD, 5, one_step=500)["one_step"]
+    assert len(base) == 180 and len(wide) == 500 and wide[:180] == base
+    questions = [it["question"] for it in wide]
+    assert len(set(questions)) == 500 and {it["lang"] for it in wide[180:]} == {"en", "tr"}
+    assert not set(questions) & {p.question for p in curriculum.training_problems(WORLD, 5, "one_step", 2000)}
+    sft = one_step_conversations(WORLD, curriculum.SFT_CHECKED, 5)
+    assert not set(questions) & {c["messages"][0]["content"] for c in sft}
+    task = tasks.get("world_onestep")
+    assert all(task.reward(it, it["solution"]) == 1.0 for it in wide[180:])
+
+
 def test_the_sampler_serves_one_step_problems_first_and_moves_on_at_the_threshold():
     plan = curriculum.Curriculum(curriculum.CURRICULA["staged"], advance_at=0.5, window=2, review=0.25)
     rng = random.Random(0)
@@ -94,11 +109,11 @@ def test_newcombe_interval_brackets_the_difference():
 def test_grpo_on_a_micro_run_starts_on_one_step_problems_with_signal(pretrained_copy):
     """SFT with one-step problems, then GRPO with the staged curriculum: the first steps serve
     one-step problems and some groups carry signal; stage_steps moves the sampler on; the held-out
-    scores per stage come back."""
+    scores per stage come back, and every eval_every steps in the metrics."""
     cfg, run = pretrained_copy
     cfg = micro_config(run.path.parent, "micro", "train.steps=120", "sft.one_step_share=0.5", "sft.steps=60",
                        "rlhf.algo=grpo", "rlhf.steps=4", "rlhf.prompts_per_step=128", "rlhf.grpo.group=8",
-                       "rlhf.temperature=1.5", "rlhf.grpo.stage_steps=2",
+                       "rlhf.temperature=1.5", "rlhf.grpo.stage_steps=2", "rlhf.grpo.eval_every=2",
                        "rlhf.eval_prompts=2", "rlhf.eval_samples=1")
     run_stage(cfg, run, "sft")
     run_stage(cfg, run, "rlhf")
@@ -108,3 +123,7 @@ def test_grpo_on_a_micro_run_starts_on_one_step_problems_with_signal(pretrained_
     summary = json.loads((run.path / "rlhf" / "summary.json").read_text())
     assert [s["stage"] for s in summary["curriculum"]] == ["one_step", "word"]
     assert set(summary["held_out"]) == {"one_step", "word", "two_step"} and summary["held_out"]["word"]["n"] == 6
+    # the curve: every 2 steps; its last point is the GRPO model the summary scores
+    assert [sorted(k for k in r if k.startswith("held_out_")) for r in rows] == \
+        [[], ["held_out_one_step", "held_out_two_step", "held_out_word"]] * 2
+    assert all(rows[-1][f"held_out_{s}"] == v["grpo"] for s, v in summary["held_out"].items())

@@ -389,7 +389,10 @@ class GRPOSettings:
     stage_steps: int = setting(0, check=non_negative)  # also move on after this many steps at a stage (0 = never)
     review: float = setting(0.25, check=fraction)  # past the first stage: share of groups from earlier stages
     eval_items: int = setting(200, check=non_negative)  # held-out problems per stage answered greedily by the
-                                   # SFT and the GRPO model at the end (0 = none)
+                                   # SFT and the GRPO model at the end (0 = none); the one-step
+                                   # stage has 180 of its task's and up to 1,000 more of its own
+    eval_every: int = setting(0, check=non_negative)  # also score the GRPO model on them every this
+                                   # many steps (held_out_<stage> in metrics.jsonl; 0 = at the end only)
 
 
 ROLLOUTS = only_if("algo", "ppo", "grpo")

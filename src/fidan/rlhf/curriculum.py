@@ -13,7 +13,11 @@ learn from; the curriculum starts where the model sometimes succeeds and moves o
 
 Each stage's reward is its evaluation task's ``reward`` (the final number of the reply is the
 answer), so GRPO optimises what the report card scores, and its held-out problems are those
-tasks' items, never trained on. The sampler starts at the first stage of ``[rlhf.grpo]
+tasks' items, never trained on. The one-step stage can be scored on more problems than its task
+holds (180 without the dev split): GRPO's own reserve of ``RESERVE`` further one-step problems
+(their own random stream), which no GRPO training problem is drawn from and which leaves out the
+first ``SFT_CHECKED`` one-step problems SFT's ``sft.one_step_share`` draws (1,575 at 0.2 of the
+demo's 6,300 conversations). The sampler starts at the first stage of ``[rlhf.grpo]
 curriculum`` and moves to the next when the mean success rate of the last ``window`` steps at
 the stage reaches ``advance_at`` (or after ``stage_steps`` steps, when that is set); once past
 the first stage, ``review`` of each step's groups come from earlier stages, so what was learnt
@@ -42,12 +46,31 @@ class Problem:
     lang: str
 
 
-def held_out(world: World, seed: int) -> dict[str, list[dict]]:
-    """Each stage's held-out problems (the evaluation tasks' items without their dev split)."""
+RESERVE = 1000        # GRPO's own held-out one-step problems, beyond the evaluation task's
+SFT_CHECKED = 10_000  # SFT's one-step problems the reserve leaves out (its stream's first ones)
+
+
+def held_out(world: World, seed: int, one_step: int = 0) -> dict[str, list[dict]]:
+    """Each stage's held-out problems (the evaluation tasks' items without their dev split); with
+    ``one_step`` above the task's count, the one-step stage gets the reserve's first problems up
+    to that many (both languages, drawn at random)."""
     evals, _ = eval_sets(world, seed)
     sets = {"one_step": one_step_set(world, seed)[0], "word": evals["arithmetic"], "two_step": evals["steps"]}
-    return {name: [it for lang in ("en", "tr") for it in split([x for x in items if x["lang"] == lang])[1]]
-            for name, items in sets.items()}
+    out = {name: [it for lang in ("en", "tr") for it in split([x for x in items if x["lang"] == lang])[1]]
+           for name, items in sets.items()}
+    more = min(max(0, one_step - len(out["one_step"])), RESERVE)
+    if more:
+        out["one_step"] = out["one_step"] + [
+            {"id": f"grpo-onestep-{p.key[0]}-{n:04d}", "lang": p.key[0], "question": p.question,
+             "solution": p.solution, "answer": p.answer} for n, p in enumerate(reserve(world, seed)[:more])]
+    return out
+
+
+def reserve(world: World, seed: int) -> list:
+    """GRPO's ``RESERVE`` further held-out one-step problems: none of the task's, none of SFT's."""
+    taken = set(one_step_set(world, seed)[1])
+    taken |= {p.key for p in fresh_one_step(world, SFT_CHECKED, random.Random(f"fidan-sft-onestep-{seed}"), taken)}
+    return fresh_one_step(world, RESERVE, random.Random(f"fidan-grpo-heldout-{seed}"), taken)
 
 
 def training_problems(world: World, seed: int, stage: str, n: int) -> list[Problem]:
@@ -55,8 +78,8 @@ def training_problems(world: World, seed: int, stage: str, n: int) -> list[Probl
     _, heldout = eval_sets(world, seed)
     rng = random.Random(f"fidan-grpo-{stage}-{seed}" if stage != "word" else f"fidan-grpo-{seed}")
     if stage == "one_step":
-        return [Problem(p.question, p.answer, p.key[0])
-                for p in fresh_one_step(world, n, rng, one_step_set(world, seed)[1])]
+        held = one_step_set(world, seed)[1] | {p.key for p in reserve(world, seed)}
+        return [Problem(p.question, p.answer, p.key[0]) for p in fresh_one_step(world, n, rng, held)]
     out, seen = [], set(heldout)
     while len(out) < n:
         p = word_problem(world, rng.choice(["en", "tr"]), rng, "two_step" if stage == "two_step" else "")

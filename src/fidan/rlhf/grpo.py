@@ -20,7 +20,9 @@ then the word problems, then two-step ones, moving on when the success rate pass
 ``advance_at``; each stage is scored by its evaluation task's ``reward``. Training problems are
 generated from the world like the evaluation sets, minus their problems. At the end the SFT and
 the GRPO model answer each stage's held-out problems greedily (``eval_items`` per stage), with
-95% Wilson intervals and Newcombe's interval for the difference. GRPO runs on the shared loop
+95% Wilson intervals and Newcombe's interval for the difference; ``eval_every`` also scores the
+GRPO model every that many steps (``held_out_<stage>`` in metrics.jsonl: the curve, whose time
+counts in the step's). GRPO runs on the shared loop
 as an outer step, so it checkpoints and resumes like PPO (the curriculum's stage with it).
 """
 from __future__ import annotations
@@ -75,6 +77,8 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
     checkers = {stage: eval_tasks.get(curriculum.TASKS[stage]) for stage in plan.stages}
     optimizer = torch.optim.AdamW(policy.parameters(), lr=c.lr, betas=(tcfg.beta1, tcfg.beta2), weight_decay=0.0)
     device = ctx.device
+    # the curve: held-out greedy accuracy every ``eval_every`` steps (rank 0; in metrics.jsonl)
+    curve_sets = curriculum.held_out(world, cfg.run.seed, one_step=g.eval_items) if g.eval_every else {}
 
     def step(i: int) -> dict:
         rng = random.Random(cfg.run.seed * 7907 + i)
@@ -132,6 +136,10 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
             record.update(loss=round(float(loss.detach()), 5),
                           kl=round(float(masked_mean(logp.detach() - ref_lp, mask) * mask.sum(-1).mean()), 5),
                           length=round(float(mask.sum(-1).mean()), 5), tokens=int(mask.sum()))
+        if g.eval_every and (i + 1) % g.eval_every == 0 and ctx.rank == 0:
+            for stage in plan.stages:
+                right, n = greedy_right(ctx, policy, tok, curve_sets[stage][:g.eval_items], checkers[stage].reward)
+                record[f"held_out_{stage}"] = round(right / max(n, 1), 4)
         return record
 
     def describe(record: dict) -> str:
@@ -167,28 +175,32 @@ def stage_steps(rows: list[dict]) -> list[dict]:
     return out
 
 
+def greedy_right(ctx: StageContext, model: GPT, tok: FidanTokenizer, items: list[dict], reward) -> tuple[int, int]:
+    """Right greedy replies of ``model`` among ``items`` (each a problem with its answer), and how many."""
+    math_tokens = answer_tokens(model.cfg.context, MATH_TOKENS)
+    room = model.cfg.context - math_tokens - 1
+    was_training = model.training
+    model.eval()
+
+    def answer(questions):
+        with torch.no_grad(), ctx.autocast():
+            got = sample(model, tok, [prompt_ids(tok, q, room) for q in questions], math_tokens, 0.0,
+                         ctx.cfg.run.seed)
+        return [tok.decode(a.ids) for a in got]
+    out = curriculum.greedy_accuracy(answer, reward, items)
+    model.train(was_training)
+    return out
+
+
 @torch.no_grad()
 def held_out_scores(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, world, stages, checkers,
                     limit: int) -> dict:
     """Greedy accuracy of the SFT model and the GRPO model on each stage's held-out problems."""
-    cfg = ctx.cfg
-    math_tokens = answer_tokens(policy.cfg.context, MATH_TOKENS)
-    room = policy.cfg.context - math_tokens - 1
-    sets = curriculum.held_out(world, cfg.run.seed)
+    sets = curriculum.held_out(world, ctx.cfg.run.seed, one_step=limit)
     out = {}
     for stage in stages:
         items = sets[stage][:limit]
-        scores = {}
-        for name, model in (("sft", ref), ("grpo", policy)):
-            model.eval()
-
-            def answer(questions, model=model):
-                with ctx.autocast():
-                    got = sample(model, tok, [prompt_ids(tok, q, room) for q in questions], math_tokens, 0.0,
-                                 cfg.run.seed)
-                return [tok.decode(a.ids) for a in got]
-            scores[name] = curriculum.greedy_accuracy(answer, checkers[stage].reward, items)
-        (a, n), (b, _) = scores["sft"], scores["grpo"]
+        (a, n), (b, _) = (greedy_right(ctx, model, tok, items, checkers[stage].reward) for model in (ref, policy))
         out[stage] = {"n": n, "sft": round(a / max(n, 1), 4), "sft_ci": list(wilson(a, n)),
                       "grpo": round(b / max(n, 1), 4), "grpo_ci": list(wilson(b, n)),
                       "gain": round((b - a) / max(n, 1), 4), "gain_ci": list(wilson_difference(a, b, n))}
