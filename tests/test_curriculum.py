@@ -97,7 +97,7 @@ def test_grpo_on_a_micro_run_starts_on_one_step_problems_with_signal(pretrained_
     scores per stage come back."""
     cfg, run = pretrained_copy
     cfg = micro_config(run.path.parent, "micro", "train.steps=120", "sft.one_step_share=0.5", "sft.steps=60",
-                       "rlhf.algo=grpo", "rlhf.steps=4", "rlhf.prompts_per_step=32", "rlhf.grpo.group=8",
+                       "rlhf.algo=grpo", "rlhf.steps=4", "rlhf.prompts_per_step=128", "rlhf.grpo.group=8",
                        "rlhf.temperature=1.5", "rlhf.grpo.stage_steps=2",
                        "rlhf.eval_prompts=2", "rlhf.eval_samples=1")
     run_stage(cfg, run, "sft")

@@ -126,26 +126,40 @@ def sample_rows(logits: torch.Tensor, params: list[SamplingParams], generators: 
         return out
     vocab = logits.size(-1)
     rows = logits[sampled] / temp[sampled, None]
-    ordered, order = rows.sort(-1, descending=True)
+    u = torch.stack([torch.rand((), generator=generators[int(i)], device=logits.device) for i in sampled])
     k = top_k[sampled]
     k = torch.where((k <= 0) | (k >= vocab), torch.full_like(k, vocab), k)
-    kth = ordered.gather(1, (k - 1)[:, None])
-    ordered = ordered.masked_fill(ordered < kth, float("-inf"))
-    probs = ordered.softmax(-1)
-    p = top_p[sampled, None]
-    # drop a token when the mass before it already reaches top_p (the top token always stays)
-    drop = (probs.cumsum(-1) - probs >= p) & (p < 1.0)
-    drop[:, 0] = False
-    probs = probs.masked_fill(drop, 0.0)
+    p = top_p[sampled]
+    # Rows without top-k or top-p draw over the vocabulary in id order; only filtered rows pay
+    # for the sort (most of a sampling step at vocabulary 2,048 and 64 rows: the RL rollouts).
+    plain = (k == vocab) & (p >= 1.0)
+    if bool(plain.any()):
+        out[sampled[plain]] = _draw(rows[plain].softmax(-1), u[plain])
+    if not bool(plain.all()):
+        keep = ~plain
+        ordered, order = rows[keep].sort(-1, descending=True)
+        kth = ordered.gather(1, (k[keep] - 1)[:, None])
+        ordered = ordered.masked_fill(ordered < kth, float("-inf"))
+        probs = ordered.softmax(-1)
+        # drop a token when the mass before it already reaches top_p (the top token always stays)
+        drop = (probs.cumsum(-1) - probs >= p[keep, None]) & (p[keep, None] < 1.0)
+        drop[:, 0] = False
+        out[sampled[keep]] = order.gather(1, _draw(probs.masked_fill(drop, 0.0), u[keep])[:, None]).squeeze(-1)
+    return out
+
+
+def _draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw of one index per row of ``probs`` ``[rows, n]`` (not necessarily
+    normalised) from uniform numbers ``u`` ``[rows]``: the first index whose cumulative mass
+    exceeds ``u`` times the row's total, so an index with no mass is never drawn."""
     cdf = probs.cumsum(-1)
     total = cdf[:, -1]
     if not bool(torch.isfinite(total).all()) or bool((total <= 0).any()):
         raise ValueError("probability tensor contains either inf, nan or element < 0")
-    u = torch.stack([torch.rand((), generator=generators[int(i)], device=logits.device) for i in sampled])
-    index = torch.searchsorted(cdf, (u * total)[:, None], right=True)
-    last = (probs > 0).sum(-1, keepdim=True) - 1   # a draw that rounds up to the total takes the last kept
-    out[sampled] = order.gather(1, torch.minimum(index, last)).squeeze(-1)
-    return out
+    index = torch.searchsorted(cdf, (u * total)[:, None], right=True).squeeze(-1)
+    positions = torch.arange(probs.size(-1), device=probs.device)
+    last = torch.where(probs > 0, positions, -1).amax(-1)   # a draw that rounds up to the total takes the last kept
+    return torch.minimum(index, last)
 
 
 def pick(logits: torch.Tensor, seen: list[int], params: SamplingParams, generator: torch.Generator) -> int:
