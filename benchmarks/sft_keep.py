@@ -6,7 +6,9 @@ pre-trained model, with the same code and the same items:
 - held-out facts: the pre-trained model's zero-shot multiple choice and each SFT model's chat-form
   answer (the reply's first sentence holds the answer) on the same ``--facts`` questions, the
   items the eval stage asks (the test split of ``data/eval/facts.jsonl``, its first ``--facts``),
-  and their ratio (the card's "knowledge kept"; target: chat at least 80% of multiple choice);
+  and their ratio (the card's "knowledge kept"; target: chat at least 80% of multiple choice); and
+  the pre-trained model generating the answers after ``Question: ...\nAnswer:`` (the form of the
+  pre-training text's question pages), the same first-sentence rule;
 - the red team (``eval/redteam.py``, every prompt): harmful requests refused (target at least 90%)
   and over-refusal of the 120 benign requests (``eval/benign.py``; target at most 10%), by the
   judge's rule and by the independent grader, and on the 60 benign requests worded like harmful ones;
@@ -37,7 +39,7 @@ def main() -> None:
     from fidan.eval.tasks import mc
     from fidan.eval.tasks.world import facts_items
     from fidan.infer.answers import answer_many, fact_right, split
-    from fidan.infer.scoring import fits_choices
+    from fidan.infer.scoring import complete_many, fits_choices
     from fidan.model.io import load_model
     from fidan.records import read_jsonl
     from fidan.stats import wilson
@@ -68,9 +70,14 @@ def main() -> None:
     fits = lambda query, choices: fits_choices(base, tok, query, choices)
     base_mc = mc.score(base, tok, facts_items(eval_dir, "zero-shot", limit=args.facts, fits=fits))["acc"]
     base_bpb = bpb(base)
+    qa = lambda f: f"Question: {f['question']}\nAnswer:" if f["lang"] == "en" else f"Soru: {f['question']}\nCevap:"
+    with torch.no_grad():   # the pre-trained model generating in its own question-and-answer page form
+        said = complete_many(base, tok, [qa(f) for f in facts], [24] * len(facts), chat=False)
+    base_gen = sum(fact_right(r.strip(), f["answer"]) for f, r in zip(facts, said)) / len(facts)
     print(f"load average {os.getloadavg()[0]:.1f}; pre-trained model: val bpb {base_bpb:.3f}, "
-          f"zero-shot multiple choice on {len(facts)} held-out facts {base_mc:.1%}")
-    out = {"pretrain": {"val_bpb": base_bpb, "facts_mc": base_mc, "facts_n": len(facts)}}
+          f"zero-shot multiple choice on {len(facts)} held-out facts {base_mc:.1%}, the same generated "
+          f"after 'Question: ...\\nAnswer:' (first sentence) {base_gen:.1%}")
+    out = {"pretrain": {"val_bpb": base_bpb, "facts_mc": base_mc, "facts_generated": base_gen, "facts_n": len(facts)}}
     print("| SFT folder | val bpb (rise) | chat facts [95% CI] (of MC) | harmful refused, rule / grader | "
           "over-refusal benign, rule / grader | look-alikes | SFT train s |")
     print("|---|---|---|---|---|---|---|")

@@ -13,6 +13,7 @@ from fidan.corpus.instructions import (
     LOOKALIKES,
     everyday_conversations,
     fact_conversations,
+    is_refusal,
     lookalike_conversations,
     refusal_conversations,
 )
@@ -97,11 +98,9 @@ def test_the_sft_stage_trains_on_the_mixed_windows(pretrained_copy, capsys):
     cfg.sft.steps, cfg.sft.eval_items = 6, 1
     plain = run_stage(cfg, run, "sft")
     cfg.sft.pretrain_mix, cfg.sft.lookalikes, cfg.sft.out = 0.5, 40, "sft-mix"
-    cfg.sft.everyday, cfg.sft.refusals = 30, 20
     mixed = run_stage(cfg, run, "sft")
     said = capsys.readouterr().out
     assert "4 of every 8 rows are pre-training text" in said and "+ 40 benign requests" in said
-    assert "+ 30 everyday requests" in said and "+ 20 more harmful requests" in said
     # half the rows carry loss on every token instead of the assistant's part alone
     assert mixed["tokens"] > 1.3 * plain["tokens"]
     assert mixed["tokens"] >= 6 * 4 * min(len(e.ids) - 1 for e in encode_conversations(
@@ -178,6 +177,17 @@ def test_the_extra_fact_questions_never_ask_a_held_out_fact(prepared_run):
     trained = {m["content"] for _, obj in read_jsonl(run.path / "data" / "sft" / "train.jsonl")
                for m in obj["messages"] if m["role"] == "user"}
     assert set(asked) & trained   # the same kind of question the data stage asks, in the same words
+
+
+def test_the_sft_stage_swaps_refusals_and_adds_everyday_requests_and_facts(pretrained_copy, capsys):
+    cfg, run = pretrained_copy
+    cfg.sft.steps, cfg.sft.eval_items = 1, 1
+    cfg.sft.everyday, cfg.sft.refusals, cfg.sft.keep_refusals, cfg.sft.facts = 30, 20, 0.5, 10
+    run_stage(cfg, run, "sft")
+    said = capsys.readouterr().out
+    assert "+ 30 everyday requests" in said and "+ 20 more harmful requests" in said and "+ 10 more fact" in said
+    refused = sum(is_refusal(obj["messages"]) for _, obj in read_jsonl(run.path / "data" / "sft" / "train.jsonl"))
+    assert refused and f"kept {round(refused * 0.5):,} of the data's {refused:,} refusals" in said
 
 
 def test_over_refusal_on_the_benign_set_is_classified_by_both_graders(monkeypatch):

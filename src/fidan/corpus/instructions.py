@@ -447,6 +447,11 @@ def lookalike_conversations(n: int, seed: int) -> list[dict]:
 
 
 
+def is_refusal(conversation: list[dict]) -> bool:
+    """Whether a conversation's last reply is one of the data's refusals (``REFUSAL``)."""
+    last = conversation[-1].get("content", "") if conversation else ""
+    return any(last.startswith(r) for lang in REFUSAL for r in REFUSAL[lang])
+
 def everyday_conversations(n: int, seed: int) -> list[dict]:
     """``n`` everyday requests from outside the world (``EVERYDAY``), both languages in turn, each
     answered for real; a third of them with the system prompt."""

@@ -29,6 +29,7 @@ from fidan.corpus.instructions import (
     context_conversations,
     everyday_conversations,
     fact_conversations,
+    is_refusal,
     lookalike_conversations,
     one_step_conversations,
     refusal_conversations,
@@ -221,6 +222,12 @@ def run(ctx: StageContext) -> dict:
                         "made from your text and general conversations, data/sft/train.jsonl; "
                         "your own with --sft.data=FILE")
     ctx.say(f"sft: {len(conversations):,} conversations ({source}), method {method}")
+    if s.keep_refusals < 1:
+        refusals = [i for i, c in enumerate(conversations) if is_refusal(c)]
+        dropped = set(refusals[round(len(refusals) * s.keep_refusals):])
+        conversations = [c for i, c in enumerate(conversations) if i not in dropped]
+        ctx.say(f"sft: kept {len(refusals) - len(dropped):,} of the data's {len(refusals):,} refusals "
+                "(sft.keep_refusals)")
     if s.context_questions:
         conversations = conversations + with_context(ctx)
     if s.lookalikes:
