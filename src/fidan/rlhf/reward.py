@@ -480,7 +480,15 @@ def run(ctx: StageContext) -> dict:
         return {"heldout_accuracy": before if fresh else pairwise_accuracy(m, tok, heldout)}
     tcfg = inherit(ctx, steps=r.steps, batch_size=r.batch_size, grad_accum=r.grad_accum, lr=r.lr,
                    warmup_steps=min(10, r.steps), weight_decay=0.0, eval_every=max(1, r.steps // 3), ckpt_every=r.steps)
-    task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg),
+    own = [model.head.weight, model.head.bias] + ([model.likelihood_weight] if r.likelihood else [])
+    optimizer = None
+    if r.head_lr:  # the head's own group; the loop scales every group's lr by its lr_scale on the one schedule
+        mine = {id(p) for p in own}
+        optimizer = torch.optim.AdamW(
+            [{"params": [p for p in model.parameters() if id(p) not in mine], "lr": r.lr, "lr_scale": 1.0},
+             {"params": own, "lr": r.head_lr, "lr_scale": r.head_lr / r.lr}],
+            betas=(tcfg.beta1, tcfg.beta2), weight_decay=0.0)
+    task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg), optimizer=optimizer,
                 info={"head": "scalar reward (Bradley-Terry)",
                       **({"likelihood": True, "likelihood_span": r.likelihood_span} if r.likelihood else {})},
                 evaluate=evaluate if heldout else None)
