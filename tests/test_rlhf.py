@@ -388,7 +388,7 @@ def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
     # read over the first sentence)
     again = micro_config(run.path.parent, "micro", "train.steps=120", *extra, "reward.hard_negatives=2",
                          "reward.likelihood=true", "reward.likelihood_span=sentence", "reward.wrong_entity=1",
-                         "reward.benign_pairs=20", "reward.unknown_pairs=20")
+                         "reward.benign_pairs=20", "reward.unknown_pairs=20", "reward.head_lr=1e-3")
     summary = run_stage(again, run, "reward")
     assert summary["samples_reused"] is True and summary["hard_negative_pairs"] > 100
     assert summary["wrong_entity_pairs"] > 50 and summary["benign_pairs"] == summary["unknown_pairs"] == 40

@@ -316,6 +316,9 @@ class RewardConfig:
     batch_size: int = setting(16, check=at_least(1))  # pairs per step
     grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
     lr: float = setting(1e-4, check=positive)
+    head_lr: float = setting(0.0, check=non_negative)  # the scalar head's and the likelihood weight's own
+                                   # learning rate (0 = reward.lr): they start from zero / one and must move
+                                   # further than the trunk
     on_error: str = setting("skip", choices=("fail", "skip"))  # malformed preference lines: "skip" (counted,
                                    # reported) or "fail"
     harmful_share: float = setting(0.5, check=below_one)  # embedded world: harmful requests repeated to this

@@ -10,11 +10,18 @@ Pairs come from three places, all in the format of ``preferences.py``:
 * any files named in ``reward.preferences`` (our format or Anthropic HH-RLHF transcripts).
 
 With ``reward.hard_negatives`` the embedded world adds, to the training pairs only, a training
-fact's true statement against the same template with a wrong value (``judge.hard_negatives``).
+fact's true statement against the same template with a wrong value (``judge.hard_negatives``);
+with ``reward.wrong_entity`` against another entity's fact (``judge.wrong_entity``); with
+``reward.benign_pairs`` / ``unknown_pairs`` written pairs where help beats a refusal of a harmless
+request and abstaining beats inventing about a made-up entity (``judge.benign_prompts``,
+``judge.unknown_prompts``). Two more held-out rows go with them: the evaluation's benign
+requests with written help over a refusal (``benign_rows``) and the SFT model's inventions about
+the evaluation's made-up entities against an abstention (``unknown_rows``).
 
 The reward model is the SFT model's trunk with a scalar head on the hidden state of the answer's
 last token (with ``reward.likelihood``, plus the trunk's mean log-probability of the answer's
-tokens times a learnt weight). It is trained with the Bradley-Terry loss
+tokens, or of its first sentence with ``reward.likelihood_span=sentence``, times a learnt weight;
+``reward.head_lr`` gives the head and that weight their own learning rate). It is trained with the Bradley-Terry loss
 ``-log sigmoid(r_chosen - r_rejected)`` (a tie's target is 1/2 for each side). Pairwise accuracy
 is measured on pairs from held-out prompts the model never trained on, and, as its own row, on
 right-vs-wrong answers sampled afresh to held-out fact questions (``fact_pairs``: the judge's
@@ -480,7 +487,15 @@ def run(ctx: StageContext) -> dict:
         return {"heldout_accuracy": before if fresh else pairwise_accuracy(m, tok, heldout)}
     tcfg = inherit(ctx, steps=r.steps, batch_size=r.batch_size, grad_accum=r.grad_accum, lr=r.lr,
                    warmup_steps=min(10, r.steps), weight_decay=0.0, eval_every=max(1, r.steps // 3), ckpt_every=r.steps)
-    task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg),
+    own = [model.head.weight, model.head.bias] + ([model.likelihood_weight] if r.likelihood else [])
+    optimizer = None
+    if r.head_lr:  # the head's own group; the loop scales every group's lr by its lr_scale on the one schedule
+        mine = {id(p) for p in own}
+        optimizer = torch.optim.AdamW(
+            [{"params": [p for p in model.parameters() if id(p) not in mine], "lr": r.lr, "lr_scale": 1.0},
+             {"params": own, "lr": r.head_lr, "lr_scale": r.head_lr / r.lr}],
+            betas=(tcfg.beta1, tcfg.beta2), weight_decay=0.0)
+    task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg), optimizer=optimizer,
                 info={"head": "scalar reward (Bradley-Terry)",
                       **({"likelihood": True, "likelihood_span": r.likelihood_span} if r.likelihood else {})},
                 evaluate=evaluate if heldout else None)
