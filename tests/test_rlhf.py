@@ -181,6 +181,12 @@ def test_report_card_keeps_the_fact_row_apart_from_the_easy_pairs():
                              "fact_pairs_pairs": 120, "fact_pairs_low": 0.5955, "fact_pairs_high": 0.7598}))
     assert rows["reward model, held-out pairs"].startswith("93.1% of 665 pairs")
     assert rows["reward model, right vs wrong fact answers"].startswith("68.3% of 120 pairs (95% CI 59.6%-76.0%")
+    behaviour = dict(reward_rows({"benign_pairs_accuracy": 0.0, "benign_pairs_pairs": 240, "benign_pairs_low": 0.0,
+                                  "benign_pairs_high": 0.0158, "unknown_pairs_accuracy": 0.8556,
+                                  "unknown_pairs_pairs": 180, "unknown_pairs_low": 0.7966,
+                                  "unknown_pairs_high": 0.8997}))
+    assert behaviour["reward model, help over refusal"].startswith("0.0% of 240 pairs (95% CI 0.0%-1.6%")
+    assert behaviour["reward model, abstain over invent"].startswith("85.6% of 180 pairs (95% CI 79.7%-90.0%")
     assert reward_rows({"heldout_accuracy": 0.9, "heldout_pairs": 10}) == [
         ("reward model, held-out pairs", "90.0% of 10 pairs (judge pairs from training prompts, mostly easy)")]
     assert reward_rows({}) == []

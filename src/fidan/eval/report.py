@@ -304,6 +304,14 @@ def reward_rows(summary: dict) -> list[tuple[str, str]]:
                      f"{summary['fact_pairs_accuracy']:.1%} of {summary['fact_pairs_pairs']} pairs "
                      f"(95% CI {summary['fact_pairs_low']:.1%}-{summary['fact_pairs_high']:.1%}; fresh samples "
                      "of held-out fact questions)"))
+    for kind, label, what in (("benign", "reward model, help over refusal", "held-out benign requests, a written "
+                               "helpful answer against a refusal"),
+                              ("unknown", "reward model, abstain over invent", "questions about made-up entities, "
+                               "an abstention against the policy's sampled invention")):
+        if summary.get(f"{kind}_pairs_pairs"):
+            rows.append((label, f"{summary[f'{kind}_pairs_accuracy']:.1%} of {summary[f'{kind}_pairs_pairs']} pairs "
+                                f"(95% CI {summary[f'{kind}_pairs_low']:.1%}-{summary[f'{kind}_pairs_high']:.1%}; "
+                                f"{what})"))
     return rows
 
 
