@@ -353,8 +353,8 @@ class DPOSettings:
     loss: str = setting("sigmoid", choices=("sigmoid", "ipo"))  # rlhf/dpo.py: the paper's, or IPO's squared one
     length_norm: bool = False      # per-token log-ratios (the answer's summed log-ratio over its length)
     sft_weight: float = setting(0.0, check=non_negative)  # + this x the chosen answers' per-token NLL (RPO)
-    refusal_contrast: int = setting(0, check=non_negative)  # extra pairs per answered question: its answer
-                                   # over one of the pairs' refusals (rlhf/dpo.py; against over-refusal)
+    refusal_contrast: float = setting(0.0, check=non_negative)  # extra pairs per answered question (on
+                                   # average): its answer over one of the pairs' refusals (rlhf/dpo.py)
     batch: int = setting(16, check=at_least(1))  # pairs per step
     grad_accum: int = setting(1, check=at_least(1))  # micro-batches per optimizer step, over all ranks
 
