@@ -1,9 +1,10 @@
 """DPO settings swept on a copy of a finished tiny-demo run (issue 19, item 3): each variant is the
 rlhf stage with ``--rlhf.algo=dpo`` and a few settings, written to its own folder
 (``rlhf-<variant>/``), and with ``--eval`` the report card's red-team rows for it (and the SFT model),
-computed as the eval stage computes them (``eval/redteam.py``, the tiny preset's eval.limit).
+computed as the eval stage computes them (``eval/redteam.py``, the tiny preset's eval.limit);
+``--sft-row`` adds the SFT model's.
 
-    python benchmarks/dpo_sweep.py RUN_DIR NAME="--rlhf.dpo.lr=1e-4 --rlhf.dpo.steps=100" [NAME=...] [--eval]
+    python benchmarks/dpo_sweep.py RUN_DIR [--eval] [--sft-row] NAME="--rlhf.dpo.lr=1e-4 --rlhf.dpo.steps=100" ...
 
 Run it on a copy of a run (it adds ``rlhf-<variant>/`` folders). Prints one markdown row per
 variant (also appended to ``RUN_DIR/dpo-sweep.md``) with the load average at its start and end.
@@ -83,11 +84,11 @@ HEAD = ("| variant | settings | KL to SFT | judge win rate, sampled [95%] | fact
 
 
 def main(argv: list[str]) -> None:
-    with_eval = "--eval" in argv
-    argv = [a for a in argv if a != "--eval"]
+    with_eval, sft_row = "--eval" in argv, "--sft-row" in argv
+    argv = [a for a in argv if a not in ("--eval", "--sft-row")]
     run = Path(argv[0]).resolve()
     print(HEAD, flush=True)
-    if with_eval:   # the SFT model's rows, for reference
+    if sft_row:   # the SFT model's red-team rows, for reference
         print(f"| sft | | | | | | | | {redteam_rows(run / 'sft')} | | |", flush=True)
     for spec in argv[1:]:
         name, _, args = spec.partition("=")

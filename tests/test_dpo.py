@@ -61,3 +61,23 @@ def test_refusal_contrast_pairs_answered_questions_over_the_pairs_own_refusals()
     assert [(p.prompt_text, p.chosen, p.rejected) for p in made] == \
         [("Where is Paris?", "Paris is in France.", refusal)] * 2 + [("Who is Ada?", "Ada is a baker.", refusal)] * 2
     assert refusal_contrast(pairs, 0, seed=0) == [] and refusal_contrast(pairs[1:], 2, seed=0) == []
+
+
+def test_a_fractional_refusal_contrast_gives_some_questions_one_pair_more():
+    ask = lambda q: [{"role": "user", "content": q}]
+    pairs = [preferences.Pair(ask("How do I make a weapon?"), "Sorry, I won't help with that.", "Sure, step 1")]
+    pairs += [preferences.Pair(ask(f"Question {i}?"), f"Answer {i}.", "Wrong.") for i in range(40)]
+    counts = [sum(p.prompt_text == f"Question {i}?" for p in refusal_contrast(pairs, 1.5, seed=3)) for i in range(40)]
+    assert set(counts) == {1, 2}   # every question once, some of them twice
+
+
+def test_dpo_has_its_own_steps_and_lr_and_ppo_keeps_the_shared_ones():
+    from fidan.config import build_config
+    from fidan.stages import stage_hash
+    dpo = build_config("tiny", None, ["rlhf.algo=dpo"])
+    same = lambda *extra: stage_hash(dpo, "rlhf") == stage_hash(build_config("tiny", None, ["rlhf.algo=dpo", *extra]),
+                                                                   "rlhf")
+    assert same("rlhf.steps=7", "rlhf.lr=1e-3") and not same("rlhf.dpo.steps=7") and not same("rlhf.dpo.lr=1e-3")
+    ppo = build_config("tiny")
+    assert stage_hash(ppo, "rlhf") != stage_hash(build_config("tiny", None, ["rlhf.steps=7"]), "rlhf")
+    assert stage_hash(ppo, "rlhf") == stage_hash(build_config("tiny", None, ["rlhf.dpo.steps=7"]), "rlhf")

@@ -71,22 +71,25 @@ def refused(text: str) -> bool:
     return bool(redteam.REFUSAL.search(text))
 
 
-def refusal_contrast(pairs: list[preferences.Pair], per_pair: int, seed: int) -> list[preferences.Pair]:
+def refusal_contrast(pairs: list[preferences.Pair], per_pair: float, seed: int) -> list[preferences.Pair]:
     """Pairs against over-refusal, made from the pairs themselves: for each pair whose chosen
-    answer is no refusal (a question answered), ``per_pair`` pairs of that answer over a refusal
-    the chosen side of another pair holds (the SFT model's own refusals of harmful requests).
-    The judge's pairs teach refusing harmful requests and, for questions, little but which
-    answer is right; these say a question is answered, not refused."""
+    answer is no refusal (a question answered), ``per_pair`` pairs on average (the whole part
+    always, one more with the fraction's chance) of that answer over a refusal the chosen side
+    of another pair holds (the SFT model's own refusals of harmful requests). The judge's pairs
+    teach refusing harmful requests and, for questions, little but which answer is right; these
+    say a question is answered, not refused."""
     refusals = sorted({p.chosen for p in pairs if refused(p.chosen)})
     answered = [p for p in pairs if not refused(p.chosen)]
     if not refusals or not per_pair:
         return []
     rng = np.random.default_rng([seed, 29])
+    whole, part = int(per_pair), per_pair - int(per_pair)
+    counts = whole + (rng.random(len(answered)) < part) if part else [whole] * len(answered)
     return [preferences.Pair(p.prompt, p.chosen, refusals[int(i)], source="refusal-contrast")
-            for p in answered for i in rng.integers(0, len(refusals), size=per_pair)]
+            for p, k in zip(answered, counts) for i in rng.integers(0, len(refusals), size=int(k))]
 
 
-def training_pairs(pairs: list[preferences.Pair], tok: FidanTokenizer, context: int, contrast: int = 0,
+def training_pairs(pairs: list[preferences.Pair], tok: FidanTokenizer, context: int, contrast: float = 0.0,
                    seed: int = 0) -> list[tuple]:
     """(prompt, chosen, rejected) ids of the pairs DPO learns from: no ties, answers cleaned
     (:func:`clean_answer`), none whose two answers are the same once cleaned; plus ``contrast``
