@@ -582,3 +582,21 @@ def test_fidan_forget_removes_the_records_and_their_copies_and_marks_what_used_t
 
 def tok_end(run) -> int:
     return FidanTokenizer.load(run.path / "tokenizer" / "tokenizer.json").end_of_turn
+
+
+def test_sampled_answers_come_back_as_text_without_the_end_token(prepared_run, monkeypatch):
+    """An answer that ended carries the end-of-turn id; its text must not spell ``<|end|>`` out
+    (re-encoded, those are ordinary characters only sampled answers would have)."""
+    from types import SimpleNamespace
+    from fidan.rlhf import reward
+    from fidan.rlhf.rollout import Answer
+    cfg, run = prepared_run
+    tok = FidanTokenizer.load(run.path / "tokenizer" / "tokenizer.json")
+    said = tok.encode("Lena lives in Pelstok.")
+    monkeypatch.setattr(reward, "sample_seeds", lambda model, tok_, ids, n, t, seeds, progress=None:
+                        [[Answer(said + [tok.end_of_turn], True)] for _ in seeds])
+    model = SimpleNamespace(cfg=SimpleNamespace(context=128))
+    texts = reward.sample_texts(cfg, model, tok, [judge.Prompt("Where does Lena live?", "fact", "en", "Pelstok",
+                                                               "Lena")], 2, 0)
+    assert texts == [["Lena lives in Pelstok."]]
+    assert tok.end_of_turn not in tok.encode(texts[0][0])

@@ -159,13 +159,16 @@ def pairwise_accuracy(model: RewardModel, tok: FidanTokenizer, encoded: list[tup
 
 def sample_texts(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], samples: int, seed: int,
                  desc: str = "judge sampling") -> list[list[str]]:
-    """The distinct answers (sorted) of ``samples`` sampled at ``reward.temperature`` per prompt."""
+    """The distinct answers (sorted) of ``samples`` sampled at ``reward.temperature`` per prompt,
+    as text without the end-of-turn token: written out, ``<|end|>`` would come back from
+    ``tok.encode`` as seven ordinary characters that only sampled answers carry (a shortcut for
+    the reward model, and never in the token ids PPO's rollouts are scored on)."""
     r = cfg.reward
     tokens = answer_tokens(model.cfg.context, r.response_tokens)
     ids = [prompt_ids(tok, p.text, model.cfg.context - tokens - 1) for p in prompts]
     with Progress(total=len(ids) * samples, desc=desc, unit="answers") as bar:
         drawn = sample_seeds(model, tok, ids, tokens, r.temperature, [seed + k for k in range(samples)], progress=bar)
-    return [sorted({tok.decode(s[i].ids).strip() for s in drawn}) for i in range(len(prompts))]
+    return [sorted({tok.decode(s[i].ids, skip_special=True).strip() for s in drawn}) for i in range(len(prompts))]
 
 
 def judge_pairs(cfg, model: GPT, tok: FidanTokenizer, prompts: list[judge.Prompt], seed: int,
