@@ -588,6 +588,7 @@ def test_sampled_answers_come_back_as_text_without_the_end_token(prepared_run, m
     """An answer that ended carries the end-of-turn id; its text must not spell ``<|end|>`` out
     (re-encoded, those are ordinary characters only sampled answers would have)."""
     from types import SimpleNamespace
+
     from fidan.rlhf import reward
     from fidan.rlhf.rollout import Answer
     cfg, run = prepared_run
