@@ -10,7 +10,8 @@ right: the room a perfect sharpening of the sampled distribution would have (95%
 for the shares of problems).
 
     python benchmarks/grpo_passk.py RUN_DIR --models sft-os20 [rlhf-grpo] --k 8 --temperature 1.0 \
-        --stages one_step,word --n 600
+        --stages one_step,word --n 600 [--json counts.json]
+    python benchmarks/grpo_passk.py RUN_DIR --by-kind counts.json   # the one-step rows by kind, no sampling
 """
 from __future__ import annotations
 
@@ -28,6 +29,40 @@ def pass_at(n: int, c: int, j: int) -> float:
     return 1.0 if n - c < j else 1.0 - comb(n - c, j) / comb(n, j)
 
 
+def kind(question: str) -> str:
+    """A one-step problem's kind, from its wording in either language (``corpus.stories.one_step_problem``)."""
+    return "legs" if "legs" in question or "bacak" in question else \
+        "more" if " more" in question or " daha" in question else "less"
+
+
+def by_kind(run: Path, dump: Path) -> None:
+    """Greedy, pass@1 and pass@k of each one-step kind, from a ``--json`` dump of this script."""
+    from fidan.config import build_config
+    from fidan.corpus.world import build_world
+    from fidan.rlhf import curriculum
+    cfg = build_config(None, str(run / "config.toml"))
+    c = cfg.corpus
+    got = json.loads(dump.read_text())
+    k = got["k"]
+    print(f"| model | kind | n | greedy | pass@1 | pass@{k} |")
+    print("|---|---|---|---|---|---|")
+    for name, r in got["runs"].items():
+        if not name.endswith("/one_step"):
+            continue
+        items = {it["id"]: it for it in curriculum.held_out(build_world(cfg.run.seed, c.n_places, c.n_people,
+                                                                        c.n_creatures), cfg.run.seed,
+                                                            one_step=len(r["ids"]))["one_step"]}
+        rows: dict[str, list[int]] = {}
+        for i, g, cnt in zip(r["ids"], r["greedy"], r["right_of_k"]):
+            row = rows.setdefault(kind(items[i]["question"]), [0, 0, 0, 0])
+            row[0] += 1
+            row[1] += g
+            row[2] += cnt
+            row[3] += cnt > 0
+        for name_, (n, g, cnt, anyk) in sorted(rows.items()):
+            print(f"| {name.split('/')[0]} | {name_} | {n} | {g / n:.1%} | {cnt / n / k:.1%} | {anyk / n:.1%} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -38,7 +73,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=600, help="held-out problems per stage (one-step: from GRPO's reserve "
                                                         "beyond the task's 180)")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-problem counts here")
+    ap.add_argument("--by-kind", type=Path, default=None, help="a --json dump: print its one-step rows by kind")
     a = ap.parse_args()
+    if a.by_kind:
+        by_kind(a.run, a.by_kind)
+        return
 
     import torch
 
