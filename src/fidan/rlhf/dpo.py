@@ -17,8 +17,9 @@ probability onto answers neither side wrote.
 
 It trains on the reward stage's pairs (``reward/pairs.jsonl``), the very pairs the reward
 model learned from, on the shared loop. The pairs are the SFT model's own samples as the
-judge labelled them, decoded with their end-of-turn token written out (``...<|end|>``), and the
-written compliance without it: :func:`clean_answer` takes the written-out token off (the
+judge labelled them. In runs whose reward stage is older than ``reward.sample_texts``'s
+decoding without special tokens, the sampled answers end with the end-of-turn token written out
+(``...<|end|>``) and the written compliance does not: :func:`clean_answer` takes it off (the
 tokenizer reads ``<|end|>`` in text as plain characters, and :func:`encode_pair` closes every
 answer with the real token), so no pair is won by the characters ``<|end|>``, which the model
 never writes.
