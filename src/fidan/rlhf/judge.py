@@ -157,31 +157,13 @@ def hard_negatives(cfg: Config, per_question: int) -> list[tuple[Prompt, str, st
     (a multiple-choice distractor), cycling through the templates. A pair is kept only when the
     rule scores the right side +1 and the wrong side -1 (a year "1850" inside "18505" is not a
     wrong answer to it). Held-out questions (``facts.is_held_out``) give none."""
-    if per_question <= 0:
-        return []
-    c = cfg.corpus
-    world = build_world(cfg.run.seed, c.n_places, c.n_people, c.n_creatures)
-    out = []
-    for attr in F.ATTRIBUTES:
-        for entity in F.entities(world, attr.kind):
-            if F.is_held_out(attr, entity):
-                continue
-            true = attr.value(entity)
-            rng = random.Random(f"{cfg.run.seed}:{attr.kind}:{attr.name}:{entity.name}")
-            wrong = [v for v in F.choices(world, attr, entity, rng) if v != true]
-            for lang in ("en", "tr"):
-                prompt = Prompt(F.question(attr, lang, entity), "fact", lang, attr.short(lang, true), entity.name,
-                                F.statement(attr, lang, entity, true, 0))
-                made = 0
-                for k in range(len(wrong) * len(attr.statements[lang])):
-                    if made == per_question:
-                        break
-                    right = F.statement(attr, lang, entity, true, k)
-                    bad = F.statement(attr, lang, entity, wrong[k % len(wrong)], k)
-                    if score(prompt, right) == 1.0 and score(prompt, bad) == -1.0:
-                        out.append((prompt, right, bad))
-                        made += 1
-    return out
+    def distractors(world, attr, pool, entity):
+        rng = random.Random(f"{cfg.run.seed}:{attr.kind}:{attr.name}:{entity.name}")
+        true = attr.value(entity)
+        wrong = [v for v in F.choices(world, attr, entity, rng) if v != true]
+        return lambda lang: ((k, F.statement(attr, lang, entity, wrong[k % len(wrong)], k))
+                             for k in range(len(wrong) * len(attr.statements[lang])))
+    return _contrasts(cfg, per_question, distractors)
 
 
 def wrong_entity(cfg: Config, per_question: int) -> list[tuple[Prompt, str, str]]:
@@ -189,6 +171,19 @@ def wrong_entity(cfg: Config, per_question: int) -> list[tuple[Prompt, str, str]
     true statement in template ``k`` against template ``k`` stating another entity's own value of
     the same attribute (the other entities drawn at random, seeded). Kept only when the rule scores
     the right side +1 and the wrong side -1. Held-out questions give none."""
+    def others(world, attr, pool, entity):
+        rng = random.Random(f"{cfg.run.seed}:wrong-entity:{attr.name}:{entity.name}")
+        drawn = rng.sample([e for e in pool if e is not entity], min(len(pool) - 1, 4 * per_question))
+        return lambda lang: ((k, F.statement(attr, lang, other, attr.value(other), k))
+                             for k, other in enumerate(drawn))
+    return _contrasts(cfg, per_question, others)
+
+
+def _contrasts(cfg: Config, per_question: int, wrong_statements) -> list[tuple[Prompt, str, str]]:
+    """The pairs of :func:`hard_negatives` and :func:`wrong_entity`: for each training (not
+    held-out) fact question in both languages, the true statement in template ``k`` against each
+    ``(k, wrong statement)`` that ``wrong_statements(world, attr, pool, entity)(lang)`` yields,
+    kept when the rule scores them +1 and -1, at most ``per_question`` per question."""
     if per_question <= 0:
         return []
     c = cfg.corpus
@@ -200,17 +195,15 @@ def wrong_entity(cfg: Config, per_question: int) -> list[tuple[Prompt, str, str]
             if F.is_held_out(attr, entity):
                 continue
             true = attr.value(entity)
-            rng = random.Random(f"{cfg.run.seed}:wrong-entity:{attr.name}:{entity.name}")
-            others = rng.sample([e for e in pool if e is not entity], min(len(pool) - 1, 4 * per_question))
+            wrong = wrong_statements(world, attr, pool, entity)
             for lang in ("en", "tr"):
                 prompt = Prompt(F.question(attr, lang, entity), "fact", lang, attr.short(lang, true), entity.name,
                                 F.statement(attr, lang, entity, true, 0))
                 made = 0
-                for k, other in enumerate(others):
+                for k, bad in wrong(lang):
                     if made == per_question:
                         break
                     right = F.statement(attr, lang, entity, true, k)
-                    bad = F.statement(attr, lang, other, attr.value(other), k)
                     if score(prompt, right) == 1.0 and score(prompt, bad) == -1.0:
                         out.append((prompt, right, bad))
                         made += 1

@@ -280,6 +280,16 @@ BEHAVIOUR_ROWS = {"benign": "benign requests, a written helpful answer over a re
                   "unknown": "made-up entities, an abstention over an invention"}
 
 
+def kept(path: Path, key: str) -> dict | None:
+    """A cache file's contents (``samples.json``, ``behaviour.json``) when it was made under
+    ``key``; ``None`` when it is missing, unreadable or made under another key."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return old if isinstance(old, dict) and old.get("key") == key else None
+
+
 def sampled_behaviour(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict[str, list[dict]]:
     """The held-out behaviour rows' pairs by kind: ``benign_rows`` (written) and ``unknown_rows``
     (sampled, kept in ``reward/behaviour.json`` under a key of what they depend on, reused like
@@ -288,15 +298,7 @@ def sampled_behaviour(ctx: StageContext, sft: GPT, tok: FidanTokenizer) -> dict[
     prompts = unknown_prompts(ctx.input("eval_sets"))
     key = hashlib.sha256(json.dumps([atomic.file_sha256(ctx.input("sft")), cfg.run.seed, r.fact_samples,
                                      r.temperature, r.response_tokens, [p.text for p in prompts]]).encode()).hexdigest()
-    cached = ctx.final_out / BEHAVIOUR_FILE
-    drawn = None
-    if cached.exists():
-        try:
-            old = json.loads(cached.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        if old.get("key") == key:
-            drawn = old
+    drawn = kept(ctx.final_out / BEHAVIOUR_FILE, key)
     if drawn is None:
         drawn = {"key": key, "unknown": unknown_rows(cfg, sft, tok, prompts, r.fact_samples, cfg.run.seed + 29)}
     if ctx.rank == 0:
@@ -328,16 +330,11 @@ def sampled_pairs(ctx: StageContext, sft: GPT, tok: FidanTokenizer, asked: list[
     cfg, r = ctx.cfg, ctx.cfg.reward
     eval_dir = ctx.input("eval_sets")
     key = samples_key(cfg, ctx.input("sft"), eval_dir, asked)
-    cached = ctx.final_out / SAMPLES_FILE
-    if cached.exists():
-        try:
-            old = json.loads(cached.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        if old.get("key") == key:
-            if ctx.rank == 0:
-                atomic.write_text(ctx.out / SAMPLES_FILE, cached.read_text(encoding="utf-8"))
-            return {**old, "reused": True}
+    old = kept(ctx.final_out / SAMPLES_FILE, key)
+    if old is not None:
+        if ctx.rank == 0:
+            atomic.write_text(ctx.out / SAMPLES_FILE, json.dumps(old, ensure_ascii=False))
+        return {**old, "reused": True}
     records, ties = judge_pairs(cfg, sft, tok, asked, cfg.run.seed)
     random.Random(cfg.run.seed).shuffle(records)
     prompts, _ = judge_pairs(cfg, sft, tok, judge.held_out(eval_dir, cfg.rlhf.eval_prompts), cfg.run.seed + 11)
