@@ -81,3 +81,14 @@ def test_stage_hashes_follow_real_dependencies():
         {"rlhf", "eval", "report"}   # the reward model is not retrained for a new KL coefficient
     reseeded = build_config("tiny", None, ["run.seed=3"])
     assert all(stage_hash(base, s.name) != stage_hash(reseeded, s.name) for s in STAGES)
+
+
+def test_an_override_that_changes_nothing_says_so(capsys):
+    """--rlhf.steps with DPO (it reads rlhf.dpo.steps), a LoRA rank without LoRA: a note on
+    stderr naming the setting and what it waits for; one that applies says nothing."""
+    build_config("tiny", None, ["rlhf.algo=dpo", "--rlhf.steps=5", "sft.lora.rank=4"])
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == ["fidan: note: 'rlhf.steps' has no effect: it is used only when rlhf.algo = ppo or grpo",
+                     "fidan: note: 'sft.lora.rank' has no effect: it is used only when sft.method = lora"]
+    build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.dpo.steps=5", "sft.method=lora", "sft.lora.rank=4"])
+    assert capsys.readouterr().err == ""

@@ -42,6 +42,7 @@ from fidan.settings import (
     positive,
     setting,
     unless,
+    unmet,
 )
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"   # shipped inside the package
@@ -537,7 +538,24 @@ def build_config(preset: str | None = None, config_file: str | None = None,
     for item in overrides:
         apply_override(cfg, item)
     validate(cfg)
+    for item in overrides:
+        if (why := no_effect(cfg, item.split("=", 1)[0].lstrip("-"))):
+            print(f"fidan: note: {why}", file=sys.stderr)
     return cfg
+
+
+def no_effect(cfg: Config, dotted: str) -> str | None:
+    """Why the setting ``dotted`` (an override's key) changes nothing with the rest of ``cfg``
+    ("'rlhf.steps' has no effect: it is used only when rlhf.algo = ppo or grpo"), or ``None``."""
+    for target in ALIASES.get(tuple(dotted.split(".", 1)), (dotted,)):
+        parts = target.split(".")
+        obj, where = getattr(cfg, parts[0]), parts[0]
+        for part in parts[1:]:
+            f = next(f for f in dataclasses.fields(obj) if f.name == part)
+            if (when := unmet(obj, f)) is not None:
+                return f"'{dotted}' has no effect: it is used only when {where}.{when}"
+            obj, where = getattr(obj, part), f"{where}.{part}"
+    return None
 
 
 def apply_dict(cfg: Config, data: dict[str, Any], origin: str) -> None:

@@ -147,6 +147,12 @@ def matters(section: Any, f: dataclasses.Field) -> bool:
     return when is None or when.holds(section)
 
 
+def unmet(section: Any, f: dataclasses.Field) -> When | None:
+    """The condition a field waits for when, given the rest of its section, it has no effect."""
+    when = f.metadata.get("when")
+    return when if when is not None and not when.holds(section) else None
+
+
 def hashed_values(section: Any) -> dict[str, Any]:
     """The settings of one section that can change a stage's output, by name (a sub-table, such
     as ``[sft.lora]``, as a nested dict, when it matters at all)."""
