@@ -92,7 +92,8 @@ def measure(model, tok, args, batching: str) -> dict:
     app = create_app(model, tok, "fidan", max_batch=args.max_batch, batching=batching)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
     while not server.started:
         time.sleep(0.05)
     total = args.clients * args.requests
@@ -110,6 +111,11 @@ def measure(model, tok, args, batching: str) -> dict:
     server.should_exit = True
     for scheduler in app.state.schedulers.values():
         scheduler.close()
+    # wait for both threads: one still inside torch when the interpreter exits aborts the process
+    # ("terminate called without an active exception")
+    serving.join(timeout=30)
+    for scheduler in app.state.schedulers.values():
+        scheduler.thread.join(timeout=30)
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1]  # noqa: E731
     ttft, latency = [r[0] for r in results], [r[1] for r in results]
     return {"batching": batching, "ok": ok, "total": total, "healthy": healthy, "rps": total / wall, "wall": wall,
