@@ -237,6 +237,9 @@ class SFTConfig:
                                    # refusals, 2e-3 without it overwrote what pre-training learned (BENCHMARKS.md)
     warmup_steps: int = setting(10, check=non_negative)
     weight_decay: float = setting(0.0, check=non_negative)
+    lr_decay: float = setting(1.0, check=between(0, 1, lo_open=True))  # layer-wise lr decay: each block
+                                   # trains at this times the lr of the block above, the embedding at this
+                                   # times the bottom block's (1 = one lr; finetune/layer_lr.py)
     eval_items: int = setting(60, check=non_negative)  # held-out fact questions scored (and a third as
                                    # many word problems)
     loss_reweight: float = setting(0.0, check=non_negative)  # loss-softmax instance reweighting: each

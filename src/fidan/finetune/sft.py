@@ -49,6 +49,7 @@ from fidan.finetune.data import (
 from fidan.finetune.formats import load_conversations
 from fidan.finetune.gate import AttentionGuide, context_items, measure, parse_guide
 from fidan.finetune.igbi import GradientReweighting, plain, weighted_lm
+from fidan.finetune.layer_lr import decayed_adamw
 from fidan.finetune.objectives import adversarial_term, distillation, masked_lm
 from fidan.infer.answers import chat_scores
 from fidan.model.gpt import GPT, flops_per_token, recorded_attention
@@ -81,6 +82,9 @@ def check(cfg) -> None:
                          f"{'sft.method=distill' if s.method == 'distill' else 'sft.loss_reweight'}")
     if s.gate > 0:
         parse_guide(s.gate_layers, s.gate_heads)
+    if s.lr_decay < 1 and s.optimizer != "adamw":
+        raise FidanError(f"sft.lr_decay={s.lr_decay} builds its own AdamW groups; it does not combine with "
+                         f"sft.optimizer={s.optimizer}")
     if s.pretrain_mix > 0 and pretrain_rows(s.pretrain_mix, s.batch_size) >= s.batch_size:
         raise FidanError(f"sft.pretrain_mix={s.pretrain_mix} leaves no conversation in a batch of "
                          f"sft.batch_size={s.batch_size} rows")
@@ -278,7 +282,9 @@ def run(ctx: StageContext) -> dict:
         batches = MixedBatches(examples, s.batch_size, tok.pad, seed, tokens, s.pretrain_mix, extras=extras)
         ctx.say(f"sft: {batches.rows} of every {s.batch_size} rows are pre-training text "
                 f"(sft.pretrain_mix={s.pretrain_mix}, loss on every token, weight {s.pretrain_weight})")
-    task = Task(name=f"sft-{method}", batch=batches,
+    optimizer = decayed_adamw(model, params, s.lr_decay, lr, s.weight_decay, (tcfg.beta1, tcfg.beta2)) \
+        if s.lr_decay < 1 else None   # layer-wise lr decay: lower blocks and the embedding move less
+    task = Task(name=f"sft-{method}", batch=batches, optimizer=optimizer,
                 loss=make_loss(s, prepared.teacher, reweighting, guide, batches.rows if tokens is not None else 0),
                 flops_per_token=flops_per_token(model.cfg),
                 info={"tokenizer": "tokenizer/tokenizer.json", "method": method, "chat": True},
