@@ -235,3 +235,18 @@ def test_sft_stage_with_layer_lr_decay_keeps_the_embedding(pretrained_copy):
     cfg.sft.optimizer = "lamb"
     with pytest.raises(FidanError, match="sft.lr_decay"):
         run_stage(cfg, run, "sft")
+
+
+def test_neftune_noise_is_bounded_training_only_and_removed_after():
+    from fidan.finetune.neftune import noisy_embeddings
+    m = model()
+    x = torch.randint(0, V, (2, 16))
+    clean = m.embed(x).detach()
+    with noisy_embeddings(m, 5.0):
+        noisy = m.embed(x).detach()
+        m.eval()
+        assert torch.equal(m.embed(x), clean)   # scoring sees clean embeddings
+        m.train()
+    bound = 5.0 / (16 * 32) ** 0.5
+    assert 0.5 * bound < (noisy - clean).abs().max() <= bound
+    assert torch.equal(m.embed(x), clean)       # the hook is gone after training

@@ -50,6 +50,7 @@ from fidan.finetune.formats import load_conversations
 from fidan.finetune.gate import AttentionGuide, context_items, measure, parse_guide
 from fidan.finetune.igbi import GradientReweighting, plain, weighted_lm
 from fidan.finetune.layer_lr import decayed_adamw
+from fidan.finetune.neftune import noisy_embeddings
 from fidan.finetune.objectives import adversarial_term, distillation, masked_lm
 from fidan.infer.answers import chat_scores
 from fidan.model.gpt import GPT, flops_per_token, recorded_attention
@@ -291,7 +292,8 @@ def run(ctx: StageContext) -> dict:
                 parameters=params, on_step=prepared.on_step, optimizer_kind=s.optimizer)
     trainable = sum(p.numel() for p in params)
     t0 = time.perf_counter()
-    model, summary = train(model, tcfg, task, ctx)
+    with noisy_embeddings(model, s.neftune):
+        model, summary = train(model, tcfg, task, ctx)
     if ctx.rank != 0:  # under torchrun rank 0 alone finishes, scores the model and writes the summary
         return summary
     if prepared.finish is not None:  # e.g. LoRA: adapters saved alone, then merged into a plain model
