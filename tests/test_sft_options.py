@@ -250,3 +250,23 @@ def test_neftune_noise_is_bounded_training_only_and_removed_after():
     bound = 5.0 / (16 * 32) ** 0.5
     assert 0.5 * bound < (noisy - clean).abs().max() <= bound
     assert torch.equal(m.embed(x), clean)       # the hook is gone after training
+
+
+def test_sft_stage_with_wise_saves_the_blend_of_tuned_and_pretrained(pretrained_copy):
+    from fidan.model.io import load_model
+    cfg, run = pretrained_copy
+    cfg.sft.steps, cfg.sft.out = 4, "sft-full"
+    run_stage(cfg, run, "sft")
+    cfg.sft.wise, cfg.sft.out = 0.25, "sft-wise"
+    summary = run_stage(cfg, run, "sft")
+    base = load_model(run.path / "pretrain", "cpu")[0].state_dict()
+    tuned = load_model(run.path / "sft-full", "cpu")[0].state_dict()
+    blend = load_model(run.path / "sft-wise", "cpu")[0].state_dict()
+    key = "blocks.0.attn.q_proj.weight"
+    assert not torch.allclose(tuned[key], base[key])
+    for k in base:
+        assert torch.allclose(blend[k], base[k] + 0.25 * (tuned[k] - base[k]), atol=1e-6), k
+    assert "sft_facts_acc" in summary   # the blend is what the stage scored
+    cfg.sft.method = "prompt"
+    with pytest.raises(FidanError, match="sft.wise"):
+        run_stage(cfg, run, "sft")

@@ -242,6 +242,8 @@ class SFTConfig:
                                    # times the bottom block's (1 = one lr; finetune/layer_lr.py)
     neftune: float = setting(0.0, check=non_negative)  # NEFTune: uniform noise on the token embeddings while
                                    # training, scaled alpha / sqrt(length x width); this is alpha (0 = off)
+    wise: float = setting(1.0, check=between(0, 1, lo_open=True))  # WiSE-FT: the saved model is the
+                                   # pre-trained weights plus this share of what SFT changed (1 = as trained)
     eval_items: int = setting(60, check=non_negative)  # held-out fact questions scored (and a third as
                                    # many word problems)
     loss_reweight: float = setting(0.0, check=non_negative)  # loss-softmax instance reweighting: each

@@ -52,6 +52,7 @@ from fidan.finetune.igbi import GradientReweighting, plain, weighted_lm
 from fidan.finetune.layer_lr import decayed_adamw
 from fidan.finetune.neftune import noisy_embeddings
 from fidan.finetune.objectives import adversarial_term, distillation, masked_lm
+from fidan.finetune.wise import interpolate
 from fidan.infer.answers import chat_scores
 from fidan.model.gpt import GPT, flops_per_token, recorded_attention
 from fidan.model.io import load_model, save_model
@@ -86,6 +87,9 @@ def check(cfg) -> None:
     if s.lr_decay < 1 and s.optimizer != "adamw":
         raise FidanError(f"sft.lr_decay={s.lr_decay} builds its own AdamW groups; it does not combine with "
                          f"sft.optimizer={s.optimizer}")
+    if s.wise < 1 and s.method in ("prompt", "distill"):
+        raise FidanError(f"sft.wise={s.wise} blends the tuned weights with the pre-trained ones; sft.method="
+                         f"{s.method} changes the model's shape")
     if s.pretrain_mix > 0 and pretrain_rows(s.pretrain_mix, s.batch_size) >= s.batch_size:
         raise FidanError(f"sft.pretrain_mix={s.pretrain_mix} leaves no conversation in a batch of "
                          f"sft.batch_size={s.batch_size} rows")
@@ -298,6 +302,9 @@ def run(ctx: StageContext) -> dict:
         return summary
     if prepared.finish is not None:  # e.g. LoRA: adapters saved alone, then merged into a plain model
         model = prepared.finish(model, out)
+    if s.wise < 1:   # WiSE-FT: part of the way back to the pre-trained weights
+        model = interpolate(model, load_model(ctx.input("base").parent, ctx.device)[0], s.wise)
+    if prepared.finish is not None or s.wise < 1:
         save_model(out, model, {"stage": "sft", "method": method, "tokenizer": "tokenizer/tokenizer.json",
                                 "chat": True})
     model.eval()
