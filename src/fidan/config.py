@@ -288,6 +288,8 @@ class SFTConfig:
                                    # tie my shoelaces?"), answered for real, added to the SFT data
     facts: int = setting(0, check=non_negative)  # embedded world: more fact questions with their answer
                                    # added to the SFT data (never a held-out one)
+    subject_facts: int = setting(0, check=non_negative)  # embedded world: more fact questions, each subject
+                                   # asked about equally often (never a held-out pair; corpus/instructions.py)
     keep_refusals: float = setting(1.0, check=between(0, 1))  # share of the data's own refusals kept (the
                                    # first of them; 0 with sft.refusals = other, more varied refusals instead)
     refusals: int = setting(0, check=non_negative)  # more harmful requests, in other wordings (some in a

@@ -33,6 +33,7 @@ from fidan.corpus.instructions import (
     lookalike_conversations,
     one_step_conversations,
     refusal_conversations,
+    subject_conversations,
 )
 from fidan.corpus.world import build_world
 from fidan.data.shards import load_meta, load_tokens
@@ -244,6 +245,10 @@ def run(ctx: StageContext) -> dict:
         ctx.say(f"sft: + {s.lookalikes:,} benign requests worded like harmful ones, answered (sft.lookalikes)")
     if s.facts:
         conversations = conversations + more_facts(ctx)
+    if s.subject_facts:
+        found = subject_conversations(embedded_world(ctx, "sft.subject_facts"), s.subject_facts, ctx.cfg.run.seed)
+        conversations = conversations + [c["messages"] for c in found]
+        ctx.say(f"sft: + {s.subject_facts:,} fact questions spread evenly over the subjects (sft.subject_facts)")
     if s.everyday:
         conversations = conversations + [c["messages"] for c in everyday_conversations(s.everyday, ctx.cfg.run.seed)]
         ctx.say(f"sft: + {s.everyday:,} everyday requests from outside the world, answered (sft.everyday)")
