@@ -87,7 +87,7 @@ def check(cfg) -> None:
         parse_guide(s.gate_layers, s.gate_heads)
     if s.lr_decay < 1 and s.optimizer != "adamw":
         raise FidanError(f"sft.lr_decay={s.lr_decay} builds its own AdamW groups; it does not combine with "
-                         f"sft.optimizer={s.optimizer}")
+                         f"sft.optimizer={s.optimizer} (set sft.lr_decay=1 for it)")
     if s.wise < 1 and s.method in ("prompt", "distill"):
         raise FidanError(f"sft.wise={s.wise} blends the tuned weights with the pre-trained ones; sft.method="
                          f"{s.method} changes the model's shape")
