@@ -270,3 +270,11 @@ def test_sft_stage_with_wise_saves_the_blend_of_tuned_and_pretrained(pretrained_
     cfg.sft.method = "prompt"
     with pytest.raises(FidanError, match="sft.wise"):
         run_stage(cfg, run, "sft")
+
+
+def test_layer_lr_decay_names_the_settings_it_does_not_combine_with():
+    from fidan.finetune import sft
+    sft.check(build_config(None, None, ["sft.lr_decay=0.5"]))   # alone it is fine
+    for other in ("sft.optimizer=lamb", "train.parallel=fsdp"):
+        with pytest.raises(FidanError, match=f"sft.lr_decay=0.5 .*{other.split('=')[0]}"):
+            sft.check(build_config(None, None, ["sft.lr_decay=0.5", other]))

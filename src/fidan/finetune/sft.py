@@ -88,6 +88,9 @@ def check(cfg) -> None:
     if s.lr_decay < 1 and s.optimizer != "adamw":
         raise FidanError(f"sft.lr_decay={s.lr_decay} builds its own AdamW groups; it does not combine with "
                          f"sft.optimizer={s.optimizer} (set sft.lr_decay=1 for it)")
+    if s.lr_decay < 1 and cfg.train.parallel == "fsdp":   # its groups would hold the unsharded parameters
+        raise FidanError(f"sft.lr_decay={s.lr_decay} builds its optimizer before the model is wrapped; it does "
+                         "not run under train.parallel=fsdp (use ddp, or set sft.lr_decay=1)")
     if s.wise < 1 and s.method in ("prompt", "distill"):
         raise FidanError(f"sft.wise={s.wise} blends the tuned weights with the pre-trained ones; sft.method="
                          f"{s.method} changes the model's shape")
