@@ -1,10 +1,10 @@
 """Weight-space ensembling of the fine-tuned and the pre-trained model (WiSE-FT, Wortsman et
 al. 2022, "Robust fine-tuning of zero-shot models"): after SFT the saved weights are
 ``base + share x (tuned - base)`` (``sft.wise`` is ``share``; 1 = the tuned weights as trained).
-A share below 1 gives back part of what fine-tuning moved, which keeps more of what pre-training
-knew; the chat behaviour SFT learnt survives a partial step back because the two models lie in
-one basin (fine-tuned from the same weights). Only for methods that keep the pre-trained
-model's shape (not ``prompt``, not ``distill``)."""
+A share below 1 gives back part of what fine-tuning moved (the two models, one fine-tuned from the
+other, can be blended weight by weight). On the tiny demo it lowers bpb but loses chat-form facts
+and refusals with it (BENCHMARKS.md, "SFT's chat-form facts"), so it is off by default. Only for
+methods that keep the pre-trained model's shape (not ``prompt``, not ``distill``)."""
 from __future__ import annotations
 
 import torch
