@@ -202,3 +202,79 @@ def test_sft_stage_with_igbi_gate_and_lamb(pretrained_copy):
     state = torch.load(run.path / "sft-options" / "ckpt" / f"step_{s.steps:07d}" / "state.pt", weights_only=False)
     ratios = [v["trust_ratio"] for v in state["optimizer"]["state"].values()]   # LAMB ran the steps
     assert len(ratios) == len(state["optimizer"]["state"]) > 10
+
+
+# -- layer-wise lr decay (sft.lr_decay) ------------------------------------------------------------
+def test_layer_lr_decay_moves_each_block_by_its_own_lr():
+    from fidan.finetune.layer_lr import decayed_adamw
+    m = model(n_layer=3)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    opt = decayed_adamw(m, list(m.parameters()), 0.5, 1e-2, 0.0, (0.9, 0.95))
+    x = torch.randint(0, V, (4, 12))
+    F.cross_entropy(m(x).flatten(0, 1), torch.roll(x, -1, 1).flatten()).backward()
+    opt.step()   # Adam's first step moves every element with a gradient by the lr, whatever its size
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in m.named_parameters()}
+    assert moved["blocks.2.attn.q_proj.weight"] == pytest.approx(1e-2, rel=1e-3)
+    assert moved["blocks.1.attn.q_proj.weight"] == pytest.approx(5e-3, rel=1e-3)
+    assert moved["blocks.0.mlp.up_proj.weight"] == pytest.approx(2.5e-3, rel=1e-3)
+    assert moved["embed.weight"] == pytest.approx(1.25e-3, rel=1e-3)
+    assert moved["lm_head.weight"] == pytest.approx(1e-2, rel=1e-3)
+
+
+def test_sft_stage_with_layer_lr_decay_keeps_the_embedding(pretrained_copy):
+    from fidan.model.io import load_model
+    cfg, run = pretrained_copy
+    cfg.sft.steps, cfg.sft.lr_decay, cfg.sft.out = 4, 1e-6, "sft-decay"
+    run_stage(cfg, run, "sft")
+    base, _ = load_model(run.path / "pretrain", "cpu")
+    tuned, _ = load_model(run.path / "sft-decay", "cpu")
+    change = lambda name: (tuned.state_dict()[name] - base.state_dict()[name]).abs().max().item()
+    top = len(base.blocks) - 1
+    assert change("embed.weight") < 1e-6 * cfg.sft.lr * cfg.sft.steps * 2
+    assert change(f"blocks.{top}.attn.q_proj.weight") > cfg.sft.lr / 2
+    cfg.sft.optimizer = "lamb"
+    with pytest.raises(FidanError, match="sft.lr_decay"):
+        run_stage(cfg, run, "sft")
+
+
+def test_neftune_noise_is_bounded_training_only_and_removed_after():
+    from fidan.finetune.neftune import noisy_embeddings
+    m = model()
+    x = torch.randint(0, V, (2, 16))
+    clean = m.embed(x).detach()
+    with noisy_embeddings(m, 5.0):
+        noisy = m.embed(x).detach()
+        m.eval()
+        assert torch.equal(m.embed(x), clean)   # scoring sees clean embeddings
+        m.train()
+    bound = 5.0 / (16 * 32) ** 0.5
+    assert 0.5 * bound < (noisy - clean).abs().max() <= bound
+    assert torch.equal(m.embed(x), clean)       # the hook is gone after training
+
+
+def test_sft_stage_with_wise_saves_the_blend_of_tuned_and_pretrained(pretrained_copy):
+    from fidan.model.io import load_model
+    cfg, run = pretrained_copy
+    cfg.sft.steps, cfg.sft.out = 4, "sft-full"
+    run_stage(cfg, run, "sft")
+    cfg.sft.wise, cfg.sft.out = 0.25, "sft-wise"
+    summary = run_stage(cfg, run, "sft")
+    base = load_model(run.path / "pretrain", "cpu")[0].state_dict()
+    tuned = load_model(run.path / "sft-full", "cpu")[0].state_dict()
+    blend = load_model(run.path / "sft-wise", "cpu")[0].state_dict()
+    key = "blocks.0.attn.q_proj.weight"
+    assert not torch.allclose(tuned[key], base[key])
+    for k in base:
+        assert torch.allclose(blend[k], base[k] + 0.25 * (tuned[k] - base[k]), atol=1e-6), k
+    assert "sft_facts_acc" in summary   # the blend is what the stage scored
+    cfg.sft.method = "prompt"
+    with pytest.raises(FidanError, match="sft.wise"):
+        run_stage(cfg, run, "sft")
+
+
+def test_layer_lr_decay_names_the_settings_it_does_not_combine_with():
+    from fidan.finetune import sft
+    sft.check(build_config(None, None, ["sft.lr_decay=0.5"]))   # alone it is fine
+    for other in ("sft.optimizer=lamb", "train.parallel=fsdp"):
+        with pytest.raises(FidanError, match=f"sft.lr_decay=0.5 .*{other.split('=')[0]}"):
+            sft.check(build_config(None, None, ["sft.lr_decay=0.5", other]))

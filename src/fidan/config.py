@@ -238,6 +238,13 @@ class SFTConfig:
                                    # refusals, 2e-3 without it overwrote what pre-training learned (BENCHMARKS.md)
     warmup_steps: int = setting(10, check=non_negative)
     weight_decay: float = setting(0.0, check=non_negative)
+    lr_decay: float = setting(1.0, check=between(0, 1, lo_open=True))  # layer-wise lr decay: each block
+                                   # trains at this times the lr of the block above, the embedding at this
+                                   # times the bottom block's (1 = one lr; finetune/layer_lr.py)
+    neftune: float = setting(0.0, check=non_negative)  # NEFTune: uniform noise on the token embeddings while
+                                   # training, scaled alpha / sqrt(length x width); this is alpha (0 = off)
+    wise: float = setting(1.0, check=between(0, 1, lo_open=True))  # WiSE-FT: the saved model is the
+                                   # pre-trained weights plus this share of what SFT changed (1 = as trained)
     eval_items: int = setting(60, check=non_negative)  # held-out fact questions scored (and a third as
                                    # many word problems)
     loss_reweight: float = setting(0.0, check=non_negative)  # loss-softmax instance reweighting: each
@@ -282,6 +289,8 @@ class SFTConfig:
                                    # tie my shoelaces?"), answered for real, added to the SFT data
     facts: int = setting(0, check=non_negative)  # embedded world: more fact questions with their answer
                                    # added to the SFT data (never a held-out one)
+    subject_facts: int = setting(0, check=non_negative)  # embedded world: more fact questions, each subject
+                                   # asked about equally often (never a held-out pair; corpus/instructions.py)
     keep_refusals: float = setting(1.0, check=between(0, 1))  # share of the data's own refusals kept (the
                                    # first of them; 0 with sft.refusals = other, more varied refusals instead)
     refusals: int = setting(0, check=non_negative)  # more harmful requests, in other wordings (some in a

@@ -401,6 +401,28 @@ def fact_conversations(world: World, n: int, seed: int) -> list[dict]:
         out.append({"messages": messages, "kind": "fact", "lang": lang})
     return out
 
+def subject_conversations(world: World, n: int, seed: int) -> list[dict]:
+    """``n`` single fact questions spread evenly over the world's subjects (``sft.subject_facts``):
+    every person, place and creature with a pair that is not held out is asked about equally
+    often, whatever share of its pairs is held out, so the subjects the evaluation asks most
+    about are not the ones the SFT data names least. Never a held-out pair; a third with the
+    system prompt, as ``fact_conversations``."""
+    rng = random.Random(f"fidan-sft-subjects-{seed}")
+    subjects = [(e, usable) for kind in sorted({a.kind for a in F.ATTRIBUTES}) for e in F.entities(world, kind)
+                if (usable := [a for a in F.attributes_of(kind) if not F.is_held_out(a, e)])]
+    out: list[dict] = []
+    while len(out) < n:
+        for ent, usable in rng.sample(subjects, len(subjects)):
+            if len(out) == n:
+                break
+            lang, attr = ("en", "tr")[len(out) % 2], rng.choice(usable)
+            messages = [{"role": "system", "content": SYSTEM[lang]}] if rng.random() < 0.3 else []
+            messages += [{"role": "user", "content": F.question(attr, lang, ent)},
+                         {"role": "assistant", "content": F.statement(attr, lang, ent, attr.value(ent), 0)}]
+            out.append({"messages": messages, "kind": "fact", "lang": lang})
+    return out
+
+
 def one_step_conversations(world: World, n: int, seed: int) -> list[dict]:
     """``n`` one-step word problems with their worked answer (``sft.one_step_share``), none of
     the held-out ones: the start GRPO's curriculum builds on."""

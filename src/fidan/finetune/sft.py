@@ -33,6 +33,7 @@ from fidan.corpus.instructions import (
     lookalike_conversations,
     one_step_conversations,
     refusal_conversations,
+    subject_conversations,
 )
 from fidan.corpus.world import build_world
 from fidan.data.shards import load_meta, load_tokens
@@ -49,7 +50,10 @@ from fidan.finetune.data import (
 from fidan.finetune.formats import load_conversations
 from fidan.finetune.gate import AttentionGuide, context_items, measure, parse_guide
 from fidan.finetune.igbi import GradientReweighting, plain, weighted_lm
+from fidan.finetune.layer_lr import decayed_adamw
+from fidan.finetune.neftune import noisy_embeddings
 from fidan.finetune.objectives import adversarial_term, distillation, masked_lm
+from fidan.finetune.wise import interpolate
 from fidan.infer.answers import chat_scores
 from fidan.model.gpt import GPT, flops_per_token, recorded_attention
 from fidan.model.io import load_model, save_model
@@ -81,6 +85,15 @@ def check(cfg) -> None:
                          f"{'sft.method=distill' if s.method == 'distill' else 'sft.loss_reweight'}")
     if s.gate > 0:
         parse_guide(s.gate_layers, s.gate_heads)
+    if s.lr_decay < 1 and s.optimizer != "adamw":
+        raise FidanError(f"sft.lr_decay={s.lr_decay} builds its own AdamW groups; it does not combine with "
+                         f"sft.optimizer={s.optimizer} (set sft.lr_decay=1 for it)")
+    if s.lr_decay < 1 and cfg.train.parallel == "fsdp":   # its groups would hold the unsharded parameters
+        raise FidanError(f"sft.lr_decay={s.lr_decay} builds its optimizer before the model is wrapped; it does "
+                         "not run under train.parallel=fsdp (use ddp, or set sft.lr_decay=1)")
+    if s.wise < 1 and s.method in ("prompt", "distill"):
+        raise FidanError(f"sft.wise={s.wise} blends the tuned weights with the pre-trained ones; sft.method="
+                         f"{s.method} changes the model's shape")
     if s.pretrain_mix > 0 and pretrain_rows(s.pretrain_mix, s.batch_size) >= s.batch_size:
         raise FidanError(f"sft.pretrain_mix={s.pretrain_mix} leaves no conversation in a batch of "
                          f"sft.batch_size={s.batch_size} rows")
@@ -235,6 +248,10 @@ def run(ctx: StageContext) -> dict:
         ctx.say(f"sft: + {s.lookalikes:,} benign requests worded like harmful ones, answered (sft.lookalikes)")
     if s.facts:
         conversations = conversations + more_facts(ctx)
+    if s.subject_facts:
+        found = subject_conversations(embedded_world(ctx, "sft.subject_facts"), s.subject_facts, ctx.cfg.run.seed)
+        conversations = conversations + [c["messages"] for c in found]
+        ctx.say(f"sft: + {s.subject_facts:,} fact questions spread evenly over the subjects (sft.subject_facts)")
     if s.everyday:
         conversations = conversations + [c["messages"] for c in everyday_conversations(s.everyday, ctx.cfg.run.seed)]
         ctx.say(f"sft: + {s.everyday:,} everyday requests from outside the world, answered (sft.everyday)")
@@ -278,18 +295,24 @@ def run(ctx: StageContext) -> dict:
         batches = MixedBatches(examples, s.batch_size, tok.pad, seed, tokens, s.pretrain_mix, extras=extras)
         ctx.say(f"sft: {batches.rows} of every {s.batch_size} rows are pre-training text "
                 f"(sft.pretrain_mix={s.pretrain_mix}, loss on every token, weight {s.pretrain_weight})")
-    task = Task(name=f"sft-{method}", batch=batches,
+    optimizer = decayed_adamw(model, params, s.lr_decay, lr, s.weight_decay, (tcfg.beta1, tcfg.beta2)) \
+        if s.lr_decay < 1 else None   # layer-wise lr decay: lower blocks and the embedding move less
+    task = Task(name=f"sft-{method}", batch=batches, optimizer=optimizer,
                 loss=make_loss(s, prepared.teacher, reweighting, guide, batches.rows if tokens is not None else 0),
                 flops_per_token=flops_per_token(model.cfg),
                 info={"tokenizer": "tokenizer/tokenizer.json", "method": method, "chat": True},
                 parameters=params, on_step=prepared.on_step, optimizer_kind=s.optimizer)
     trainable = sum(p.numel() for p in params)
     t0 = time.perf_counter()
-    model, summary = train(model, tcfg, task, ctx)
+    with noisy_embeddings(model, s.neftune):
+        model, summary = train(model, tcfg, task, ctx)
     if ctx.rank != 0:  # under torchrun rank 0 alone finishes, scores the model and writes the summary
         return summary
     if prepared.finish is not None:  # e.g. LoRA: adapters saved alone, then merged into a plain model
         model = prepared.finish(model, out)
+    if s.wise < 1:   # WiSE-FT: part of the way back to the pre-trained weights
+        model = interpolate(model, load_model(ctx.input("base").parent, ctx.device)[0], s.wise)
+    if prepared.finish is not None or s.wise < 1:
         save_model(out, model, {"stage": "sft", "method": method, "tokenizer": "tokenizer/tokenizer.json",
                                 "chat": True})
     model.eval()
