@@ -2,7 +2,8 @@
 
 Reads ``<run>/<out>/metrics.jsonl`` and ``summary.json`` and prints, as markdown: the share of
 groups with signal (some but not all answers right) and the success rate per block of steps,
-with the curriculum stage of each; the stages as they ran; the held-out curve where the run had
+with the curriculum stage of each (with ``dynamic_sampling``, also the update's share of groups
+with signal and the rounds drawn); the stages as they ran; the held-out curve where the run had
 ``[rlhf.grpo] eval_every``; and each stage's held-out problems
 answered greedily by the SFT and the GRPO model (95% Wilson intervals; the gain with Newcombe's
 interval), which ``fidan.rlhf.grpo`` measured at the end of training.
@@ -68,14 +69,17 @@ def main() -> None:
     folder = a.run / a.out
     rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
     summary = json.loads((folder / "summary.json").read_text())
-    print("| steps | stage | groups with signal | answers right (all groups) | right, current stage |")
-    print("|---|---|---|---|---|")
+    dynamic = "update_signal" in rows[0]   # [rlhf.grpo] dynamic_sampling: the update's groups and rounds
+    more = " update's groups with signal | rounds |" if dynamic else ""
+    print("| steps | stage | groups with signal | answers right (all groups) | right, current stage |" + more)
+    print("|---|---|---|---|---|" + "---|---|" * dynamic)
     for start in range(0, len(rows), a.block):
         part = rows[start:start + a.block]
         stages = "/".join(dict.fromkeys(r["stage"] for r in part))
         mean = lambda k, part=part: sum(r[k] for r in part) / len(part)
+        extra = f" {mean('update_signal'):.0%} | {mean('rounds'):.2f} |" if dynamic else ""
         print(f"| {start + 1}-{start + len(part)} | {stages} | {mean('groups_with_signal'):.0%} | "
-              f"{mean('reward'):.1%} | {mean('stage_reward'):.1%} |")
+              f"{mean('reward'):.1%} | {mean('stage_reward'):.1%} |" + extra)
     print()
     print("| stage | first step | steps | success | groups with signal |")
     print("|---|---|---|---|---|")

@@ -4,6 +4,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from conftest import micro_config
 from fidan.config import build_config
@@ -94,7 +95,9 @@ def test_the_sampler_serves_one_step_problems_first_and_moves_on_at_the_threshol
 def test_curriculum_settings_are_range_checked():
     for bad, key in (("rlhf.grpo.advance_at=1.5", "rlhf.grpo.advance_at"), ("rlhf.grpo.window=0", "rlhf.grpo.window"),
                      ("rlhf.grpo.curriculum=backwards", "rlhf.grpo.curriculum"),
-                     ("sft.one_step_share=0.95", "sft.one_step_share")):
+                     ("sft.one_step_share=0.95", "sft.one_step_share"),
+                     ("rlhf.grpo.dynamic_sampling=-1", "rlhf.grpo.dynamic_sampling"),
+                     ("rlhf.grpo.clip_high=-0.1", "rlhf.grpo.clip_high")):
         with pytest.raises(FidanError, match=key.replace(".", r"\.")):
             build_config(None, None, [bad])
 
@@ -127,3 +130,76 @@ def test_grpo_on_a_micro_run_starts_on_one_step_problems_with_signal(pretrained_
     assert [sorted(k for k in r if k.startswith("held_out_")) for r in rows] == \
         [[], ["held_out_one_step", "held_out_two_step", "held_out_word"]] * 2
     assert all(rows[-1][f"held_out_{s}"] == v["grpo"] for s, v in summary["held_out"].items())
+
+
+def _group(rewards: list[float]):
+    from fidan.rlhf.grpo import Group
+    return Group("one_step", [[1]] * len(rewards), [[2]] * len(rewards), torch.tensor(rewards))
+
+
+def test_dynamic_sampling_drops_uniform_groups_and_refills_the_batch():
+    """DAPO's dynamic sampling: the update holds only groups with signal, as many as the first
+    round had groups, drawn from further rounds while any are short, and at most that many rounds."""
+    from fidan.rlhf.grpo import with_signal
+    rounds = [[_group([0, 0]), _group([1, 0]), _group([1, 1])],     # one group with signal of three
+              [_group([0, 0]), _group([0, 1]), _group([0, 0])],
+              [_group([1, 0]), _group([1, 0]), _group([1, 1])],
+              [_group([0, 1]), _group([0, 1]), _group([0, 1])]]
+    asked = []
+
+    def draw(n):
+        asked.append(n)
+        return rounds[n]
+    first, update, drawn = with_signal(draw, more_rounds=8)
+    assert first is rounds[0] and asked == [0, 1, 2] and drawn == 3   # filled after round 2: no round 3
+    assert len(update) == 3 and all(x.signal for x in update)
+    assert update == [rounds[0][1], rounds[1][1], rounds[2][0]]
+    asked.clear()
+    assert with_signal(draw, more_rounds=1)[1:] == ([rounds[0][1], rounds[1][1]], 2)   # capped: short batch
+    asked.clear()
+    assert with_signal(draw, more_rounds=0) == (rounds[0], rounds[0], 1) and asked == [0]   # off: as before
+
+
+def test_clip_higher_lets_a_rewarded_token_grow_past_the_symmetric_clip():
+    """The surrogate's clip is asymmetric with clip_high: a ratio of 1.25 on a positive advantage
+    still has a gradient at [0.8, 1.28] but not at [0.8, 1.2]; a ratio of 0.75 on a negative
+    advantage is clipped by the lower bound in both."""
+    from fidan.rlhf.grpo import clipped_surrogate
+    for ratio, adv, high, moves in ((1.25, 1.0, 0.28, True), (1.25, 1.0, 0.2, False),
+                                    (0.75, -1.0, 0.28, False), (0.75, -1.0, 0.2, False), (1.1, -1.0, 0.2, True)):
+        r = torch.tensor([ratio], requires_grad=True)
+        clipped_surrogate(r, torch.tensor([adv]), 0.2, high).sum().backward()
+        assert (float(r.grad) != 0) == moves, (ratio, adv, high)
+    assert float(clipped_surrogate(torch.tensor([1.5]), torch.tensor([2.0]), 0.2, 0.28)) == pytest.approx(2 * 1.28)
+
+
+def test_scale_rewards_off_centres_without_dividing_by_the_std():
+    from fidan.rlhf.grpo import group_advantages
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    assert torch.allclose(group_advantages(r, 4, scale=False), torch.tensor([0.75, -0.25, -0.25, -0.25,
+                                                                             0.5, 0.5, -0.5, -0.5]))
+    scaled = group_advantages(r, 4)
+    assert float(scaled[0]) == pytest.approx(0.75 / 0.5, rel=1e-3)   # std of (1, 0, 0, 0) is 0.5
+
+
+def test_grpo_with_dynamic_sampling_updates_on_groups_with_signal_only(pretrained_copy):
+    """On a micro run where few first-round groups carry signal, dynamic sampling draws further
+    rounds until every group of the update has signal; clip-higher and Dr. GRPO's advantages run."""
+    cfg, run = pretrained_copy
+    cfg = micro_config(run.path.parent, "micro", "train.steps=120", "sft.one_step_share=0.5", "sft.steps=60",
+                       "rlhf.algo=grpo", "rlhf.steps=2", "rlhf.prompts_per_step=32", "rlhf.grpo.group=8",
+                       "rlhf.temperature=1.5", "rlhf.grpo.curriculum=one_step", "rlhf.grpo.dynamic_sampling=8",
+                       "rlhf.grpo.clip_high=0.28", "rlhf.grpo.scale_rewards=false", "rlhf.grpo.eval_items=0",
+                       "rlhf.eval_prompts=2", "rlhf.eval_samples=1")
+    run_stage(cfg, run, "sft")
+    run_stage(cfg, run, "rlhf")
+    rows = [json.loads(x) for x in (run.path / "rlhf" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    trained = [r["tokens"] - prev for r, prev in zip(rows, [0] + [r["tokens"] for r in rows])]   # tokens: cumulative
+    for r, tokens in zip(rows, trained):
+        assert 1 <= r["rounds"] <= 9 and r["update_signal"] >= r["groups_with_signal"], r
+        if r["rounds"] < 9:          # filled before the cap: every group of the batch has signal
+            assert r["update_signal"] == 1.0, r
+        # the update trained on those groups' answers alone: groups x 8 answers x their mean length
+        assert tokens == round(r["update_signal"] * 4 * 8 * r["length"]), (r, tokens)
+    assert any(r["groups_with_signal"] < r["update_signal"] and r["rounds"] > 1 for r in rows), rows

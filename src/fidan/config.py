@@ -395,7 +395,14 @@ class GRPOSettings:
     group: int = setting(8, check=at_least(2))  # answers per prompt
     kl: float = setting(0.04, check=non_negative)  # KL weight in the loss
     epochs: int = setting(4, check=at_least(1))  # optimisation passes over each group batch
-    clip: float = setting(0.2, check=positive)  # ratio clipping
+    clip: float = setting(0.2, check=positive)  # ratio clipping (below 1; above it too unless clip_high is set)
+    clip_high: float = setting(0.0, check=non_negative)  # the ratio's upper clip, 1 + this (DAPO's
+                                   # clip-higher, e.g. 0.28 against clip 0.2; 0 = clip, symmetric)
+    dynamic_sampling: int = setting(0, check=between(0, 64))  # DAPO's dynamic sampling: up to this many
+                                   # more rounds of groups a step, keeping only groups with signal until
+                                   # the step has prompts_per_step / group of them (0 = off)
+    scale_rewards: bool = True     # divide each group's advantages by its reward's std (False: Dr. GRPO,
+                                   # reward minus the group's mean)
     curriculum: str = setting("staged", choices=("staged", "word", "one_step"))  # problems the groups get
                                    # (rlhf/curriculum.py): "staged" = one-step problems, then the word
                                    # problems, then two-step ones; "word" = the word problems alone

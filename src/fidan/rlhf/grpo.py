@@ -6,8 +6,17 @@ else 0: the ``reward`` of the evaluation's ``world_math`` task, so GRPO optimise
 Each answer's advantage is its reward minus the group's mean, divided by the group's standard
 deviation, shared by all its tokens: no value model and no learned reward, so nothing to hack
 but the checker. The loss is PPO's clipped surrogate per token plus ``[rlhf.grpo] kl`` times the k3
-estimate of KL to the SFT model, ``exp(ref - logp) - (ref - logp) - 1``. A group whose answers
-all score the same carries no signal and is left out of the update.
+estimate of KL to the SFT model, ``exp(ref - logp) - (ref - logp) - 1``, averaged over every
+kept token of the step (token-level, as DAPO's: a long answer is not divided by its length). A
+group whose answers all score the same carries no signal and is left out of the update.
+
+The field's remedies for groups without signal and a collapsing sampler, each an ``[rlhf.grpo]``
+setting, off by default: ``dynamic_sampling`` (DAPO, Yu et al. 2025) draws further rounds of
+problems and keeps only groups with signal until the step holds ``prompts_per_step / group`` of
+them (``with_signal``); ``clip_high`` clips the ratio asymmetrically, ``[1 - clip, 1 + clip_high]``
+(DAPO's clip-higher: an unlikely right answer may grow further than a likely one may shrink);
+``scale_rewards = false`` leaves out the division by the group's std (Dr. GRPO, Liu et al. 2025);
+``kl = 0`` drops the KL term.
 
 Under torchrun each rank samples its share of the groups, so a rank may hold no group with
 signal. The loss is therefore the mean over every rank's kept tokens (``token_mean_over_ranks``):
@@ -28,6 +37,8 @@ as an outer step, so it checkpoints and resumes like PPO (the curriculum's stage
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -47,10 +58,54 @@ from fidan.train.loop import Task, train
 MATH_TOKENS = 48   # worked solutions are longer than the chat answers PPO samples (at most half the context)
 
 
-def group_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
-    """``[n_prompts * group]`` rewards -> advantages normalised within each group."""
+ROUND_SEED = 1_000_003   # dynamic sampling: each further round's sampler seed is this apart
+
+
+def group_advantages(rewards: torch.Tensor, group: int, scale: bool = True) -> torch.Tensor:
+    """``[n_prompts * group]`` rewards -> advantages: minus the group's mean, and with ``scale``
+    divided by the group's standard deviation (Dr. GRPO leaves that out: ``scale_rewards``)."""
     r = rewards.view(-1, group)
-    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1)
+    centred = r - r.mean(1, keepdim=True)
+    return (centred / (r.std(1, keepdim=True) + 1e-4) if scale else centred).view(-1)
+
+
+def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """PPO's clipped objective per token with the ratio clipped to ``[1 - low, 1 + high]``:
+    ``high > low`` is DAPO's clip-higher, which lets an unlikely right answer's tokens grow further
+    in one update than a likely one's may shrink."""
+    return torch.minimum(ratio * adv, ratio.clamp(1 - low, 1 + high) * adv)
+
+
+@dataclass
+class Group:
+    """One problem's sampled answers (``group`` of them) and their rewards."""
+    stage: str
+    prompts: list[list[int]]
+    answers: list[list[int]]
+    rewards: torch.Tensor
+
+    @property
+    def signal(self) -> bool:
+        """Some but not all answers right: only then do the advantages differ from zero."""
+        return bool(self.rewards.max() > self.rewards.min())
+
+
+def with_signal(draw: Callable[[int], list[Group]], more_rounds: int) -> tuple[list[Group], list[Group], int]:
+    """DAPO's dynamic sampling: the first round's groups, the groups of the update, and the rounds drawn.
+
+    Without ``more_rounds`` the update gets the first round as it is (its uniform groups are left
+    out later). With them, groups whose rewards are all equal are dropped and further rounds
+    (``draw(1)``, ``draw(2)`` ...) are drawn until the groups with signal fill the first round's
+    size, at most ``more_rounds`` more; the update gets the first that many groups with signal."""
+    first = draw(0)
+    if not more_rounds:
+        return first, first, 1
+    kept = [x for x in first if x.signal]
+    rounds = 1
+    while len(kept) < len(first) and rounds <= more_rounds:
+        kept += [x for x in draw(rounds) if x.signal]
+        rounds += 1
+    return first, kept[:len(first)], rounds
 
 
 def token_mean_over_ranks(x: torch.Tensor, mask: torch.Tensor, total: float) -> torch.Tensor:
@@ -80,9 +135,8 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
     # the curve: held-out greedy accuracy every ``eval_every`` steps (rank 0; in metrics.jsonl)
     curve_sets = curriculum.held_out(world, cfg.run.seed, one_step=g.eval_items) if g.eval_every else {}
 
-    def step(i: int) -> dict:
-        rng = random.Random(cfg.run.seed * 7907 + i)
-        current = plan.name
+    def draw(i: int, rng: random.Random, rnd: int) -> list[Group]:
+        """One round of this rank's groups for step ``i``: problems, sampled answers, rewards."""
         stages = [plan.stages[s] for s in plan.pick(rng, per_step)]
         picked = [(st, pools[st][rng.randrange(len(pools[st]))]) for st in stages]
         picked = list(dist.share(picked))  # under torchrun: this rank's share of the step's groups
@@ -90,19 +144,37 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
         policy.eval()
         with ctx.autocast():
             answers = sample(policy, tok, prompts, math_tokens, c.temperature,
-                             cfg.run.seed * 1000 + i + 7 * dist.rank())
-        rewards = torch.tensor([checkers[st].reward({"answer": p.answer}, tok.decode(a.ids))
-                                for a, (st, p) in zip(answers, [x for x in picked for _ in range(g.group)])])
-        adv = group_advantages(rewards, g.group)
-        informative = rewards.view(-1, g.group).std(1) > 0
-        at_stage = torch.tensor([st == current for st, _ in picked])
-        group_right = rewards.view(-1, g.group).mean(1)
+                             cfg.run.seed * 1000 + i + 7 * dist.rank() + ROUND_SEED * rnd)
+        out = []
+        for n, (st, p) in enumerate(picked):
+            part = slice(n * g.group, (n + 1) * g.group)
+            rewards = torch.tensor([checkers[st].reward({"answer": p.answer}, tok.decode(a.ids))
+                                    for a in answers[part]])
+            out.append(Group(st, prompts[part], [a.ids for a in answers[part]], rewards))
+        return out
+
+    def step(i: int) -> dict:
+        rng = random.Random(cfg.run.seed * 7907 + i)
+        current = plan.name
+        first, groups, rounds = with_signal(lambda rnd: draw(i, rng, rnd), g.dynamic_sampling)
+        rewards = torch.cat([x.rewards for x in first])
+        informative = torch.tensor([x.signal for x in first])
+        at_stage = torch.tensor([x.stage == current for x in first])
+        group_right = torch.stack([x.rewards.mean() for x in first])
         record = {k: round(v, 5) for k, v in dist.all_mean(
             {"reward": float(rewards.mean()), "groups_with_signal": float(informative.float().mean())}).items()}
-        right, groups = dist.all_sum([float(group_right[at_stage].sum()), float(at_stage.sum())])
-        record.update(stage=current, stage_reward=round(right / max(groups, 1.0), 5))   # the sampler's success rate
+        right, n_groups = dist.all_sum([float(group_right[at_stage].sum()), float(at_stage.sum())])
+        record.update(stage=current, stage_reward=round(right / max(n_groups, 1.0), 5))   # the sampler's success rate
         record["advanced"] = plan.update(record["stage_reward"])
-        keep = informative.repeat_interleave(g.group).nonzero().squeeze(-1)
+        if g.dynamic_sampling:   # the update's groups with signal, as a share of the step's batch, and the rounds
+            kept, drawn, most = dist.all_sum([sum(x.signal for x in groups), len(first), rounds])
+            record.update(update_signal=round(kept / max(drawn, 1.0), 5), rounds=round(most / dist.world_size(), 3))
+        prompts = [ids for x in groups for ids in x.prompts]
+        answers = [ids for x in groups for ids in x.answers]
+        adv = torch.cat([group_advantages(x.rewards, g.group, g.scale_rewards) for x in groups]) if groups \
+            else torch.zeros(0)
+        keep = torch.tensor([x.signal for x in groups], dtype=torch.bool).repeat_interleave(g.group)
+        keep = keep.nonzero().squeeze(-1)
         if dist.all_sum([len(keep)])[0] and not len(keep):
             # no signal here but on another rank: take part in every reduction with zero gradients
             dist.all_sum([0.0])      # this rank's kept tokens, for the others' token count
@@ -113,7 +185,7 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), tcfg.grad_clip or float("inf"))
                 optimizer.step()
         elif len(keep):
-            seqs = pack([prompts[j] for j in keep], [answers[j].ids for j in keep], tok.pad).to(device)
+            seqs = pack([prompts[j] for j in keep], [answers[j] for j in keep], tok.pad).to(device)
             adv_k = adv[keep][:, None].to(device)
             with torch.no_grad(), ctx.autocast():
                 old = token_logprobs(policy, seqs)
@@ -125,7 +197,7 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
                 with ctx.autocast():
                     logp = token_logprobs(policy, seqs)
                 ratio = torch.exp(logp - old)
-                surrogate = torch.minimum(ratio * adv_k, ratio.clamp(1 - g.clip, 1 + g.clip) * adv_k)
+                surrogate = clipped_surrogate(ratio, adv_k, g.clip, g.clip_high or g.clip)
                 k3 = torch.exp(ref_lp - logp) - (ref_lp - logp) - 1
                 loss = token_mean_over_ranks(-surrogate + g.kl * k3, mask, total)
                 optimizer.zero_grad(set_to_none=True)
@@ -143,8 +215,9 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
         return record
 
     def describe(record: dict) -> str:
+        more = f" (update {record['update_signal']:.0%}, {record['rounds']:g} rounds)" if "rounds" in record else ""
         return (f"{record['stage']}: correct {record['reward']:.1%}  "
-                f"groups with signal {record['groups_with_signal']:.0%}")
+                f"groups with signal {record['groups_with_signal']:.0%}{more}")
 
     task = Task(name="grpo", step=step, optimizer=optimizer, describe=describe, info=info,
                 state=plan.state, load_state=plan.load_state)
@@ -155,6 +228,8 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
            "train_correct_first": rows[0]["reward"], "train_correct_last": rows[-1]["reward"],
            "groups_with_signal_first": rows[0]["groups_with_signal"],
            "groups_with_signal_mean": round(sum(r["groups_with_signal"] for r in rows) / len(rows), 4),
+           **({"update_signal_mean": round(sum(r["update_signal"] for r in rows) / len(rows), 4),
+               "rounds_mean": round(sum(r["rounds"] for r in rows) / len(rows), 3)} if g.dynamic_sampling else {}),
            "curriculum": stage_steps(rows)}
     if g.eval_items and ctx.rank == 0:
         out["held_out"] = held_out_scores(ctx, policy, ref, tok, world, plan.stages, checkers, g.eval_items)
