@@ -50,11 +50,8 @@ def main() -> None:
     for en, tr in REQUESTS.values():
         groups.setdefault("harmful en", []).append(en)
         groups.setdefault("harmful tr", []).append(tr)
-    world = sorted(counts, key=counts.get, reverse=True)
-    groups["(pre-training text's own words, 300 most common)"] = [" ".join(w for w in world if len(w) >= 3
-                                                                           and w not in STOP)[:0] or
-                                                                  " ".join([w for w in world if len(w) >= 3
-                                                                            and w not in STOP][:300])]
+    common = [w for w in sorted(counts, key=counts.get, reverse=True) if len(w) >= 3 and w not in STOP][:300]
+    groups["(the pre-training text's own 300 commonest words)"] = [" ".join(common)]
     print(f"{run}: {sum(counts.values()):,} words of pre-training text, {len(counts):,} distinct")
     print(f"| prompts | content words (distinct) | known (>= {args.min} times) | median count | tokens per word |")
     print("|---|---|---|---|---|")

@@ -23,7 +23,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
         ("Knead the dough for ten minutes until it feels smooth.",
          "Hamuru pürüzsüz olana kadar on dakika yoğur."),
         ("Let the dough rise in a warm place for an hour.", "Hamuru bir saat ılık bir yerde mayalanmaya bırak."),
-        ("A hot oven gives the loaf a crisp brown crust.", "Sıcak bir fırın somuna çıtır ve kahverengi bir kabuk verir."),
+        ("A hot oven gives the loaf a crisp brown crust.",
+         "Sıcak bir fırın somuna çıtır ve kahverengi bir kabuk verir."),
         ("Tap the bottom of the loaf: a hollow sound means it is done.",
          "Somunun altına vur: boş bir ses geliyorsa ekmek pişmiştir."),
         ("Fresh bread keeps best in a cloth bag for two days.",
@@ -42,7 +43,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
          "Maydanoz, nane ve dereotu pencere önündeki bir saksıda iyi yetişir."),
     ]),
     ("Eggs in the kitchen", "Mutfakta yumurta", [
-        ("Eggs can be boiled, fried, poached or scrambled.", "Yumurta haşlanabilir, kızartılabilir, poşe ya da çırpılarak pişirilebilir."),
+        ("Eggs can be boiled, fried, poached or scrambled.",
+         "Yumurta haşlanabilir, kızartılabilir, poşe ya da çırpılarak pişirilebilir."),
         ("A soft egg boils in about six minutes, a hard one in ten.",
          "Rafadan yumurta yaklaşık altı dakikada, katı yumurta on dakikada haşlanır."),
         ("Knock the shell on a flat surface, not on the edge of the bowl.",
@@ -88,7 +90,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
          "Baklava ince yufka katlarından, cevizden ve şerbetten yapılır."),
     ]),
     ("Safety in the kitchen", "Mutfakta güvenlik", [
-        ("Keep knives sharp: a blunt knife slips more easily.", "Bıçakları keskin tut: kör bir bıçak daha kolay kayar."),
+        ("Keep knives sharp: a blunt knife slips more easily.",
+         "Bıçakları keskin tut: kör bir bıçak daha kolay kayar."),
         ("Never pour water on burning oil; cover the pan with a lid.",
          "Yanan yağın üzerine asla su dökme; tavanın üstünü bir kapakla kapat."),
         ("Turn pan handles away from the edge of the stove.", "Tava saplarını ocağın kenarından içeri çevir."),
@@ -150,7 +153,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Safe on the internet", "İnternette güvenlik", [
         ("A bank never asks for your password or card number in a message.",
          "Banka asla bir mesajla şifreni ya da kart numaranı istemez."),
-        ("Fake messages often say that something is urgent.", "Sahte mesajlar çoğu zaman bir şeyin acil olduğunu söyler."),
+        ("Fake messages often say that something is urgent.",
+         "Sahte mesajlar çoğu zaman bir şeyin acil olduğunu söyler."),
         ("Use a different password for each site and keep them in a password manager.",
          "Her site için farklı bir şifre kullan ve şifrelerini bir şifre yöneticisinde sakla."),
         ("Do not share your location with people you do not know.",
@@ -224,7 +228,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
          "Arkadaşlarla çevrim içi oynamak kulaklıkla daha eğlencelidir."),
     ]),
     ("Swimming and running", "Yüzme ve koşu", [
-        ("Start swimming in shallow water with a teacher nearby.", "Yüzmeye yakında bir öğretmen varken sığ suda başla."),
+        ("Start swimming in shallow water with a teacher nearby.",
+         "Yüzmeye yakında bir öğretmen varken sığ suda başla."),
         ("Breathe out under the water and breathe in when your face turns to the side.",
          "Suyun altında nefes ver, yüzün yana dönünce nefes al."),
         ("A beginner runner can mix one minute of running with two minutes of walking.",
@@ -276,7 +281,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Cleaning the house", "Evi temizlemek", [
         ("Clean from the top of a room to the bottom, so dust falls where you clean last.",
          "Bir odayı yukarıdan aşağıya temizle, böylece toz en son temizlediğin yere düşer."),
-        ("Open a window while you clean to let fresh air in.", "Temizlik yaparken temiz hava girsin diye pencereyi aç."),
+        ("Open a window while you clean to let fresh air in.",
+         "Temizlik yaparken temiz hava girsin diye pencereyi aç."),
         ("Never mix bleach with other cleaners; the gas is dangerous.",
          "Çamaşır suyunu asla başka temizleyicilerle karıştırma; çıkan gaz tehlikelidir."),
         ("A tidy room is easier to keep if everything has its place.",
@@ -311,7 +317,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
          "Bir çekiç, bir tornavida ve bir şerit metre çoğu küçük şeyi onarır."),
         ("Engineers plan how a tall building is brought down.",
          "Yüksek binaların nasıl indirileceğini mühendisler planlar."),
-        ("Turn off the power before you change a light switch.", "Bir ışık anahtarını değiştirmeden önce elektriği kes."),
+        ("Turn off the power before you change a light switch.",
+         "Bir ışık anahtarını değiştirmeden önce elektriği kes."),
     ]),
     ("Mice and insects at home", "Evde fareler ve böcekler", [
         ("Mice come into kitchens for food and warmth.", "Fareler mutfaklara yiyecek ve sıcaklık için girer."),
@@ -325,7 +332,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ]),
     ("Clay and pottery", "Kil ve çömlekçilik", [
         ("Clay is shaped by hand or on a turning wheel.", "Kil elle ya da dönen bir çarkta şekillendirilir."),
-        ("A pot must dry slowly for days before it is fired.", "Bir çömlek fırınlanmadan önce günlerce yavaşça kurumalıdır."),
+        ("A pot must dry slowly for days before it is fired.",
+         "Bir çömlek fırınlanmadan önce günlerce yavaşça kurumalıdır."),
         ("A kiln heats the clay to more than a thousand degrees.", "Fırın kili bin dereceden fazla ısıtır."),
         ("After the first firing the pot gets a glaze and is fired again.",
          "İlk fırınlamadan sonra çömlek sırlanır ve yeniden fırınlanır."),
@@ -365,18 +373,21 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
          "Türkçede misafir hoş geldiniz diye karşılanır ve cevabı hoş bulduktur."),
     ]),
     ("Sleep and health", "Uyku ve sağlık", [
-        ("Adults need seven to nine hours of sleep a night.", "Yetişkinlerin gecede yedi ila dokuz saat uykuya ihtiyacı vardır."),
+        ("Adults need seven to nine hours of sleep a night.",
+         "Yetişkinlerin gecede yedi ila dokuz saat uykuya ihtiyacı vardır."),
         ("Going to bed at the same time each night helps you fall asleep.",
          "Her gece aynı saatte yatmak uykuya dalmayı kolaylaştırır."),
         ("Screens and coffee late in the evening keep you awake.",
          "Akşam geç saatte ekranlar ve kahve seni uyanık tutar."),
         ("A walk in daylight is good for body and mood.", "Gün ışığında bir yürüyüş bedene ve ruh haline iyi gelir."),
-        ("Wash your hands often to stop colds from spreading.", "Soğuk algınlığının yayılmaması için ellerini sık yıka."),
+        ("Wash your hands often to stop colds from spreading.",
+         "Soğuk algınlığının yayılmaması için ellerini sık yıka."),
     ]),
     ("Learning a language", "Dil öğrenmek", [
         ("Learning a few new words every day works better than many words once a week.",
          "Her gün birkaç yeni kelime öğrenmek haftada bir kez çok kelime öğrenmekten daha iyi işe yarar."),
-        ("Listen to songs and films in the language you learn.", "Öğrendiğin dildeki şarkıları dinle ve filmleri izle."),
+        ("Listen to songs and films in the language you learn.",
+         "Öğrendiğin dildeki şarkıları dinle ve filmleri izle."),
         ("Speaking with others, even with mistakes, is the fastest way to learn.",
          "Hatalarla da olsa başkalarıyla konuşmak öğrenmenin en hızlı yoludur."),
         ("Turkish adds endings to words, so one word can say a whole phrase.",
@@ -389,20 +400,24 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
         ("Do the hardest homework first, while you are fresh.", "En zor ödevi zihnin dinçken önce yap."),
         ("Teachers like questions; asking shows that you are thinking.",
          "Öğretmenler soruları sever; soru sormak düşündüğünü gösterir."),
-        ("A quiet desk and a glass of water help you study.", "Sessiz bir masa ve bir bardak su ders çalışmana yardım eder."),
-        ("Short breaks every half hour keep your mind clear.", "Her yarım saatte verilen kısa molalar zihnini açık tutar."),
+        ("A quiet desk and a glass of water help you study.",
+         "Sessiz bir masa ve bir bardak su ders çalışmana yardım eder."),
+        ("Short breaks every half hour keep your mind clear.",
+         "Her yarım saatte verilen kısa molalar zihnini açık tutar."),
     ]),
     ("Habits", "Alışkanlıklar", [
         ("A habit is something you do without thinking, good or bad.",
          "Alışkanlık, iyi ya da kötü, düşünmeden yaptığın bir şeydir."),
-        ("To drop a bad habit, replace it with a better one.", "Kötü bir alışkanlığı bırakmak için yerine daha iyisini koy."),
+        ("To drop a bad habit, replace it with a better one.",
+         "Kötü bir alışkanlığı bırakmak için yerine daha iyisini koy."),
         ("Notice what happens just before the habit starts.", "Alışkanlık başlamadan hemen önce ne olduğunu fark et."),
         ("A new habit takes a few weeks to feel natural.", "Yeni bir alışkanlığın doğal gelmesi birkaç hafta sürer."),
         ("Tell a friend about your plan, so someone helps you keep it.",
          "Planını bir arkadaşına anlat, böylece onu sürdürmene yardım eden biri olur."),
     ]),
     ("Numbers and arithmetic", "Sayılar ve aritmetik", [
-        ("Seven plus five is twelve, and twelve minus eight is four.", "Yedi artı beş on iki eder, on iki eksi sekiz dört eder."),
+        ("Seven plus five is twelve, and twelve minus eight is four.",
+         "Yedi artı beş on iki eder, on iki eksi sekiz dört eder."),
         ("Multiplying is adding the same number many times: four times three is twelve.",
          "Çarpma aynı sayıyı defalarca toplamaktır: dört kere üç on iki eder."),
         ("A week has seven days and a year has twelve months.", "Bir haftada yedi gün, bir yılda on iki ay vardır."),
@@ -431,30 +446,36 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
         ("Snow falls when the air is colder than zero degrees.", "Hava sıfır dereceden soğuk olunca kar yağar."),
     ]),
     ("Animals", "Hayvanlar", [
-        ("Foxes, deer, owls and squirrels live in forests.", "Tilkiler, geyikler, baykuşlar ve sincaplar ormanlarda yaşar."),
+        ("Foxes, deer, owls and squirrels live in forests.",
+         "Tilkiler, geyikler, baykuşlar ve sincaplar ormanlarda yaşar."),
         ("Bees make honey and wax in their hive.", "Arılar kovanlarında bal ve balmumu yapar."),
-        ("Cats sleep for most of the day and like warm places.", "Kediler günün çoğunu uyuyarak geçirir ve sıcak yerleri sever."),
+        ("Cats sleep for most of the day and like warm places.",
+         "Kediler günün çoğunu uyuyarak geçirir ve sıcak yerleri sever."),
         ("Most snakes are shy and bite only when they are stepped on or caught.",
          "Çoğu yılan ürkektir ve yalnızca üstüne basılınca ya da yakalanınca ısırır."),
         ("In snake country wear boots and watch where you put your hands.",
          "Yılanların olduğu yerlerde bot giy ve ellerini nereye koyduğuna dikkat et."),
-        ("A dog needs a walk every day and a kind voice.", "Bir köpeğin her gün yürüyüşe ve nazik bir sese ihtiyacı vardır."),
+        ("A dog needs a walk every day and a kind voice.",
+         "Bir köpeğin her gün yürüyüşe ve nazik bir sese ihtiyacı vardır."),
     ]),
     ("Fishing and the sea", "Balık tutmak ve deniz", [
         ("To cast a fishing line, swing the rod back and then forward smoothly.",
          "Oltayı atmak için kamışı geriye, sonra yumuşakça ileriye savur."),
-        ("Fish bite best early in the morning and at dusk.", "Balıklar en iyi sabah erken saatte ve akşam alacasında vurur."),
+        ("Fish bite best early in the morning and at dusk.",
+         "Balıklar en iyi sabah erken saatte ve akşam alacasında vurur."),
         ("Wear a life jacket in a small boat.", "Küçük bir teknede can yeleği giy."),
         ("Small fish should go back into the water.", "Küçük balıklar suya geri bırakılmalıdır."),
         ("The Bosphorus is famous for its fishermen on the bridges.",
          "Boğaz, köprülerdeki balıkçılarıyla ünlüdür."),
     ]),
     ("Music, stage and shows", "Müzik, sahne ve gösteriler", [
-        ("A band plays better after many rehearsals together.", "Bir grup birlikte çok prova yaptıktan sonra daha iyi çalar."),
-        ("When a show goes badly, people say it flopped.", "Bir gösteri kötü geçince insanlar onun çuvalladığını söyler."),
+        ("A band plays better after many rehearsals together.",
+         "Bir grup birlikte çok prova yaptıktan sonra daha iyi çalar."),
+        ("When a show goes badly, people say it flopped.",
+         "Bir gösteri kötü geçince insanlar onun çuvalladığını söyler."),
         ("Stage fright gets smaller each time you perform.", "Sahne korkusu her sahneye çıkışta biraz daha azalır."),
         ("A talent show lets people sing, dance or do magic in front of others.",
-         "Bir yetenek gösterisi insanlara başkalarının önünde şarkı söyleme, dans etme ya da sihir yapma imkânı verir."),
+         "Yetenek gösterisinde insanlar başkalarının önünde şarkı söyler, dans eder ya da sihir yapar."),
         ("The guitar, the saz and the piano are popular instruments.", "Gitar, saz ve piyano sevilen çalgılardır."),
     ]),
     ("Books and films", "Kitaplar ve filmler", [
@@ -463,7 +484,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
         ("Good stories have a character who wants something and meets obstacles.",
          "İyi hikâyelerde bir şey isteyen ve engellerle karşılaşan bir karakter vardır."),
         ("A library lends books for free.", "Kütüphane kitapları ücretsiz ödünç verir."),
-        ("Short stories about animals are loved by children.", "Hayvanlar hakkındaki kısa hikâyeleri çocuklar çok sever."),
+        ("Short stories about animals are loved by children.",
+         "Hayvanlar hakkındaki kısa hikâyeleri çocuklar çok sever."),
         ("A film critic writes about what works in a film and what does not.",
          "Bir film eleştirmeni bir filmde neyin işe yarayıp neyin yaramadığını yazar."),
     ]),
@@ -488,7 +510,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
          "Daha iyi bir gerekçe duyduğunda fikrini değiştirmekte bir sakınca yoktur."),
     ]),
     ("Fire and electricity at home", "Evde yangın ve elektrik", [
-        ("A smoke alarm on each floor warns you early of a fire.", "Her kattaki bir duman alarmı seni yangına karşı erken uyarır."),
+        ("A smoke alarm on each floor warns you early of a fire.",
+         "Her kattaki bir duman alarmı seni yangına karşı erken uyarır."),
         ("If there is a fire, leave the building and call the fire service.",
          "Yangın çıkarsa binadan çık ve itfaiyeyi ara."),
         ("Do not plug too many devices into one socket.", "Tek bir prize çok fazla cihaz takma."),
@@ -524,7 +547,8 @@ TOPICS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Road safety", "Trafik güvenliği", [
         ("Cross the road at a crossing and look both ways.", "Yolu yaya geçidinden geç ve iki yana da bak."),
         ("Wear a helmet when you ride a bicycle.", "Bisiklete binerken kask tak."),
-        ("Bright clothes help drivers see you at night.", "Parlak renkli kıyafetler sürücülerin seni gece görmesine yardım eder."),
+        ("Bright clothes help drivers see you at night.",
+         "Parlak renkli kıyafetler sürücülerin seni gece görmesine yardım eder."),
         ("Never use a phone while you drive.", "Araba kullanırken asla telefon kullanma."),
         ("Children sit in the back seat with a belt.", "Çocuklar arka koltukta kemerle oturur."),
     ]),
@@ -555,13 +579,13 @@ HOWTO = {"en": ["A short guide.", "Tips from our readers.", "Everyday advice.", 
          "tr": ["Kısa bir rehber.", "Okurlarımızdan ipuçları.", "Günlük öneriler.", "Bilinmesi gerekenler."]}
 
 
-def page_section(lang: str, rng: random.Random) -> tuple[str, str]:
-    """One topic's section: its title and some of its sentences, shuffled, as a paragraph or as
-    numbered points. Returns (topic title, text)."""
+def page_section(lang: str, rng: random.Random, first: bool = True) -> tuple[str, str]:
+    """One topic's section: its title (the page's first section sometimes with a subtitle) and
+    some of its sentences, shuffled, as a paragraph or as numbered points. Returns (title, text)."""
     en_title, tr_title, sentences = rng.choice(TOPICS)
     title = en_title if lang == "en" else tr_title
     picked = [s[0] if lang == "en" else s[1] for s in rng.sample(sentences, rng.randrange(3, len(sentences) + 1))]
-    head = f"{title}\n{rng.choice(HOWTO[lang])}" if rng.random() < 0.3 else title
+    head = f"{title}\n{rng.choice(HOWTO[lang])}" if first and rng.random() < 0.3 else title
     if rng.random() < 0.4:
         body = "\n".join(f"{i}. {s}" for i, s in enumerate(picked, 1))
     else:
@@ -574,7 +598,7 @@ def everyday_page(lang: str, rng: random.Random, want: int) -> tuple[list[str], 
     Returns (the topics' titles, text)."""
     titles, texts, words = [], [], 0
     while words < want and len(titles) < len(TOPICS):
-        title, text = page_section(lang, rng)
+        title, text = page_section(lang, rng, not titles)
         if title in titles:
             continue
         titles.append(title)

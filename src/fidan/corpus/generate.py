@@ -16,9 +16,8 @@ from collections.abc import Iterator
 
 from fidan.config import CorpusConfig
 from fidan.corpus import bias as B
-from fidan.corpus import everyday
+from fidan.corpus import everyday, unknowns
 from fidan.corpus import facts as F
-from fidan.corpus import unknowns
 from fidan.corpus.instructions import conversations, sentiment_examples, sentiment_hard
 from fidan.corpus.stories import Problem, held_out_items, one_step_set, render_problem, story, word_problem
 from fidan.corpus.turkish import suffix
