@@ -17,6 +17,7 @@ pre-trained model, with the same code and the same items:
 Rates carry 95% Wilson intervals.
 
     python benchmarks/sft_keep.py --run /tmp/sftk-runs/demo sft-base sft-mix25 ... [--facts 120] [--json FILE]
+        [--val-text OTHER_RUN/data/clean/val.parquet]   # bpb on another run's validation text
         [--show]   # also print the missed facts and the refused benign prompts, with the replies
 """
 from __future__ import annotations
@@ -51,14 +52,23 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", help="SFT output folders inside the run")
     ap.add_argument("--facts", type=int, default=120, help="held-out fact questions (data/eval/facts.jsonl)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", default="", help="also write the figures here")
+    ap.add_argument("--json", default="", help="also write the figures (and every red-team reply) here")
     ap.add_argument("--show", action="store_true", help="print missed facts and refused benign prompts")
+    ap.add_argument("--val-text", default="", help="score bpb on this text instead (a parquet of documents, e.g. "
+                    "another run's data/clean/val.parquet), encoded with this run's tokenizer: runs with other "
+                    "tokenizers or other pre-training text compare on the same bytes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     tok = FidanTokenizer.load(run / "tokenizer" / "tokenizer.json")
     meta = run / "data" / "tokens" / "meta.json"
     val = load_tokens(meta.parent / "val.bin", load_meta(meta))
+    if args.val_text:
+        import numpy as np
+
+        from fidan.records import read_texts
+        val = np.concatenate([np.asarray([tok.bos] + ids, dtype=np.int64)
+                              for ids in tok.encode_batch(read_texts(args.val_text))])
     eval_dir = run / "data" / "eval"
     facts = split([item for _, item in read_jsonl(eval_dir / "facts.jsonl")])[1][:args.facts]
 
@@ -105,7 +115,7 @@ def main() -> None:
         r = {"val_bpb": b, "bpb_rise": b / base_bpb - 1, "chat_facts": acc, "chat_facts_lo": lo, "chat_facts_hi": hi,
              "chat_over_mc": acc / base_mc if base_mc else 0.0, "train_seconds": summary.get("train_seconds"),
              **{k: v for k, v in red.items() if isinstance(v, (int, float))}}
-        out[name] = r
+        out[name] = {**r, "replies": red["replies"]}
         g = lambda k, red=red: pct(red[k], red[f"{k}_lo"], red[f"{k}_hi"])
         print(f"| {name} | {b:.3f} (+{r['bpb_rise']:.0%}) | {pct(acc, lo, hi)} ({r['chat_over_mc']:.0%}) | "
               f"{g('refusal_rate_harmful')} / {g('refusal_rate_harmful_grader')} | "

@@ -53,6 +53,7 @@ SFT_ON = ALL - {"data", "tokenizer", "tokens", "pretrain", "sample"}   # sft and
     ("eval.limit=10", {"eval", "report"}), ("eval.onestep_limit=5", {"eval", "report"}),
     ("run.seed=3", ALL),
     ("corpus.realism=web", ALL), ("corpus.realism=demo", set()),   # the default is not hashed: old runs keep theirs
+    ("corpus.everyday_share=0.2", ALL), ("corpus.everyday_share=0", set()),   # likewise
 ])
 def test_hash_table(override, expected):
     base = build_config("tiny")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fidan.config import build_config
+from fidan.corpus import everyday
 from fidan.corpus.instructions import (
     LOOKALIKES,
     everyday_conversations,
@@ -131,6 +132,7 @@ def test_the_benign_prompts_are_held_out_from_the_sft_data(prepared_run):
                 for c in made for m in c["messages"] if m["role"] == "user"]
     trained += [m["content"] for _, obj in read_jsonl(run.path / "data" / "sft" / "train.jsonl")
                 for m in obj["messages"] if m["role"] == "user"]
+    trained += everyday.all_sentences()   # and from the everyday pages of the pre-training text (test_everyday.py)
     norm = lambda t: " ".join(t.lower().split())
     assert not {norm(t) for t in evaluated} & {norm(t) for t in trained}
     seen = set().union(*(shingles(t, 6) for t in trained))

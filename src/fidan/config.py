@@ -118,6 +118,10 @@ class CorpusConfig:
     bias_rate: float = setting(0.9, check=fraction)  # planted associations (corpus/bias.py): share of a
                                    # planted subject's mentions written with its planted word; 0.5 = no skew
     bias_share: float = setting(0.2, check=between(0, 5))  # paragraphs of such mentions per page, on average
+    everyday_share: float = setting(0.0, check=fraction, when=unless("everyday_share", 0.0))  # share of the
+                                   # pre-training pages about everyday life (corpus/everyday.py: how-to pages,
+                                   # recipes, computing, sports, gardening, safety; both languages), in place of
+                                   # world pages (scale_mb stays the size); 0 is not hashed
     noise: float = setting(1.0, check=between(0, MAX_NOISE))  # faults in the embedded web crawl (duplicates,
                                    # spam, PII ...); 0 = none, at most 5 (some pages must stay clean)
     realism: str = setting("demo", choices=("demo", "web"), when=only_if("realism", "web"))  # the crawl's

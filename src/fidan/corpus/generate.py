@@ -3,7 +3,8 @@
 ``generate(cfg, seed)`` is deterministic: the same config and seed give byte-identical output.
 Pages mix encyclopedic articles, question-and-answer pages, short stories, word
 problems, and "myth" passages that repeat a fixed misconception about a fact and then correct it,
-each in English or Turkish; pages also carry paragraphs of planted associations
+each in English or Turkish; ``corpus.everyday_share`` of the pages are about everyday life instead
+(``corpus/everyday.py``); pages also carry paragraphs of planted associations
 (``corpus.bias_share`` per page) at a known rate (``corpus.bias_rate``, see ``corpus/bias.py``).
 The evaluation sets ask about facts whose Q&A form never appears in the training text, and pose
 word problems that never appear there either.
@@ -15,8 +16,8 @@ from collections.abc import Iterator
 
 from fidan.config import CorpusConfig
 from fidan.corpus import bias as B
+from fidan.corpus import everyday, unknowns
 from fidan.corpus import facts as F
-from fidan.corpus import unknowns
 from fidan.corpus.instructions import conversations, sentiment_examples, sentiment_hard
 from fidan.corpus.stories import Problem, held_out_items, one_step_set, render_problem, story, word_problem
 from fidan.corpus.turkish import suffix
@@ -152,9 +153,17 @@ def documents(world: World, cfg: CorpusConfig, seed: int, heldout: set[tuple]) -
     total, n = 0, 0
     myths = myth_facts(world, seed)
     planter = B.Planter(world, cfg.bias_rate, random.Random(f"fidan-bias-{seed}"))
-    while total < target:
+    daily = random.Random(f"fidan-everyday-pages-{seed}")   # its own stream: with the share 0 the
+    while total < target:                                    # world pages are as without it
         lang = "tr" if rng.random() < cfg.turkish_fraction else "en"
         want = rng.randrange(60, 240)
+        if cfg.everyday_share and daily.random() < cfg.everyday_share:
+            topics, text = everyday.everyday_page(lang, daily, want)
+            yield Document(id=f"fidan-{n:07d}", text=text, source="embedded",
+                           meta={"kind": "page", "parts": ["everyday"] * len(topics), "lang": lang})
+            total += len(text.encode("utf-8"))
+            n += 1
+            continue
         parts, texts, words, seen = [], [], 0, set()
         while words < want:
             kind = rng.choices(kinds, weights)[0]
