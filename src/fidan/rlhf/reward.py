@@ -22,9 +22,9 @@ The reward model is the SFT model's trunk with a scalar head on the hidden state
 last token (with ``reward.likelihood``, plus the trunk's mean log-probability of the answer's
 tokens, or of its first sentence with ``reward.likelihood_span=sentence``, times a learnt weight;
 ``reward.head_lr`` gives the head and that weight their own learning rate; with
-``reward.likelihood_norm=pmi`` minus the same mean after an empty request: ``RewardModel``). It is trained with the Bradley-Terry loss
-``-log sigmoid(r_chosen - r_rejected)`` (a tie's target is 1/2 for each side). Pairwise accuracy
-is measured on pairs from held-out prompts the model never trained on, and, as its own row, on
+``reward.likelihood_norm=pmi`` minus the same mean after an empty request: ``RewardModel``).
+It is trained with the Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected)`` (a tie's
+target is 1/2 for each side). Pairwise accuracy is measured on pairs from held-out prompts the model never trained on, and, as its own row, on
 right-vs-wrong answers sampled afresh to held-out fact questions (``fact_pairs``: the judge's
 pairs are mostly easy, this row is not).
 
