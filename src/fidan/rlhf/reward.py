@@ -24,8 +24,9 @@ tokens, or of its first sentence with ``reward.likelihood_span=sentence``, times
 ``reward.head_lr`` gives the head and that weight their own learning rate; with
 ``reward.likelihood_norm=pmi`` minus the same mean after an empty request: ``RewardModel``).
 It is trained with the Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected)`` (a tie's
-target is 1/2 for each side). Pairwise accuracy is measured on pairs from held-out prompts the model never trained on, and, as its own row, on
-right-vs-wrong answers sampled afresh to held-out fact questions (``fact_pairs``: the judge's
+target is 1/2 for each side). Pairwise accuracy is measured on pairs from held-out prompts the
+model never trained on, and, as its own row, on right-vs-wrong answers sampled afresh to held-out
+fact questions (``fact_pairs``: the judge's
 pairs are mostly easy, this row is not).
 
 Writes ``reward/model.safetensors`` + ``model.json``, ``reward/pairs.jsonl`` (the training pairs,
