@@ -26,8 +26,7 @@ tokens, or of its first sentence with ``reward.likelihood_span=sentence``, times
 It is trained with the Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected)`` (a tie's
 target is 1/2 for each side). Pairwise accuracy is measured on pairs from held-out prompts the
 model never trained on, and, as its own row, on right-vs-wrong answers sampled afresh to held-out
-fact questions (``fact_pairs``: the judge's
-pairs are mostly easy, this row is not).
+fact questions (``fact_pairs``: the judge's pairs are mostly easy, this row is not).
 
 Writes ``reward/model.safetensors`` + ``model.json``, ``reward/pairs.jsonl`` (the training pairs,
 which DPO reuses), ``reward/heldout_pairs.jsonl`` and ``reward/samples.json`` (the pairs made
