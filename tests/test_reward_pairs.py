@@ -85,6 +85,37 @@ def test_the_sentence_span_reads_the_likelihood_of_the_first_sentence_only():
     assert "sentence_end" in sentence.state_dict() and "sentence_end" not in whole.state_dict()
 
 
+def test_the_pmi_term_is_the_answer_s_likelihood_after_its_prompt_minus_after_the_neutral_one():
+    torch.manual_seed(0)
+    trunk = GPT(GPTConfig(vocab_size=32, context=32, n_layer=1, n_head=2, d_model=16))
+    ends = torch.zeros(32, dtype=torch.bool)
+    ends[7] = True
+    neutral = [1, 2]
+    plain = RewardModel(trunk, likelihood=True, span="sentence", ends=ends)
+    pmi = RewardModel(trunk, likelihood=True, span="sentence", ends=ends, norm="pmi", neutral=neutral)
+    head_only = RewardModel(trunk)
+    for other in (pmi, head_only):
+        other.head.load_state_dict(plain.head.state_dict())
+    with torch.no_grad():
+        plain.head.bias.fill_(0.3)
+        pmi.head.bias.fill_(0.3)
+        head_only.head.bias.fill_(0.3)
+        plain.likelihood_weight.fill_(2.0)
+        pmi.likelihood_weight.fill_(2.0)
+    answers = [[4, 5, 7, 9], [6, 7, 3], [8, 9, 10, 11, 12, 7]]
+    # an answer as likely with its prompt as without (the prompt is the neutral one): no term at all
+    seqs = pack([neutral] * 3, answers, 0)
+    assert torch.allclose(pmi(seqs), head_only(seqs), atol=1e-5)
+    assert not torch.allclose(plain(seqs), head_only(seqs), atol=1e-3)
+    # prompts of other lengths in one batch: the term is the plain one minus the same answer's
+    # likelihood after the neutral prompt (the plain model's score there, less its head's)
+    prompts = [[3, 4, 5], [6], [9, 10, 11, 12, 13]]
+    seqs = pack(prompts, answers, 0)
+    after_nothing = plain(pack([neutral] * 3, answers, 0)) - head_only(pack([neutral] * 3, answers, 0))
+    assert torch.allclose(pmi(seqs), plain(seqs) - after_nothing, atol=1e-5)
+    assert not torch.allclose(pmi(seqs), plain(seqs), atol=1e-3)
+
+
 def test_the_held_out_benign_row_pairs_every_benign_request_s_written_help_with_both_refusals():
     rows = benign_rows()
     assert len(rows) == 2 * len(benign.PROMPTS)

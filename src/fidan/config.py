@@ -350,6 +350,9 @@ class RewardConfig:
                                    # to the head's score (rlhf/reward.py: RewardModel)
     likelihood_span: str = setting("answer", choices=("answer", "sentence"))  # the tokens the likelihood term
                                    # averages: the whole answer, or its first sentence (where the judge reads)
+    likelihood_norm: str = setting("none", choices=("none", "pmi"))  # "pmi": minus the same answer's
+                                   # likelihood after an empty request, so answers likely whatever is
+                                   # asked (memorised refusals, "I don't know") get no bonus
     fact_samples: int = setting(4, check=non_negative)  # fresh answers per held-out fact question for the
                                    # fact-judging row (right vs wrong answers; 0 = off)
 

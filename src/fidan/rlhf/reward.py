@@ -21,11 +21,12 @@ the evaluation's made-up entities against an abstention (``unknown_rows``).
 The reward model is the SFT model's trunk with a scalar head on the hidden state of the answer's
 last token (with ``reward.likelihood``, plus the trunk's mean log-probability of the answer's
 tokens, or of its first sentence with ``reward.likelihood_span=sentence``, times a learnt weight;
-``reward.head_lr`` gives the head and that weight their own learning rate). It is trained with the Bradley-Terry loss
-``-log sigmoid(r_chosen - r_rejected)`` (a tie's target is 1/2 for each side). Pairwise accuracy
-is measured on pairs from held-out prompts the model never trained on, and, as its own row, on
-right-vs-wrong answers sampled afresh to held-out fact questions (``fact_pairs``: the judge's
-pairs are mostly easy, this row is not).
+``reward.head_lr`` gives the head and that weight their own learning rate; with
+``reward.likelihood_norm=pmi`` minus the same mean after an empty request: ``RewardModel``).
+It is trained with the Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected)`` (a tie's
+target is 1/2 for each side). Pairwise accuracy is measured on pairs from held-out prompts the
+model never trained on, and, as its own row, on right-vs-wrong answers sampled afresh to held-out
+fact questions (``fact_pairs``: the judge's pairs are mostly easy, this row is not).
 
 Writes ``reward/model.safetensors`` + ``model.json``, ``reward/pairs.jsonl`` (the training pairs,
 which DPO reuses), ``reward/heldout_pairs.jsonl`` and ``reward/samples.json`` (the pairs made
@@ -69,21 +70,30 @@ class RewardModel(nn.Module):
     which a head on the last token's hidden state does not see directly. ``span="sentence"``
     averages over the answer's first sentence only (up to and with the first token that holds
     '.', '?' or '!', or the end of turn: ``sentence_ends``), where the judge reads the answer: a
-    fluent story after it or a long answer in the other language no longer lifts the mean."""
+    fluent story after it or a long answer in the other language no longer lifts the mean.
+    ``norm="pmi"`` subtracts the same mean read after a neutral prompt (an empty request,
+    ``neutral``): log p(answer | prompt) - log p(answer | nothing asked), pointwise mutual
+    information, so an answer the model gives whatever is asked (its memorised refusals, "I don't
+    know") gets no bonus, while a right fact, likely only after its question, keeps it."""
 
     def __init__(self, trunk: GPT, likelihood: bool = False, span: str = "answer",
-                 ends: torch.Tensor | None = None):
+                 ends: torch.Tensor | None = None, norm: str = "none", neutral: list[int] | None = None):
         super().__init__()
         self.trunk = trunk
         self.head = ScalarHead(trunk.cfg.d_model)
         self.cfg = trunk.cfg  # so model.json records the trunk's shape
         self.likelihood = likelihood
         self.span = span if likelihood else "answer"
+        self.norm = norm if likelihood else "none"
         if likelihood:
             self.likelihood_weight = nn.Parameter(torch.ones(()))
         if self.span == "sentence":   # saved with the weights: the loader needs no tokenizer
             self.register_buffer("sentence_end", ends if ends is not None
                                  else torch.zeros(trunk.cfg.vocab_size, dtype=torch.bool))
+        if self.norm == "pmi":
+            if not neutral:
+                raise FidanError("reward.likelihood_norm=pmi needs the neutral prompt's token ids")
+            self.neutral = [int(i) for i in neutral]   # model.json keeps them (``info``)
 
     def forward(self, seqs: Sequences) -> torch.Tensor:
         """One score per sequence ``[B]``, read at its last real token."""
@@ -92,14 +102,33 @@ class RewardModel(nn.Module):
         score = self.head.at(hidden, seqs.last)
         if not self.likelihood:
             return score
+        mean = self.span_logprob(hidden, seqs)
+        if self.norm == "pmi":   # minus the same answer's likelihood after the neutral prompt
+            alone = self.without_prompt(seqs)
+            mean = mean - self.span_logprob(self.trunk(alone.ids, return_hidden=True), alone)
+        return score + self.likelihood_weight * mean.to(score.dtype)
+
+    def span_logprob(self, hidden: torch.Tensor, seqs: Sequences) -> torch.Tensor:
+        """``[B]``: the trunk's mean log-probability of the answer's tokens (of its first sentence
+        with ``span="sentence"``), from the hidden states ``hidden`` of ``seqs``."""
         logp = F.log_softmax(self.trunk.lm_head(hidden[:, :-1]).float(), -1)
         picked = logp.gather(-1, seqs.ids[:, 1:, None]).squeeze(-1)
         mask = seqs.mask
         if self.span == "sentence":
             ends = self.sentence_end[seqs.ids[:, 1:]] & mask
             mask = mask & (ends.cumsum(-1) - ends.long() == 0)   # no sentence closed before this token
-        mean = (picked * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        return score + self.likelihood_weight * mean.to(score.dtype)
+        return (picked * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+    def without_prompt(self, seqs: Sequences) -> Sequences:
+        """The same answers after the neutral prompt (an empty request in the chat template)."""
+        mask, ids = seqs.mask.cpu(), seqs.ids.cpu()
+        answers = []
+        for row in range(len(ids)):
+            where = mask[row].nonzero()
+            start = int(where[0]) + 1 if len(where) else int(seqs.last[row]) + 1
+            answers.append(ids[row, start:int(seqs.last[row]) + 1].tolist())
+        # pad id 0: padding comes after every real token and is read by neither term
+        return pack([self.neutral] * len(answers), answers, 0).to(seqs.ids.device)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -115,11 +144,20 @@ def sentence_ends(tok: FidanTokenizer, vocab: int) -> torch.Tensor:
     return table
 
 
+def neutral_prompt(tok: FidanTokenizer, context: int) -> list[int]:
+    """The chat template's tokens asking for an answer to an empty request: the prompt the
+    ``pmi`` likelihood term reads every answer after, as what the model says whatever is asked."""
+    return prompt_ids(tok, "", context // 2)
+
+
 def load_reward_model(folder: Path, device: str | torch.device) -> RewardModel:
     info = read_model_info(folder)
     likelihood = bool(info.get("likelihood", False))
     span = str(info.get("likelihood_span", "answer"))
-    return load_with_head(folder, device, lambda trunk: RewardModel(trunk, likelihood=likelihood, span=span))
+    norm = str(info.get("likelihood_norm", "none"))
+    neutral = info.get("likelihood_neutral")
+    return load_with_head(folder, device, lambda trunk: RewardModel(trunk, likelihood=likelihood, span=span,
+                                                                    norm=norm, neutral=neutral))
 
 
 def encode_pair(tok: FidanTokenizer, pair: preferences.Pair, context: int) -> tuple[list[int], list[int], list[int]]:
@@ -455,8 +493,10 @@ def run(ctx: StageContext) -> dict:
     heldout_prompts = encode_records(tok, pairs["prompts"], context)
 
     torch.manual_seed(cfg.run.seed)
+    neutral = neutral_prompt(tok, context) if r.likelihood and r.likelihood_norm == "pmi" else None
     model = RewardModel(sft, likelihood=r.likelihood, span=r.likelihood_span,
-                        ends=sentence_ends(tok, sft.cfg.vocab_size) if r.likelihood else None)
+                        ends=sentence_ends(tok, sft.cfg.vocab_size) if r.likelihood else None,
+                        norm=r.likelihood_norm, neutral=neutral)
 
     def batch(step: int, micro: int):
         rng = np.random.default_rng([cfg.run.seed, step, micro, 13])
@@ -497,7 +537,8 @@ def run(ctx: StageContext) -> dict:
             betas=(tcfg.beta1, tcfg.beta2), weight_decay=0.0)
     task = Task(name="reward", batch=batch, loss=loss, flops_per_token=flops_per_token(sft.cfg), optimizer=optimizer,
                 info={"head": "scalar reward (Bradley-Terry)",
-                      **({"likelihood": True, "likelihood_span": r.likelihood_span} if r.likelihood else {})},
+                      **({"likelihood": True, "likelihood_span": r.likelihood_span} if r.likelihood else {}),
+                      **({"likelihood_norm": "pmi", "likelihood_neutral": neutral} if neutral else {})},
                 evaluate=evaluate if heldout else None)
     model, summary = train(model, tcfg, task, ctx)
     if ctx.rank != 0:  # under torchrun rank 0 alone scores the trained model
