@@ -164,13 +164,17 @@ def test_clip_higher_lets_a_rewarded_token_grow_past_the_symmetric_clip():
     """The surrogate's clip is asymmetric with clip_high: a ratio of 1.25 on a positive advantage
     still has a gradient at [0.8, 1.28] but not at [0.8, 1.2]; a ratio of 0.75 on a negative
     advantage is clipped by the lower bound in both."""
-    from fidan.rlhf.grpo import clipped_surrogate
+    import math
+
+    from fidan.rlhf.ppo import clipped_surrogate
+    zero = torch.zeros(1)
     for ratio, adv, high, moves in ((1.25, 1.0, 0.28, True), (1.25, 1.0, 0.2, False),
                                     (0.75, -1.0, 0.28, False), (0.75, -1.0, 0.2, False), (1.1, -1.0, 0.2, True)):
-        r = torch.tensor([ratio], requires_grad=True)
-        clipped_surrogate(r, torch.tensor([adv]), 0.2, high).sum().backward()
-        assert (float(r.grad) != 0) == moves, (ratio, adv, high)
-    assert float(clipped_surrogate(torch.tensor([1.5]), torch.tensor([2.0]), 0.2, 0.28)) == pytest.approx(2 * 1.28)
+        logp = torch.tensor([math.log(ratio)], requires_grad=True)
+        clipped_surrogate(logp, zero, torch.tensor([adv]), 0.2, high)[0].sum().backward()
+        assert (float(logp.grad) != 0) == moves, (ratio, adv, high)
+    loss, _ = clipped_surrogate(torch.tensor([math.log(1.5)]), zero, torch.tensor([2.0]), 0.2, 0.28)
+    assert float(loss) == pytest.approx(-2 * 1.28)
 
 
 def test_scale_rewards_off_centres_without_dividing_by_the_std():

@@ -49,7 +49,7 @@ from fidan.eval import tasks as eval_tasks
 from fidan.model.gpt import GPT
 from fidan.records import read_jsonl
 from fidan.rlhf import curriculum, judge
-from fidan.rlhf.ppo import masked_mean
+from fidan.rlhf.ppo import clipped_surrogate, masked_mean
 from fidan.rlhf.rollout import answer_tokens, pack, prompt_ids, rl_settings, sample, token_logprobs
 from fidan.stats import wilson, wilson_difference
 from fidan.tokenizer.bpe import FidanTokenizer
@@ -67,13 +67,6 @@ def group_advantages(rewards: torch.Tensor, group: int, scale: bool = True) -> t
     r = rewards.view(-1, group)
     centred = r - r.mean(1, keepdim=True)
     return (centred / (r.std(1, keepdim=True) + 1e-4) if scale else centred).view(-1)
-
-
-def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """PPO's clipped objective per token with the ratio clipped to ``[1 - low, 1 + high]``:
-    ``high > low`` is DAPO's clip-higher, which lets an unlikely right answer's tokens grow further
-    in one update than a likely one's may shrink."""
-    return torch.minimum(ratio * adv, ratio.clamp(1 - low, 1 + high) * adv)
 
 
 @dataclass
@@ -196,10 +189,9 @@ def run(ctx: StageContext, policy: GPT, ref: GPT, tok: FidanTokenizer, *, info: 
             for _ in range(g.epochs):
                 with ctx.autocast():
                     logp = token_logprobs(policy, seqs)
-                ratio = torch.exp(logp - old)
-                surrogate = clipped_surrogate(ratio, adv_k, g.clip, g.clip_high or g.clip)
+                pg, _ = clipped_surrogate(logp, old, adv_k, g.clip, g.clip_high or g.clip)
                 k3 = torch.exp(ref_lp - logp) - (ref_lp - logp) - 1
-                loss = token_mean_over_ranks(-surrogate + g.kl * k3, mask, total)
+                loss = token_mean_over_ranks(pg + g.kl * k3, mask, total)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 dist.average_gradients(policy.parameters())

@@ -100,13 +100,17 @@ def token_rewards(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor
     return rewards, kl
 
 
-def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float):
+def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float,
+                      clip_high: float | None = None):
     """PPO's per-token policy loss ``max(-A * r, -A * clip(r, 1 - eps, 1 + eps))`` (the negated
     clipped objective) and the ratio ``r = exp(logp - old_logp)``. Where the clipped side is the
     larger loss (a positive advantage with ``r > 1 + eps``, a negative one with ``r < 1 - eps``),
-    the loss is constant in ``logp``: that token gives no gradient."""
+    the loss is constant in ``logp``: that token gives no gradient. ``clip_high`` sets the upper
+    bound apart, ``1 + clip_high`` (DAPO's clip-higher, GRPO's ``[rlhf.grpo] clip_high``: an
+    unlikely rewarded token may grow further in one update than a likely one may shrink)."""
     ratio = torch.exp(logp - old_logp)
-    return torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), ratio
+    high = clip if clip_high is None else clip_high
+    return torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + high)), ratio
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
