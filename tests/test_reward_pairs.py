@@ -92,7 +92,7 @@ def test_the_pmi_term_is_the_answer_s_likelihood_after_its_prompt_minus_after_th
     ends[7] = True
     neutral = [1, 2]
     plain = RewardModel(trunk, likelihood=True, span="sentence", ends=ends)
-    pmi = RewardModel(trunk, likelihood=True, span="sentence", ends=ends, norm="pmi", neutral=neutral)
+    pmi = RewardModel(trunk, likelihood=True, span="sentence", ends=ends, norm="pmi", neutral=[neutral])
     head_only = RewardModel(trunk)
     for other in (pmi, head_only):
         other.head.load_state_dict(plain.head.state_dict())
@@ -114,6 +114,14 @@ def test_the_pmi_term_is_the_answer_s_likelihood_after_its_prompt_minus_after_th
     after_nothing = plain(pack([neutral] * 3, answers, 0)) - head_only(pack([neutral] * 3, answers, 0))
     assert torch.allclose(pmi(seqs), plain(seqs) - after_nothing, atol=1e-5)
     assert not torch.allclose(pmi(seqs), plain(seqs), atol=1e-3)
+    # several neutral prompts (reward.pmi_prompts): minus the mean of the answer's likelihoods after each
+    other = [5, 6, 2]
+    both = RewardModel(trunk, likelihood=True, span="sentence", ends=ends, norm="pmi", neutral=[neutral, other])
+    both.head.load_state_dict(pmi.head.state_dict())
+    with torch.no_grad():
+        both.likelihood_weight.fill_(2.0)
+    after_other = plain(pack([other] * 3, answers, 0)) - head_only(pack([other] * 3, answers, 0))
+    assert torch.allclose(both(seqs), plain(seqs) - (after_nothing + after_other) / 2, atol=1e-5)
 
 
 def test_the_held_out_benign_row_pairs_every_benign_request_s_written_help_with_both_refusals():

@@ -19,7 +19,7 @@ from fidan.rlhf import judge, preferences
 from fidan.rlhf.dpo import dpo_loss
 from fidan.rlhf.grpo import group_advantages
 from fidan.rlhf.ppo import PPO, PolicyWithValue, clipped_surrogate, gae, token_rewards
-from fidan.rlhf.reward import load_reward_model, neutral_prompt
+from fidan.rlhf.reward import load_reward_model, neutral_prompts
 from fidan.rlhf.stage import judge_compare
 from fidan.tokenizer.bpe import FidanTokenizer
 
@@ -395,7 +395,7 @@ def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
     again = micro_config(run.path.parent, "micro", "train.steps=120", *extra, "reward.hard_negatives=2",
                          "reward.likelihood=true", "reward.likelihood_span=sentence", "reward.wrong_entity=1",
                          "reward.benign_pairs=20", "reward.unknown_pairs=20", "reward.head_lr=1e-3",
-                         "reward.likelihood_norm=pmi")
+                         "reward.likelihood_norm=pmi", "reward.pmi_prompts=Tell me something.|Bir şey anlat.")
     summary = run_stage(again, run, "reward")
     assert summary["samples_reused"] is True and summary["hard_negative_pairs"] > 100
     assert summary["wrong_entity_pairs"] > 50 and summary["benign_pairs"] == summary["unknown_pairs"] == 40
@@ -410,8 +410,9 @@ def test_reward_model_then_ppo_dpo_grpo_run_and_report(pretrained_copy):
     rm = load_reward_model(run.path / "reward", "cpu")
     assert rm.likelihood and float(rm.likelihood_weight) != 0.0
     assert rm.span == "sentence" and bool(rm.sentence_end[tok_end(run)])   # the table survives save and load
-    assert rm.norm == "pmi" and rm.neutral == neutral_prompt(                # so does the neutral prompt
-        FidanTokenizer.load(run.path / "tokenizer" / "tokenizer.json"), rm.cfg.context)
+    assert rm.norm == "pmi" and rm.neutral == neutral_prompts(                # so do the neutral prompts
+        FidanTokenizer.load(run.path / "tokenizer" / "tokenizer.json"), rm.cfg.context, again.reward.pmi_prompts)
+    assert len(rm.neutral) == 2
     cfg = again
 
     result = run_stage(cfg, run, "rlhf")

@@ -353,6 +353,8 @@ class RewardConfig:
     likelihood_norm: str = setting("none", choices=("none", "pmi"))  # "pmi": minus the same answer's
                                    # likelihood after an empty request, so answers likely whatever is
                                    # asked (memorised refusals, "I don't know") get no bonus
+    pmi_prompts: str = setting("", when=only_if("likelihood_norm", "pmi"))  # the neutral requests of "pmi",
+                                   # separated by '|', their likelihood terms averaged ("" = one empty request)
     fact_samples: int = setting(4, check=non_negative)  # fresh answers per held-out fact question for the
                                    # fact-judging row (right vs wrong answers; 0 = off)
 

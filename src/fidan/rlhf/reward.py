@@ -22,7 +22,8 @@ The reward model is the SFT model's trunk with a scalar head on the hidden state
 last token (with ``reward.likelihood``, plus the trunk's mean log-probability of the answer's
 tokens, or of its first sentence with ``reward.likelihood_span=sentence``, times a learnt weight;
 ``reward.head_lr`` gives the head and that weight their own learning rate; with
-``reward.likelihood_norm=pmi`` minus the same mean after an empty request: ``RewardModel``).
+``reward.likelihood_norm=pmi`` minus the same mean after neutral requests, ``reward.pmi_prompts``:
+``RewardModel``).
 It is trained with the Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected)`` (a tie's
 target is 1/2 for each side). Pairwise accuracy is measured on pairs from held-out prompts the
 model never trained on, and, as its own row, on right-vs-wrong answers sampled afresh to held-out
@@ -77,7 +78,7 @@ class RewardModel(nn.Module):
     know") gets no bonus, while a right fact, likely only after its question, keeps it."""
 
     def __init__(self, trunk: GPT, likelihood: bool = False, span: str = "answer",
-                 ends: torch.Tensor | None = None, norm: str = "none", neutral: list[int] | None = None):
+                 ends: torch.Tensor | None = None, norm: str = "none", neutral: list[list[int]] | None = None):
         super().__init__()
         self.trunk = trunk
         self.head = ScalarHead(trunk.cfg.d_model)
@@ -92,8 +93,8 @@ class RewardModel(nn.Module):
                                  else torch.zeros(trunk.cfg.vocab_size, dtype=torch.bool))
         if self.norm == "pmi":
             if not neutral:
-                raise FidanError("reward.likelihood_norm=pmi needs the neutral prompt's token ids")
-            self.neutral = [int(i) for i in neutral]   # model.json keeps them (``info``)
+                raise FidanError("reward.likelihood_norm=pmi needs the neutral prompts' token ids")
+            self.neutral = [[int(i) for i in ids] for ids in neutral]   # model.json keeps them (``info``)
 
     def forward(self, seqs: Sequences) -> torch.Tensor:
         """One score per sequence ``[B]``, read at its last real token."""
@@ -103,9 +104,10 @@ class RewardModel(nn.Module):
         if not self.likelihood:
             return score
         mean = self.span_logprob(hidden, seqs)
-        if self.norm == "pmi":   # minus the same answer's likelihood after the neutral prompt
-            alone = self.without_prompt(seqs)
-            mean = mean - self.span_logprob(self.trunk(alone.ids, return_hidden=True), alone)
+        if self.norm == "pmi":   # minus the same answer's likelihood after the neutral prompts, averaged
+            for prompt in self.neutral:
+                alone = self.without_prompt(seqs, prompt)
+                mean = mean - self.span_logprob(self.trunk(alone.ids, return_hidden=True), alone) / len(self.neutral)
         return score + self.likelihood_weight * mean.to(score.dtype)
 
     def span_logprob(self, hidden: torch.Tensor, seqs: Sequences) -> torch.Tensor:
@@ -119,8 +121,8 @@ class RewardModel(nn.Module):
             mask = mask & (ends.cumsum(-1) - ends.long() == 0)   # no sentence closed before this token
         return (picked * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
-    def without_prompt(self, seqs: Sequences) -> Sequences:
-        """The same answers after the neutral prompt (an empty request in the chat template)."""
+    def without_prompt(self, seqs: Sequences, prompt: list[int]) -> Sequences:
+        """The same answers after ``prompt`` (one of the neutral ones) instead of their own."""
         mask, ids = seqs.mask.cpu(), seqs.ids.cpu()
         answers = []
         for row in range(len(ids)):
@@ -128,7 +130,7 @@ class RewardModel(nn.Module):
             start = int(where[0]) + 1 if len(where) else int(seqs.last[row]) + 1
             answers.append(ids[row, start:int(seqs.last[row]) + 1].tolist())
         # pad id 0: padding comes after every real token and is read by neither term
-        return pack([self.neutral] * len(answers), answers, 0).to(seqs.ids.device)
+        return pack([prompt] * len(answers), answers, 0).to(seqs.ids.device)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -144,10 +146,11 @@ def sentence_ends(tok: FidanTokenizer, vocab: int) -> torch.Tensor:
     return table
 
 
-def neutral_prompt(tok: FidanTokenizer, context: int) -> list[int]:
-    """The chat template's tokens asking for an answer to an empty request: the prompt the
-    ``pmi`` likelihood term reads every answer after, as what the model says whatever is asked."""
-    return prompt_ids(tok, "", context // 2)
+def neutral_prompts(tok: FidanTokenizer, context: int, requests: str = "") -> list[list[int]]:
+    """The chat template's tokens for each neutral request (``reward.pmi_prompts``, separated by
+    '|'; "" is one empty request): the prompts the ``pmi`` likelihood term reads every answer
+    after, as what the model says whatever is asked."""
+    return [prompt_ids(tok, r.strip(), context // 2) for r in requests.split("|")]
 
 
 def load_reward_model(folder: Path, device: str | torch.device) -> RewardModel:
@@ -156,6 +159,8 @@ def load_reward_model(folder: Path, device: str | torch.device) -> RewardModel:
     span = str(info.get("likelihood_span", "answer"))
     norm = str(info.get("likelihood_norm", "none"))
     neutral = info.get("likelihood_neutral")
+    if neutral and isinstance(neutral[0], int):   # one prompt, as this setting's first version saved it
+        neutral = [neutral]
     return load_with_head(folder, device, lambda trunk: RewardModel(trunk, likelihood=likelihood, span=span,
                                                                     norm=norm, neutral=neutral))
 
@@ -493,7 +498,7 @@ def run(ctx: StageContext) -> dict:
     heldout_prompts = encode_records(tok, pairs["prompts"], context)
 
     torch.manual_seed(cfg.run.seed)
-    neutral = neutral_prompt(tok, context) if r.likelihood and r.likelihood_norm == "pmi" else None
+    neutral = neutral_prompts(tok, context, r.pmi_prompts) if r.likelihood and r.likelihood_norm == "pmi" else None
     model = RewardModel(sft, likelihood=r.likelihood, span=r.likelihood_span,
                         ends=sentence_ends(tok, sft.cfg.vocab_size) if r.likelihood else None,
                         norm=r.likelihood_norm, neutral=neutral)
