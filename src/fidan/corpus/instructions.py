@@ -396,10 +396,16 @@ def fact_conversations(world: World, n: int, seed: int) -> list[dict]:
     for i in range(n):
         lang = ("en", "tr")[i % 2]
         _, _, q, a = _fact_turn(world, lang, rng)
-        messages = [{"role": "system", "content": SYSTEM[lang]}] if rng.random() < 0.3 else []
-        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        out.append({"messages": messages, "kind": "fact", "lang": lang})
+        out.append(_single_fact(lang, q, a, rng))
     return out
+
+
+def _single_fact(lang: str, question: str, answer: str, rng: random.Random) -> dict:
+    """One fact question and its answer as a conversation, a third of them with the system prompt."""
+    messages = [{"role": "system", "content": SYSTEM[lang]}] if rng.random() < 0.3 else []
+    messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return {"messages": messages, "kind": "fact", "lang": lang}
+
 
 def subject_conversations(world: World, n: int, seed: int) -> list[dict]:
     """``n`` single fact questions spread evenly over the world's subjects (``sft.subject_facts``):
@@ -416,10 +422,8 @@ def subject_conversations(world: World, n: int, seed: int) -> list[dict]:
             if len(out) == n:
                 break
             lang, attr = ("en", "tr")[len(out) % 2], rng.choice(usable)
-            messages = [{"role": "system", "content": SYSTEM[lang]}] if rng.random() < 0.3 else []
-            messages += [{"role": "user", "content": F.question(attr, lang, ent)},
-                         {"role": "assistant", "content": F.statement(attr, lang, ent, attr.value(ent), 0)}]
-            out.append({"messages": messages, "kind": "fact", "lang": lang})
+            out.append(_single_fact(lang, F.question(attr, lang, ent),
+                                    F.statement(attr, lang, ent, attr.value(ent), 0), rng))
     return out
 
 
