@@ -90,5 +90,6 @@ def test_an_override_that_changes_nothing_says_so(capsys):
     notes = capsys.readouterr().err.splitlines()
     assert notes == ["fidan: note: 'rlhf.steps' has no effect: it is used only when rlhf.algo = ppo or grpo",
                      "fidan: note: 'sft.lora.rank' has no effect: it is used only when sft.method = lora"]
-    build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.dpo.steps=5", "sft.method=lora", "sft.lora.rank=4"])
+    build_config("tiny", None, ["rlhf.algo=dpo", "rlhf.dpo.steps=5", "sft.method=lora", "sft.lora.rank=4",
+                                "corpus.everyday_share=0"])   # unhashed at 0, but not inert
     assert capsys.readouterr().err == ""

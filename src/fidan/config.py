@@ -577,7 +577,8 @@ def no_effect(cfg: Config, dotted: str) -> str | None:
         obj, where = getattr(cfg, parts[0]), parts[0]
         for part in parts[1:]:
             f = next(f for f in dataclasses.fields(obj) if f.name == part)
-            if (when := unmet(obj, f)) is not None:
+            # a condition on its own value (unhashed at its default) does not make the setting inert
+            if (when := unmet(obj, f)) is not None and when.key != part:
                 return f"'{dotted}' has no effect: it is used only when {where}.{when}"
             obj, where = getattr(obj, part), f"{where}.{part}"
     return None
